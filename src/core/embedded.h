@@ -1,4 +1,4 @@
-/* The Lua runtime library (lua/vigil/*.lua) compiled into the binary by cmake/EmbedLua.cmake. */
+/* The Lua runtime library (the files under lua/vigil) compiled into the binary by cmake/EmbedLua.cmake. */
 #pragma once
 
 #include <stddef.h>

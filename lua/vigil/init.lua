@@ -1,0 +1,64 @@
+-- vigil: the module policies, specs and the REPL use. The C half (vigil.core) provides time,
+-- tasks and periodic jobs; this file adds what reads better in Lua. Documented in
+-- docs/lua-api.md; every function there has an example that a spec runs.
+local core = require("vigil.core")
+local json = require("vigil.json")
+local inspect = require("vigil.inspect")
+
+local M = {
+  version = core.version,
+  sleep = core.sleep,
+  now = core.now,
+  duration = core.duration,
+  spawn = core.spawn,
+  wait = core.wait,
+  every = core.every,
+  json = json,
+  inspect = inspect.inspect,
+}
+
+--- Runs each function of `fns` as its own task, all at once, and waits for them.
+-- Returns `results, errors`: results[i] is the first value fns[i] returned (nil if it failed);
+-- errors is nil when every function succeeded, else errors[i] is "ETASK: ...", the message a
+-- function returned as `nil, "ENAME: ..."`, or "ETIMEDOUT: ..." when opts.timeout passed
+-- first (unfinished tasks are then cancelled).
+function M.all(fns, opts)
+  if type(fns) ~= "table" then error("bad argument #1 to 'all' (table of functions expected)", 2) end
+  local deadline = opts and opts.timeout and core.now() + core.duration(opts.timeout)
+  local tasks = {}
+  for i, fn in ipairs(fns) do
+    if type(fn) ~= "function" then
+      error(("bad argument #1 to 'all' (element %d is a %s, not a function)"):format(i, type(fn)), 2)
+    end
+    tasks[i] = core.spawn(fn)
+  end
+  local results, errors = {}, nil
+  for i, t in ipairs(tasks) do
+    local left = deadline and math.max(0, deadline - core.now()) or nil
+    local value, err = core.wait(t, left)
+    if value == nil and err ~= nil then
+      if err:sub(1, 10) == "ETIMEDOUT:" then
+        t:cancel("vigil.all timed out")
+        err = ("ETIMEDOUT: function %d did not finish within %s"):format(i, tostring(opts.timeout))
+      end
+      errors = errors or {}
+      errors[i] = err
+    end
+    results[i] = value
+  end
+  return results, errors
+end
+
+local function logger(level)
+  return function(msg, fields) core.log(level, tostring(msg), fields) end
+end
+
+--- Structured log lines tagged with the policy and task: vigil.log.info("scaled", {pod = p}).
+M.log = {
+  debug = logger("debug"),
+  info = logger("info"),
+  warn = logger("warn"),
+  error = logger("error"),
+}
+
+return M

@@ -1,0 +1,475 @@
+/* Config loading. The file runs in its own sandboxed VM with a small budget; its result is
+ * read with raw access only. Unknown keys are errors (with a suggestion) because a mistyped
+ * key silently ignored is how safety limits get lost. */
+#include "core/config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/runtime.h"
+#include "core/sandbox.h"
+
+#define SECRET_MT "vigil.secret"
+
+void vg_config_defaults(vg_config_t *cfg)
+{
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->listen = strdup("127.0.0.1:9095");
+  cfg->store = strdup("vigil.db");
+  cfg->policies = strdup("policies");
+  cfg->repl_socket = strdup("vigil.sock");
+  cfg->executor_mode = strdup("dry-run");
+  cfg->log_level = VG_LOG_INFO;
+  vg_limits_default(&cfg->limits);
+  cfg->error_budget = 5;
+  cfg->error_window_ms = 5 * 60 * 1000;
+  cfg->drain_ms = 30 * 1000;
+  cfg->debounce_ms = 200;
+  cfg->watchdog_ms = 5000;
+  cfg->watchdog_hard_ms = 30000;
+}
+
+void vg_config_free(vg_config_t *cfg)
+{
+  free(cfg->path);
+  free(cfg->listen);
+  free(cfg->store);
+  free(cfg->policies);
+  free(cfg->repl_socket);
+  free(cfg->executor_mode);
+  if (cfg->token != NULL) {
+    memset(cfg->token, 0, strlen(cfg->token));
+    free(cfg->token);
+  }
+  memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---- secrets ---- */
+
+typedef struct {
+  char origin[200]; /* "env:NAME" or "file:/path": safe to show */
+  size_t len;
+  char value[];
+} secret_t;
+
+static int secret_tostring(lua_State *L)
+{
+  secret_t *s = luaL_checkudata(L, 1, SECRET_MT);
+  lua_pushfstring(L, "<secret %s>", s->origin);
+  return 1;
+}
+
+static void push_secret(lua_State *L, const char *origin, const char *value, size_t len)
+{
+  secret_t *s = lua_newuserdatauv(L, sizeof(*s) + len + 1, 0);
+  snprintf(s->origin, sizeof(s->origin), "%s", origin);
+  s->len = len;
+  memcpy(s->value, value, len);
+  s->value[len] = '\0';
+  if (luaL_newmetatable(L, SECRET_MT)) {
+    lua_pushcfunction(L, secret_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+  }
+  lua_setmetatable(L, -2);
+}
+
+/* env "NAME": the variable's value as a secret; an unset variable is an error. */
+static int cfg_env(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  const char *value = getenv(name);
+  if (value == NULL) {
+    return luaL_error(L, "env: environment variable %s is not set", name);
+  }
+  char origin[160];
+  snprintf(origin, sizeof(origin), "env:%s", name);
+  push_secret(L, origin, value, strlen(value));
+  return 1;
+}
+
+/* file "PATH": the file's content (one trailing newline trimmed) as a secret. */
+static int cfg_file(lua_State *L)
+{
+  const char *path = luaL_checkstring(L, 1);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    return luaL_error(L, "file: cannot read %s: %s", path, strerror(errno));
+  }
+  char buf[8192];
+  size_t n = fread(buf, 1, sizeof(buf), f);
+  bool more = fgetc(f) != EOF;
+  fclose(f);
+  if (more) {
+    return luaL_error(L, "file: %s is larger than 8 KiB, which is not a secret", path);
+  }
+  if (n > 0 && buf[n - 1] == '\n') {
+    n--;
+  }
+  if (n > 0 && buf[n - 1] == '\r') {
+    n--;
+  }
+  char origin[160];
+  snprintf(origin, sizeof(origin), "file:%s", path);
+  push_secret(L, origin, buf, n);
+  memset(buf, 0, sizeof(buf));
+  return 1;
+}
+
+/* ---- reading the table ---- */
+
+typedef struct {
+  vg_config_t *cfg;
+  const char *path;
+  const char *text;
+} load_ctx_t;
+
+static int line_of(const char *text, const char *key)
+{
+  if (text == NULL) {
+    return 1;
+  }
+  size_t k = strlen(key);
+  int line = 1;
+  for (const char *p = text; *p; p++) {
+    if (*p == '\n') {
+      line++;
+    } else if (strncmp(p, key, k) == 0 && (p == text || (p[-1] != '_' && p[-1] != '.'))) {
+      const char *q = p + k;
+      while (*q == ' ' || *q == '\t') {
+        q++;
+      }
+      if (*q == '=' && q[1] != '=') {
+        return line;
+      }
+    }
+  }
+  return 1;
+}
+
+static int key_error(lua_State *L, load_ctx_t *c, const char *key, const char *fmt, ...)
+{
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return luaL_error(L, "%s:%d: %s", c->path, line_of(c->text, key), msg);
+}
+
+static void set_str(char **slot, const char *v)
+{
+  free(*slot);
+  *slot = strdup(v);
+}
+
+/* String option: the value at the top of the stack, popped. */
+static void opt_string(lua_State *L, load_ctx_t *c, const char *key, char **slot)
+{
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    key_error(L, c, key, "%s must be a string, not a %s", key, luaL_typename(L, -1));
+  }
+  set_str(slot, lua_tostring(L, -1));
+}
+
+static uint64_t opt_duration(lua_State *L, load_ctx_t *c, const char *key)
+{
+  char err[160];
+  int64_t ms;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    ms = (int64_t)(lua_tonumber(L, -1) * 1000.0);
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    ms = vg_duration_parse(lua_tostring(L, -1), err, sizeof(err));
+    if (ms < 0) {
+      key_error(L, c, key, "%s: %s", key, err);
+    }
+  } else {
+    key_error(L, c, key, "%s must be a duration like \"30s\"", key);
+    return 0;
+  }
+  if (ms <= 0) {
+    key_error(L, c, key, "%s must be positive", key);
+  }
+  return (uint64_t)ms;
+}
+
+static size_t opt_bytes(lua_State *L, load_ctx_t *c, const char *key)
+{
+  if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= (1 << 20)) {
+    return (size_t)lua_tonumber(L, -1);
+  }
+  const char *s = lua_tostring(L, -1);
+  char *end = NULL;
+  double v = s ? strtod(s, &end) : 0;
+  double scale = 0;
+  if (end != NULL && (strcmp(end, "MB") == 0 || strcmp(end, "MiB") == 0)) {
+    scale = 1 << 20;
+  } else if (end != NULL && (strcmp(end, "GB") == 0 || strcmp(end, "GiB") == 0)) {
+    scale = 1 << 30;
+  } else if (end != NULL && (strcmp(end, "KB") == 0 || strcmp(end, "KiB") == 0)) {
+    scale = 1 << 10;
+  }
+  if (scale == 0 || v * scale < (1 << 20)) {
+    key_error(L, c, key, "%s must be a size like \"64MB\" (at least 1MB)", key);
+  }
+  return (size_t)(v * scale);
+}
+
+static const char *suggest(const char *key, const char *const *known)
+{
+  for (int i = 0; known[i] != NULL; i++) {
+    size_t a = strlen(key), b = strlen(known[i]);
+    size_t common = 0;
+    while (common < a && common < b && key[common] == known[i][common]) {
+      common++;
+    }
+    if (common >= 3 || (a == b && a > 2 && strncmp(key + 1, known[i] + 1, a - 1) == 0)) {
+      return known[i];
+    }
+  }
+  return NULL;
+}
+
+static void check_known(lua_State *L, load_ctx_t *c, int tbl, const char *section,
+                        const char *const *known)
+{
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      key_error(L, c, "", "%s: keys must be strings", section);
+    }
+    const char *key = lua_tostring(L, -1);
+    bool ok = false;
+    for (int i = 0; known[i] != NULL && !ok; i++) {
+      ok = strcmp(key, known[i]) == 0;
+    }
+    if (!ok) {
+      const char *hint = suggest(key, known);
+      if (hint != NULL) {
+        key_error(L, c, key, "unknown key '%s%s' (did you mean '%s'?)", section, key, hint);
+      }
+      key_error(L, c, key, "unknown key '%s%s'", section, key);
+    }
+  }
+}
+
+static void read_limits(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = { "memory", "instructions", "slice", "timeout", NULL };
+  check_known(L, c, tbl, "limits.", known);
+  vg_limits_t *lim = &c->cfg->limits;
+  if (lua_getfield(L, tbl, "memory") != LUA_TNIL) {
+    lim->memory = opt_bytes(L, c, "memory");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "instructions") != LUA_TNIL) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 100000) {
+      key_error(L, c, "instructions", "limits.instructions must be an integer >= 100000");
+    }
+    lim->instructions = (uint64_t)lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "slice") != LUA_TNIL) {
+    lim->slice_ms = opt_duration(L, c, "slice");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "timeout") != LUA_TNIL) {
+    lim->timeout_ms = opt_duration(L, c, "timeout");
+  }
+  lua_pop(L, 1);
+}
+
+static int read_config_p(lua_State *L)
+{
+  load_ctx_t *c = lua_touserdata(L, 1);
+  vg_config_t *cfg = c->cfg;
+  lua_settop(L, 2);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  static const char *const known[] = {
+    "listen", "store",   "policies", "repl_socket", "log_level", "token", "limits",
+    "policy_errors", "drain", "reload_debounce", "watchdog", "executor", "sources",
+    "notifiers", "intake", NULL,
+  };
+  check_known(L, c, 2, "", known);
+  const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
+  char **slots[] = { &cfg->listen, &cfg->store, &cfg->policies, &cfg->repl_socket };
+  for (int i = 0; strings[i] != NULL; i++) {
+    if (lua_getfield(L, 2, strings[i]) != LUA_TNIL) {
+      opt_string(L, c, strings[i], slots[i]);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, 2, "log_level") != LUA_TNIL) {
+    int lvl = lua_type(L, -1) == LUA_TSTRING ? vg_log_level_parse(lua_tostring(L, -1)) : -1;
+    if (lvl < 0) {
+      key_error(L, c, "log_level", "log_level must be one of debug, info, warn, error, off");
+    }
+    cfg->log_level = lvl;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "token") != LUA_TNIL) {
+    secret_t *s = luaL_testudata(L, -1, SECRET_MT);
+    if (s == NULL) {
+      key_error(L, c, "token",
+                "token must come from env \"NAME\" or file \"PATH\", never a literal in the "
+                "config file");
+    }
+    cfg->token = strdup(s->value);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "limits") == LUA_TTABLE) {
+    read_limits(L, c, lua_gettop(L));
+  } else if (!lua_isnil(L, -1)) {
+    key_error(L, c, "limits", "limits must be a table");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "policy_errors") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "policy_errors", "policy_errors must be { max = 5, window = \"5m\" }");
+    }
+    static const char *const pe[] = { "max", "window", NULL };
+    int t = lua_gettop(L);
+    check_known(L, c, t, "policy_errors.", pe);
+    if (lua_getfield(L, t, "max") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0) {
+        key_error(L, c, "max", "policy_errors.max must be a non-negative integer (0 = never "
+                  "disable)");
+      }
+      cfg->error_budget = (int)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, t, "window") != LUA_TNIL) {
+      cfg->error_window_ms = opt_duration(L, c, "window");
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "drain") != LUA_TNIL) {
+    cfg->drain_ms = opt_duration(L, c, "drain");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "reload_debounce") != LUA_TNIL) {
+    cfg->debounce_ms = opt_duration(L, c, "reload_debounce");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "watchdog") != LUA_TNIL) {
+    cfg->watchdog_ms = opt_duration(L, c, "watchdog");
+    if (cfg->watchdog_ms < 100) {
+      key_error(L, c, "watchdog", "watchdog must be at least 100ms");
+    }
+    cfg->watchdog_hard_ms = cfg->watchdog_ms * 6;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "executor") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "executor", "executor must be a table { mode = \"dry-run\", allow = {...} }");
+    }
+    if (lua_getfield(L, -1, "mode") != LUA_TNIL) {
+      const char *m = lua_tostring(L, -1);
+      if (m == NULL || (strcmp(m, "observe") != 0 && strcmp(m, "dry-run") != 0 &&
+                        strcmp(m, "enforce") != 0)) {
+        key_error(L, c, "mode", "executor.mode must be \"observe\", \"dry-run\" or \"enforce\"");
+      }
+      set_str(&cfg->executor_mode, m);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  for (const char *const *k = (const char *const[]){ "sources", "notifiers", "intake", NULL }; *k;
+       k++) {
+    int t = lua_getfield(L, 2, *k);
+    if (t != LUA_TNIL && t != LUA_TTABLE) {
+      key_error(L, c, *k, "%s must be a table", *k);
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* Runs the file (protected): the table it returns, or the globals it set. */
+static int run_config_p(lua_State *L)
+{
+  load_ctx_t *c = lua_touserdata(L, 1);
+  vg_sandbox_push_env(L, false);
+  int env = lua_gettop(L);
+  lua_pushcfunction(L, cfg_env);
+  lua_setfield(L, env, "env");
+  lua_pushcfunction(L, cfg_file);
+  lua_setfield(L, env, "file");
+  lua_pushvalue(L, env);
+  char chunk[1100];
+  snprintf(chunk, sizeof(chunk), "@%s", c->path);
+  if (vg_sandbox_loadfile(L, c->path, chunk) != LUA_OK) {
+    return lua_error(L);
+  }
+  vg_vm_t *vm = vg_vm_of(L);
+  vg_budget_t budget = { .instr_limit = 10000000, .slice_ns = 2000000000ULL,
+                         .slice_start = uv_hrtime() };
+  vm->budget = &budget;
+  vm->load_phase = true;
+  lua_call(L, 0, 1);
+  vm->budget = NULL;
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L); /* globals the file assigned, minus our two helpers */
+    lua_pushnil(L);
+    while (lua_next(L, env) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+    lua_pushnil(L);
+    lua_setfield(L, -2, "env");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "file");
+  } else if (lua_type(L, -1) != LUA_TTABLE) {
+    return luaL_error(L, "%s: a config file returns a table (or sets globals), not a %s", c->path,
+                      luaL_typename(L, -1));
+  }
+  lua_pushcfunction(L, read_config_p);
+  lua_pushlightuserdata(L, c);
+  lua_pushvalue(L, -3);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+int vg_config_load(vg_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    snprintf(err, errlen, "%s: cannot read the config file: %s", path, strerror(errno));
+    return -1;
+  }
+  char text[65536];
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  vg_limits_t limits = { .memory = 16u << 20 };
+  vg_vm_t *vm = vg_vm_new(NULL, "config", &limits);
+  if (vm == NULL) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  load_ctx_t c = { cfg, path, text };
+  lua_pushcfunction(vm->L, run_config_p);
+  lua_pushlightuserdata(vm->L, &c);
+  int rc = 0;
+  if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {
+    char buf[128];
+    snprintf(err, errlen, "%s", vg_vm_error_text(vm->L, -1, buf, sizeof(buf)));
+    rc = -1;
+  } else {
+    set_str(&cfg->path, path);
+  }
+  vm->budget = NULL;
+  vg_vm_free(vm);
+  return rc;
+}

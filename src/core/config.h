@@ -1,0 +1,36 @@
+/* Daemon configuration: an optional Lua file, evaluated in a sandbox into a table and checked
+ * key by key. Nothing is required; defaults are DESIGN.md §1's. Secrets come from `env "NAME"`
+ * and `file "PATH"` and are opaque values that never print. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/vm.h"
+
+typedef struct vg_config {
+  char *path; /* the file it came from, or NULL for defaults */
+  char *listen;
+  char *store;
+  char *policies;
+  char *repl_socket;
+  char *executor_mode; /* observe | dry-run | enforce */
+  char *token;         /* secret; NULL when unset */
+  int log_level;
+  vg_limits_t limits;
+  int error_budget;        /* failed runs ... */
+  uint64_t error_window_ms; /* ... within this window disable a policy */
+  uint64_t drain_ms;
+  uint64_t debounce_ms;
+  uint64_t watchdog_ms; /* loop stall that stops the running policy */
+  uint64_t watchdog_hard_ms; /* stall that ends the process (stuck in C) */
+} vg_config_t;
+
+/* Fills `cfg` with the defaults. */
+void vg_config_defaults(vg_config_t *cfg);
+
+/* Loads `path` over the defaults. Returns 0, or -1 with "file:line: message" in err. */
+int vg_config_load(vg_config_t *cfg, const char *path, char *err, size_t errlen);
+
+void vg_config_free(vg_config_t *cfg);

@@ -1,0 +1,122 @@
+/* The daemon. Start: runtime, policies (load + watch), watchdog, REPL socket. Stop (SIGINT or
+ * SIGTERM): no new work, close the REPL socket, cancel every task, close every VM, close the
+ * loop with no handle left behind. */
+#include "core/daemon.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "core/policy.h"
+#include "core/runtime.h"
+#include "core/watchdog.h"
+#include "repl/repl.h"
+#include "vigil/version.h"
+
+typedef struct {
+  vg_runtime_t *rt;
+  uv_signal_t sigint, sigterm;
+  vg_repl_server_t *repl;
+} daemon_t;
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+  daemon_t *d = h->data;
+  if (d->rt->stopping) {
+    return;
+  }
+  vg_log(VG_LOG_INFO, "shutting down", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", NULL);
+  d->rt->stopping = true;
+  vg_repl_server_stop(d->repl);
+  d->repl = NULL;
+  vg_policies_free(d->rt->policies);
+  d->rt->policies = NULL;
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+}
+
+static void print_hello(const vg_config_t *cfg, int npolicies)
+{
+  printf("\n"
+         "vigil %s is running with %d polic%s from %s/ (executor: %s).\n"
+         "Logs go to stderr as logfmt. Try, in another terminal:\n"
+         "\n"
+         "  build/dev/vigil repl --attach %s\n"
+         "  > vigil.runtime.policies()\n"
+         "  > vigil.runtime.dispatch{ labels = { alertname = \"HighCPU\", severity = \"critical\",\n"
+         "                                       pod = \"api-7d9f\" } }\n"
+         "  > vigil.sleep(1); print(\"tasks run on the loop\")\n"
+         "\n"
+         "Edit a file in %s/ and it reloads within a second. Ctrl-C stops the daemon.\n\n",
+         VIGIL_VERSION, npolicies, npolicies == 1 ? "y" : "ies", cfg->policies,
+         cfg->executor_mode, cfg->repl_socket, cfg->policies);
+  fflush(stdout);
+}
+
+int vg_daemon_run(vg_config_t *cfg, bool hello)
+{
+  uint64_t t0 = uv_hrtime();
+  struct stat st;
+  if (stat(cfg->policies, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "vigil: the policies directory '%s' does not exist (set `policies` in the "
+                    "config or pass --policies DIR)\n",
+            cfg->policies);
+    return 2;
+  }
+  daemon_t d = { 0 };
+  d.rt = vg_runtime_new();
+  if (d.rt == NULL) {
+    return 1;
+  }
+  vg_runtime_t *rt = d.rt;
+  rt->config = cfg;
+  rt->limits = cfg->limits;
+
+  vg_policies_t *ps = vg_policies_new(rt, cfg->policies);
+  ps->budget.max = cfg->error_budget;
+  ps->budget.window_ms = cfg->error_window_ms;
+  ps->drain_ms = cfg->drain_ms;
+  ps->debounce_ms = cfg->debounce_ms;
+  size_t qlen = strlen(cfg->store) + 12;
+  ps->quarantine_path = malloc(qlen);
+  snprintf(ps->quarantine_path, qlen, "%s.quarantine", cfg->store);
+  rt->policies = ps;
+  vg_policies_reload(ps, "start");
+  vg_policies_watch(ps);
+
+  rt->watchdog = vg_watchdog_start(rt, cfg->watchdog_ms, cfg->watchdog_hard_ms);
+  d.repl = vg_repl_server_start(rt, cfg->repl_socket);
+
+  uv_signal_init(rt->loop, &d.sigint);
+  uv_signal_init(rt->loop, &d.sigterm);
+  d.sigint.data = d.sigterm.data = &d;
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+
+  int npolicies = 0;
+  for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
+    npolicies++;
+  }
+  char n[16], ms[32];
+  snprintf(n, sizeof(n), "%d", npolicies);
+  snprintf(ms, sizeof(ms), "%.1f", (double)(uv_hrtime() - t0) / 1e6);
+  vg_log(VG_LOG_INFO, "vigil started", "version", VIGIL_VERSION, "policies", n, "dir",
+         cfg->policies, "repl_socket", d.repl ? cfg->repl_socket : "(off)", "executor",
+         cfg->executor_mode, "startup_ms", ms, NULL);
+  if (hello) {
+    print_hello(cfg, npolicies);
+  }
+
+  vg_runtime_run(rt, -1);
+
+  vg_watchdog_stop(rt->watchdog);
+  if (rt->policies != NULL) {
+    vg_policies_free(rt->policies);
+  }
+  vg_repl_server_stop(d.repl);
+  vg_runtime_free(rt);
+  vg_log(VG_LOG_INFO, "stopped", NULL);
+  return 0;
+}

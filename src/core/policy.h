@@ -1,0 +1,105 @@
+/* Policies: one file in the policies directory, one policy, one VM per loaded version.
+ * Loading compiles and validates in a fresh VM; a reload swaps the new version in and lets
+ * the old one drain its in-flight tasks to a deadline. A broken file never replaces a working
+ * version. Matchers are compiled to C so non-matching policies cost nothing per alert. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/alert.h"
+#include "core/vm.h"
+#include "engine/labelmatch.h"
+
+typedef struct vg_policy vg_policy_t;
+typedef struct vg_policies vg_policies_t;
+
+/* Error budget: a policy with `max` failed runs within `window_ms` is disabled until its file
+ * changes or an operator re-enables it. */
+typedef struct {
+  int max;
+  uint64_t window_ms;
+} vg_error_budget_t;
+
+#define VG_ERROR_RING 64
+
+struct vg_policy {
+  vg_policies_t *set;
+  char *name;
+  char *path;
+  uint64_t hash;  /* of the file's content, to make unchanged reloads no-ops */
+  vg_vm_t *vm;    /* the active version */
+  int table_ref;  /* the table the file returned, in vm */
+  int on_alert_ref;
+  vg_matchers_t *matchers;
+  char *description;
+
+  uint64_t runs, failures, kills, matched;
+  uint64_t error_times[VG_ERROR_RING];
+  int error_next;
+  bool disabled;
+  char *disabled_reason;
+  char *last_error;
+  uint64_t loaded_at_ms;
+  int generation;
+  vg_policy_t *next;
+};
+
+typedef struct vg_drain vg_drain_t;
+
+struct vg_policies {
+  vg_runtime_t *rt;
+  char *dir;
+  char *lib_dir;
+  vg_policy_t *list;
+  vg_drain_t *draining;
+  vg_error_budget_t budget;
+  uint64_t drain_ms;
+  uint64_t debounce_ms;
+  vg_limits_t limits;
+
+  uint64_t lib_hash;
+  uint64_t reloads, reload_failures, dispatched;
+  char *quarantine_path; /* policies the watchdog stopped: "hash name\n" per line */
+
+  uv_fs_event_t watch_dir, watch_lib;
+  bool watching_dir, watching_lib;
+  struct vg_timer *debounce;
+  uv_signal_t sighup;
+  bool sighup_on;
+};
+
+/* Creates an empty set for `dir` (policies/lib beside it is the require("lib.x") path). */
+vg_policies_t *vg_policies_new(vg_runtime_t *rt, const char *dir);
+void vg_policies_free(vg_policies_t *ps);
+
+/* Loads or reloads every policy file of the directory. Unchanged files are no-ops. Returns
+ * the number of files that failed to load (each reported in the log as file:line: message). */
+int vg_policies_reload(vg_policies_t *ps, const char *why);
+
+/* Watches the directory (debounced) and SIGHUP, reloading on change. */
+int vg_policies_watch(vg_policies_t *ps);
+
+/* Offers an alert to every enabled policy whose matchers accept it; each runs on_alert as
+ * its own task. Returns how many policies took it. */
+int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert);
+
+vg_policy_t *vg_policies_find(vg_policies_t *ps, const char *name);
+void vg_policy_enable(vg_policy_t *p);
+void vg_policy_disable(vg_policy_t *p, const char *reason);
+
+/* Records that the watchdog stopped `p` (it stays off until its file changes, also across
+ * restarts). */
+void vg_policy_quarantine(vg_policy_t *p, const char *reason);
+
+/* Validates a policy table at `tbl` in any VM (specs use it to load a policy the same way the
+ * daemon does). Raises "path:line: message" on a problem; returns its compiled matchers and
+ * its name (both owned by the caller). [-0, +0, v] */
+vg_matchers_t *vg_policy_validate_table(lua_State *L, int tbl, const char *path,
+                                        const char *text, char **name);
+
+/* Compiles and validates one policy file without activating it (vigil check). Returns 0 with
+ * the policy's name in `name`, or -1 with "file:line: message" in err. */
+int vg_policy_check_file(vg_runtime_t *rt, const char *path, const char *lib_dir, char *name,
+                         size_t namelen, char *err, size_t errlen);

@@ -1,0 +1,57 @@
+/* The runtime: owns the libuv loop, the scheduler's ready queue, the clock, the policies and
+ * the watchdog. Only this module creates or closes the loop. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/vm.h"
+
+typedef struct vg_config vg_config_t;
+typedef struct vg_policies vg_policies_t;
+typedef struct vg_watchdog vg_watchdog_t;
+typedef struct vg_timer vg_timer_t;
+
+struct vg_runtime {
+  uv_loop_t loop_storage;
+  uv_loop_t *loop;
+
+  /* scheduler (task.c) */
+  uv_idle_t sched_idle;
+  bool sched_active;
+  vg_task_t *ready_head, *ready_tail;
+  uint64_t tasks_spawned, resumes, task_errors, task_kills;
+
+  /* clock (clock.c) */
+  bool virtual_clock;
+  double vclock_ms;
+  vg_timer_t *vtimers;
+
+  /* what the watchdog looks at (watchdog.c) */
+  atomic_uint_fast64_t heartbeat; /* bumped by the loop; a stalled loop stops bumping it */
+  _Atomic(vg_vm_t *) running_vm;   /* VM whose code runs now */
+  _Atomic(lua_State *) running_co;
+  vg_watchdog_t *watchdog;
+
+  vg_limits_t limits; /* defaults for policy VMs */
+  vg_config_t *config;
+  vg_policies_t *policies;
+  void *repl_server;
+  bool stopping;
+};
+
+/* Creates a runtime with its own loop. Returns NULL on failure. */
+vg_runtime_t *vg_runtime_new(void);
+
+/* Cancels everything, closes every handle and the loop, frees the runtime. */
+void vg_runtime_free(vg_runtime_t *rt);
+
+/* Runs the loop until nothing is left to do; on a virtual clock, keeps jumping to the next
+ * timer while there is one (not past limit_s when limit_s >= 0). */
+void vg_runtime_run(vg_runtime_t *rt, double limit_s);
+
+/* Default limits for policy VMs (config `limits`): 64 MiB, 100M instructions per task, 1 s
+ * slice, 5 min deadline. */
+void vg_limits_default(vg_limits_t *limits);

@@ -1,0 +1,561 @@
+/* The scheduler. Tasks are resumed only from the ready queue, drained by an idle handle on
+ * the loop, never from inside Lua; an operation's completion just queues its task. An async
+ * function yields with a continuation (resume_k) that pushes the operation's results from
+ * inside the task, so even an out-of-memory error there is an ordinary error of that task. */
+#include "core/task.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/compat.h"
+#include "core/log.h"
+#include "core/runtime.h"
+
+static void task_finish(vg_task_t *t, vg_task_status_t status, char *error);
+
+/* ---- ready queue ---- */
+
+static void sched_idle_cb(uv_idle_t *h)
+{
+  vg_sched_run(h->data);
+}
+
+static void ready_push(vg_task_t *t)
+{
+  vg_runtime_t *rt = t->vm->rt;
+  t->state = VG_TASK_READY;
+  if (t->queued) {
+    return;
+  }
+  t->queued = true;
+  t->next_ready = NULL;
+  if (rt->ready_tail != NULL) {
+    rt->ready_tail->next_ready = t;
+  } else {
+    rt->ready_head = t;
+  }
+  rt->ready_tail = t;
+  if (!rt->sched_active) {
+    rt->sched_idle.data = rt;
+    uv_idle_start(&rt->sched_idle, sched_idle_cb);
+    rt->sched_active = true;
+  }
+}
+
+static void ready_remove(vg_task_t *t)
+{
+  vg_runtime_t *rt = t->vm->rt;
+  vg_task_t *prev = NULL;
+  for (vg_task_t *p = rt->ready_head; p != NULL; prev = p, p = p->next_ready) {
+    if (p == t) {
+      if (prev != NULL) {
+        prev->next_ready = t->next_ready;
+      } else {
+        rt->ready_head = t->next_ready;
+      }
+      if (rt->ready_tail == t) {
+        rt->ready_tail = prev;
+      }
+      break;
+    }
+  }
+  t->queued = false;
+  t->next_ready = NULL;
+}
+
+/* ---- creation ---- */
+
+typedef struct {
+  vg_task_t *t;
+  int n; /* function + arguments */
+} spawn_args_t;
+
+/* [-(n), +0, m] Runs protected: moves the function and arguments into a new thread. */
+static int spawn_thread_p(lua_State *L)
+{
+  spawn_args_t *a = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, -(a->n + 1));
+  luaL_checkstack(co, a->n + LUA_MINSTACK, "too many arguments for a task");
+  lua_xmove(L, co, a->n);
+  a->t->co = co;
+  a->t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static void deadline_cb(vg_timer_t *timer, void *ud)
+{
+  vg_task_t *t = ud;
+  char reason[96];
+  snprintf(reason, sizeof(reason), "deadline exceeded (%llu ms)",
+           (unsigned long long)t->timeout_ms);
+  vg_timer_stop(timer);
+  t->deadline = NULL;
+  vg_task_cancel(t, reason);
+}
+
+vg_task_t *vg_task_spawn_on(vg_vm_t *vm, lua_State *L, int nargs, const vg_task_opts_t *opts)
+{
+  vg_runtime_t *rt = vm->rt;
+  if (vm->closing || rt->stopping) {
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
+  vg_task_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
+  spawn_args_t a = { t, nargs + 1 };
+  lua_pushcfunction(L, spawn_thread_p);
+  lua_insert(L, -(nargs + 2));
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, nargs + 2, 0, 0) != LUA_OK) {
+    char buf[64];
+    vg_log(VG_LOG_ERROR, "cannot create task", "vm", vm->name, "error",
+           vg_vm_error_text(L, -1, buf, sizeof(buf)), NULL);
+    lua_pop(L, 1);
+    free(t);
+    return NULL;
+  }
+  t->vm = vm;
+  vg_vm_arm_hook(t->co);
+  snprintf(t->name, sizeof(t->name), "%s", opts && opts->name ? opts->name : "task");
+  t->label = opts && opts->label ? opts->label : "task";
+  t->budget.instr_limit = vm->limits.instructions;
+  t->budget.slice_ns = vm->limits.slice_ms * 1000000ULL;
+  t->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : vm->limits.timeout_ms;
+  t->nargs = nargs;
+  t->started_ns = uv_hrtime();
+  if (opts != NULL) {
+    t->done = opts->done;
+    t->done_ud = opts->done_ud;
+    t->parent = opts->parent;
+  }
+  t->vm_next = vm->tasks;
+  if (vm->tasks != NULL) {
+    vm->tasks->vm_prev = t;
+  }
+  vm->tasks = t;
+  vm->ntasks++;
+  if (t->parent != NULL) {
+    t->sib_next = t->parent->children;
+    if (t->parent->children != NULL) {
+      t->parent->children->sib_prev = t;
+    }
+    t->parent->children = t;
+  }
+  if (t->timeout_ms != 0) {
+    t->deadline = vg_timer_start(rt, t->timeout_ms, 0, deadline_cb, t);
+  }
+  rt->tasks_spawned++;
+  ready_push(t);
+  return t;
+}
+
+vg_task_t *vg_task_spawn(vg_vm_t *vm, int nargs, const vg_task_opts_t *opts)
+{
+  return vg_task_spawn_on(vm, vm->L, nargs, opts);
+}
+
+/* ---- running ---- */
+
+vg_task_t *vg_task_current(lua_State *L)
+{
+  vg_task_t *t = vg_vm_of(L)->current;
+  return t != NULL && t->co == L ? t : NULL;
+}
+
+vg_task_t *vg_task_check_yieldable(lua_State *L, const char *fname)
+{
+  vg_vm_t *vm = vg_vm_of(L);
+  if (vm->current == NULL) {
+    luaL_error(L,
+               "%s: not inside a task (code that runs while a policy or config file loads "
+               "cannot wait; call it from on_alert, an every job, the REPL or a spec)",
+               fname);
+  }
+  if (vm->noyield_reason != NULL) {
+    luaL_error(L, "%s: cannot wait %s; move the call out of that function", fname,
+               vm->noyield_reason);
+  }
+  if (vm->current->co != L || !lua_isyieldable(L)) {
+    luaL_error(L,
+               "%s: cannot wait here: called from C code that cannot be suspended (a "
+               "metamethod such as __index/__tostring/__close, or an iterator); move the call "
+               "out of that function",
+               fname);
+  }
+  return vm->current;
+}
+
+void vg_task_suspend(vg_task_t *t, void *op, vg_cancel_fn cancel)
+{
+  t->state = VG_TASK_WAITING;
+  t->op = op;
+  t->cancel = cancel;
+  t->push = NULL;
+}
+
+void vg_task_wake(vg_task_t *t, vg_push_fn push)
+{
+  if (t->state != VG_TASK_WAITING) {
+    return;
+  }
+  t->push = push;
+  ready_push(t);
+}
+
+static int resume_k(lua_State *L, int status, lua_KContext ctx)
+{
+  (void)status;
+  (void)ctx;
+  vg_task_t *t = vg_vm_of(L)->current;
+  vg_push_fn push = t->push;
+  void *op = t->op;
+  t->push = NULL;
+  t->op = NULL;
+  t->cancel = NULL;
+  return push != NULL ? push(L, op) : 0;
+}
+
+int vg_task_yield(lua_State *L)
+{
+  return lua_yieldk(L, 0, 0, resume_k);
+}
+
+static int push_nothing(lua_State *L, void *op)
+{
+  (void)L;
+  (void)op;
+  return 0;
+}
+
+int vg_task_yield_now(lua_State *L)
+{
+  vg_task_t *t = vg_task_check_yieldable(L, "vigil.sleep");
+  vg_task_suspend(t, NULL, NULL);
+  vg_task_wake(t, push_nothing);
+  return vg_task_yield(L);
+}
+
+/* Builds "message\nstack traceback:..." from the dead task's thread, protected. */
+static int traceback_p(lua_State *L)
+{
+  vg_task_t *t = lua_touserdata(L, 1);
+  char buf[160];
+  const char *msg = vg_vm_error_text(t->co, -1, buf, sizeof(buf));
+  luaL_traceback(L, t->co, msg, 0);
+  return 1;
+}
+
+static char *task_error_text(vg_task_t *t)
+{
+  lua_State *L = t->vm->L;
+  lua_pushcfunction(L, traceback_p);
+  lua_pushlightuserdata(L, t);
+  char *out;
+  vg_budget_t *saved = t->vm->budget;
+  t->vm->budget = NULL; /* our own C code: no budget */
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+    out = strdup(lua_tostring(L, -1));
+  } else {
+    char buf[160];
+    out = strdup(vg_vm_error_text(t->co, -1, buf, sizeof(buf)));
+  }
+  t->vm->budget = saved;
+  lua_pop(L, 1);
+  return out;
+}
+
+static void task_resume(vg_task_t *t)
+{
+  vg_vm_t *vm = t->vm;
+  vg_runtime_t *rt = vm->rt;
+  int nargs = t->nargs;
+  t->nargs = 0;
+  t->state = VG_TASK_RUNNING;
+  vm->current = t;
+  vm->budget = &t->budget;
+  t->budget.slice_start = uv_hrtime();
+  atomic_store(&rt->running_vm, vm);
+  atomic_store(&rt->running_co, t->co);
+  int nres = 0;
+  int status = lua_resume(t->co, NULL, nargs, &nres);
+  atomic_store(&rt->running_co, NULL);
+  atomic_store(&rt->running_vm, NULL);
+  atomic_fetch_add(&rt->heartbeat, 1);
+  vm->current = NULL;
+  vm->budget = NULL;
+  rt->resumes++;
+
+  if (status == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    if (t->state == VG_TASK_RUNNING) {
+      /* A raw coroutine.yield: only the scheduler may suspend a task. */
+      task_finish(t, VG_TASK_ERROR, strdup("task yielded outside the scheduler"));
+    } else if (t->budget.killed == VG_KILL_CANCELLED) {
+      vg_task_cancel(t, "cancelled");
+    }
+    return;
+  }
+  if (status == LUA_OK) {
+    t->nresults = lua_gettop(t->co);
+    task_finish(t, VG_TASK_OK, NULL);
+    return;
+  }
+  bool killed = vg_vm_is_kill(t->co, -1) || t->budget.killed != VG_KILL_NONE;
+  vm->budget = &t->budget; /* so the kill reason reads right */
+  char *error = task_error_text(t);
+  vm->budget = NULL;
+  if (killed && t->budget.killed == VG_KILL_CANCELLED) {
+    task_finish(t, VG_TASK_CANCELLED, error);
+  } else {
+    task_finish(t, killed ? VG_TASK_KILLED : VG_TASK_ERROR, error);
+  }
+}
+
+void vg_sched_run(vg_runtime_t *rt)
+{
+  /* Run what is ready now; tasks made ready meanwhile wait for the next turn, so a task
+   * that keeps yielding cannot starve the loop's I/O. */
+  vg_task_t *last = rt->ready_tail;
+  while (rt->ready_head != NULL) {
+    vg_task_t *t = rt->ready_head;
+    rt->ready_head = t->next_ready;
+    if (rt->ready_head == NULL) {
+      rt->ready_tail = NULL;
+    }
+    t->queued = false;
+    t->next_ready = NULL;
+    task_resume(t);
+    if (t == last) {
+      break;
+    }
+  }
+  if (rt->ready_head == NULL && rt->sched_active) {
+    uv_idle_stop(&rt->sched_idle);
+    rt->sched_active = false;
+  }
+}
+
+/* ---- ending ---- */
+
+static void task_free(vg_task_t *t)
+{
+  vg_vm_t *vm = t->vm;
+  if (!vm->closing || vm->L != NULL) {
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, t->co_ref);
+  }
+  free(t->error);
+  free(t);
+}
+
+void vg_task_ref(vg_task_t *t)
+{
+  t->refs++;
+}
+
+void vg_task_unref(vg_task_t *t)
+{
+  if (--t->refs == 0 && t->state == VG_TASK_DONE) {
+    task_free(t);
+  }
+}
+
+static int push_outcome_of_target(lua_State *L, void *op)
+{
+  vg_waiter_t *w = op;
+  vg_task_t *target = w->target;
+  vg_task_remove_waiter(w);
+  int n = vg_task_push_outcome(L, target);
+  vg_task_unref(target);
+  return n;
+}
+
+static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
+{
+  vg_vm_t *vm = t->vm;
+  vg_runtime_t *rt = vm->rt;
+  bool quiet = t->parent != NULL && t->refs > 0; /* a child someone can still wait on */
+  t->state = VG_TASK_DONE;
+  t->status = status;
+  t->error = error;
+  if (t->deadline != NULL) {
+    vg_timer_stop(t->deadline);
+    t->deadline = NULL;
+  }
+  if (t->queued) {
+    ready_remove(t);
+  }
+  while (t->children != NULL) { /* structured concurrency: children end with their parent */
+    vg_task_t *c = t->children;
+    vg_task_cancel(c, "parent task ended");
+    if (t->children == c) { /* still running: it unlinks itself when it stops */
+      t->children = c->sib_next;
+      c->parent = NULL;
+    }
+  }
+  if (t->parent != NULL) {
+    if (t->sib_prev != NULL) {
+      t->sib_prev->sib_next = t->sib_next;
+    } else {
+      t->parent->children = t->sib_next;
+    }
+    if (t->sib_next != NULL) {
+      t->sib_next->sib_prev = t->sib_prev;
+    }
+    t->parent = NULL;
+  }
+  if (t->vm_prev != NULL) {
+    t->vm_prev->vm_next = t->vm_next;
+  } else {
+    vm->tasks = t->vm_next;
+  }
+  if (t->vm_next != NULL) {
+    t->vm_next->vm_prev = t->vm_prev;
+  }
+  vm->ntasks--;
+
+  if (status != VG_TASK_OK) {
+    /* Run pending <close> handlers, still under this task's budget. */
+    vg_budget_t *saved = vm->budget;
+    vm->budget = &t->budget;
+    vm->current = t;
+    vg_closethread(t->co, vm->L);
+    vm->current = NULL;
+    vm->budget = saved;
+    lua_settop(t->co, 0);
+  }
+  if (status == VG_TASK_ERROR || status == VG_TASK_KILLED) {
+    if (status == VG_TASK_KILLED) {
+      rt->task_kills++;
+    }
+    rt->task_errors++;
+    vm->task_errors++;
+    /* A child whose handle is alive reports to whoever waits on it; log it quietly. */
+    vg_log_level_t level = quiet ? VG_LOG_DEBUG : VG_LOG_ERROR;
+    vg_log(level, status == VG_TASK_KILLED ? "task killed" : "task failed", "vm", vm->name,
+           "task", t->name, "error", error ? error : "?", NULL);
+  } else if (status == VG_TASK_CANCELLED && error != NULL &&
+             strncmp(error, "deadline", 8) == 0) {
+    rt->task_errors++;
+    vm->task_errors++;
+    vg_log(VG_LOG_WARN, "task cancelled", "vm", vm->name, "task", t->name, "reason", error,
+           NULL);
+  }
+  t->refs++; /* keep t alive through the callbacks below */
+  for (vg_waiter_t *w = t->waiters; w != NULL; w = w->next) {
+    vg_task_wake(w->waiter, push_outcome_of_target);
+  }
+  if (vm->on_task_end != NULL) {
+    vm->on_task_end(vm, t, (int)status, error);
+  }
+  if (t->done != NULL) {
+    t->done(t, t->done_ud);
+  }
+  vg_task_unref(t);
+}
+
+void vg_task_cancel(vg_task_t *t, const char *reason)
+{
+  if (t->state == VG_TASK_DONE) {
+    return;
+  }
+  if (t->state == VG_TASK_RUNNING) {
+    /* Only the task itself can be running now: stop it at its next instruction. */
+    t->budget.killed = VG_KILL_CANCELLED;
+    vg_vm_interrupt(t->vm, t->co, VG_KILL_CANCELLED);
+    return;
+  }
+  if (t->cancel != NULL) {
+    vg_cancel_fn cancel = t->cancel;
+    t->cancel = NULL;
+    cancel(t->op);
+  }
+  t->op = NULL;
+  t->push = NULL;
+  task_finish(t, VG_TASK_CANCELLED, strdup(reason));
+}
+
+void vg_task_cancel_all(vg_vm_t *vm, const char *reason)
+{
+  vg_task_t *t = vm->tasks;
+  while (t != NULL) {
+    if (t->state == VG_TASK_RUNNING) {
+      t = t->vm_next;
+      continue;
+    }
+    vg_task_cancel(t, reason);
+    t = vm->tasks; /* the list changed: children may have gone too */
+  }
+}
+
+/* ---- waiting on another task ---- */
+
+vg_waiter_t *vg_task_add_waiter(vg_task_t *target, vg_task_t *waiter)
+{
+  vg_waiter_t *w = calloc(1, sizeof(*w));
+  if (w == NULL) {
+    return NULL;
+  }
+  w->waiter = waiter;
+  w->target = target;
+  w->next = target->waiters;
+  target->waiters = w;
+  vg_task_ref(target);
+  return w;
+}
+
+void vg_task_remove_waiter(vg_waiter_t *w)
+{
+  for (vg_waiter_t **pp = &w->target->waiters; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+  }
+  if (w->timer != NULL) {
+    vg_timer_stop(w->timer);
+  }
+  free(w);
+}
+
+int vg_task_push_outcome(lua_State *L, vg_task_t *t)
+{
+  switch (t->status) {
+    case VG_TASK_OK: {
+      int n = t->nresults;
+      luaL_checkstack(L, n, "too many results");
+      for (int i = 1; i <= n; i++) {
+        lua_pushvalue(t->co, i);
+        lua_xmove(t->co, L, 1);
+      }
+      return n;
+    }
+    case VG_TASK_CANCELLED:
+      lua_pushnil(L);
+      lua_pushfstring(L, "ECANCELED: %s", t->error ? t->error : "cancelled");
+      return 2;
+    default:
+      lua_pushnil(L);
+      lua_pushfstring(L, "ETASK: %s", t->error ? t->error : "failed");
+      return 2;
+  }
+}
+
+const char *vg_task_status_name(vg_task_status_t status)
+{
+  static const char *const names[] = { "ok", "error", "killed", "cancelled" };
+  return names[status];
+}
+
+const char *vg_task_state_name(vg_task_state_t state)
+{
+  static const char *const names[] = { "ready", "running", "waiting", "done" };
+  return names[state];
+}

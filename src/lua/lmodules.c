@@ -1,0 +1,25 @@
+/* The table of C-implemented Lua modules; each VM registers them at creation. */
+#include <lauxlib.h>
+
+#include "core/sandbox.h"
+#include "lua/lvigil.h"
+
+void vg_open_modules(lua_State *L)
+{
+  static const luaL_Reg modules[] = {
+    { "vigil.core", vg_open_vigil_core },
+    { NULL, NULL },
+  };
+  for (const luaL_Reg *m = modules; m->name != NULL; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_call(L, 0, 1);
+    vg_sandbox_register(L, m->name);
+  }
+}
+
+void vg_open_repl_modules(lua_State *L)
+{
+  lua_pushcfunction(L, vg_open_vigil_runtime);
+  lua_call(L, 0, 1);
+  vg_sandbox_register(L, "vigil.runtime");
+}

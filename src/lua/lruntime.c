@@ -1,0 +1,161 @@
+/* vigil.runtime: inspect and steer the runtime a REPL or spec runs in: policies and their
+ * statistics, live tasks, reload, enable/disable, and dispatching a test alert. Registered
+ * only in REPL VMs (never in a policy's). */
+#include <lauxlib.h>
+#include <string.h>
+
+#include "core/alert.h"
+#include "core/clock.h"
+#include "core/policy.h"
+#include "core/runtime.h"
+#include "core/task.h"
+#include "lua/lvigil.h"
+
+static vg_policies_t *policies(lua_State *L)
+{
+  vg_policies_t *ps = vg_vm_of(L)->rt->policies;
+  if (ps == NULL) {
+    luaL_error(L, "vigil.runtime: no policies are loaded in this runtime");
+  }
+  return ps;
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+  if (v != NULL) {
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+  }
+}
+
+/* vigil.runtime.policies() [-0, +1, m]: a list of { name, file, enabled, generation, match,
+ * runs, failures, kills, matched, tasks, memory, disabled_reason, last_error }. */
+static int l_policies(lua_State *L)
+{
+  vg_policies_t *ps = policies(L);
+  lua_newtable(L);
+  int i = 0;
+  for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
+    lua_createtable(L, 0, 14);
+    set_str(L, "name", p->name);
+    set_str(L, "file", p->path);
+    set_str(L, "description", p->description);
+    lua_pushboolean(L, !p->disabled);
+    lua_setfield(L, -2, "enabled");
+    set_int(L, "generation", p->generation);
+    char m[1024];
+    labelmatch_format(p->matchers, m, sizeof(m));
+    set_str(L, "match", m);
+    set_int(L, "runs", (lua_Integer)p->runs);
+    set_int(L, "failures", (lua_Integer)p->failures);
+    set_int(L, "kills", (lua_Integer)p->kills);
+    set_int(L, "matched", (lua_Integer)p->matched);
+    set_int(L, "tasks", p->vm ? p->vm->ntasks : 0);
+    set_int(L, "memory", p->vm ? (lua_Integer)p->vm->mem_used : 0);
+    set_str(L, "disabled_reason", p->disabled_reason);
+    set_str(L, "last_error", p->last_error);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* vigil.runtime.tasks() [-0, +1, m]: live tasks of every policy: { policy, name, state,
+ * age (s), instructions }. */
+static int l_tasks(lua_State *L)
+{
+  vg_policies_t *ps = policies(L);
+  lua_newtable(L);
+  int i = 0;
+  uint64_t now = vg_clock_mono_ns();
+  for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
+    for (vg_task_t *t = p->vm ? p->vm->tasks : NULL; t != NULL; t = t->vm_next) {
+      lua_createtable(L, 0, 5);
+      set_str(L, "policy", p->name);
+      set_str(L, "name", t->name);
+      set_str(L, "state", vg_task_state_name(t->state));
+      lua_pushnumber(L, (double)(now - t->started_ns) / 1e9);
+      lua_setfield(L, -2, "age");
+      set_int(L, "instructions", (lua_Integer)t->budget.instr_used);
+      lua_rawseti(L, -2, ++i);
+    }
+  }
+  return 1;
+}
+
+/* vigil.runtime.reload() [-0, +1, e]: reloads changed policy files; returns the number that
+ * failed (see the log for each file:line: message). */
+static int l_reload(lua_State *L)
+{
+  lua_pushinteger(L, vg_policies_reload(policies(L), "vigil.runtime.reload()"));
+  return 1;
+}
+
+static vg_policy_t *check_policy(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  vg_policy_t *p = vg_policies_find(policies(L), name);
+  if (p == NULL) {
+    luaL_error(L, "no policy named '%s'", name);
+  }
+  return p;
+}
+
+static int l_enable(lua_State *L)
+{
+  vg_policy_enable(check_policy(L));
+  return 0;
+}
+
+static int l_disable(lua_State *L)
+{
+  vg_policy_disable(check_policy(L), luaL_optstring(L, 2, "disabled by an operator"));
+  return 0;
+}
+
+/* vigil.runtime.dispatch(alert) [-1, +1, e]: offers an alert table ({ labels = {...},
+ * annotations = {...}, status = "firing" }) to the policies; returns how many took it. */
+static int l_dispatch(lua_State *L)
+{
+  vg_policies_t *ps = policies(L);
+  vg_label_t labels[128], annotations[128];
+  vg_alert_t alert;
+  vg_alert_check(L, 1, &alert, labels, annotations, 128);
+  if (alert.starts_at == 0) {
+    alert.starts_at = vg_clock_now(vg_vm_of(L)->rt);
+  }
+  lua_pushinteger(L, vg_policies_dispatch(ps, &alert));
+  return 1;
+}
+
+/* vigil.runtime.stats() [-0, +1, m]: scheduler counters. */
+static int l_stats(lua_State *L)
+{
+  vg_runtime_t *rt = vg_vm_of(L)->rt;
+  lua_createtable(L, 0, 6);
+  set_int(L, "tasks_spawned", (lua_Integer)rt->tasks_spawned);
+  set_int(L, "resumes", (lua_Integer)rt->resumes);
+  set_int(L, "task_errors", (lua_Integer)rt->task_errors);
+  set_int(L, "task_kills", (lua_Integer)rt->task_kills);
+  if (rt->policies != NULL) {
+    set_int(L, "reloads", (lua_Integer)rt->policies->reloads);
+    set_int(L, "reload_failures", (lua_Integer)rt->policies->reload_failures);
+  }
+  return 1;
+}
+
+int vg_open_vigil_runtime(lua_State *L)
+{
+  static const luaL_Reg funcs[] = {
+    { "policies", l_policies }, { "tasks", l_tasks },       { "reload", l_reload },
+    { "enable", l_enable },     { "disable", l_disable },   { "dispatch", l_dispatch },
+    { "stats", l_stats },       { NULL, NULL },
+  };
+  luaL_newlib(L, funcs);
+  return 1;
+}
