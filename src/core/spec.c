@@ -16,6 +16,7 @@
 #include "core/runtime.h"
 #include "core/sandbox.h"
 #include "core/task.h"
+#include "core/watchdog.h"
 #include "lua/lvigil.h"
 
 #define VIRTUAL_EPOCH 1767225600.0 /* 2026-01-01T00:00:00Z: specs see a fixed start time */
@@ -151,7 +152,10 @@ static void run_file(const char *path, file_result_t *r)
     if (vg_task_spawn(vm, 1, &opts) == NULL) {
       r->error = strdup("cannot start the spec task");
     } else {
+      /* A hang in C (where no hook reaches) must fail the run, not stall CI. */
+      rt->watchdog = vg_watchdog_start(rt, 10000, 30000);
       vg_runtime_run(rt, -1);
+      vg_watchdog_stop(rt->watchdog);
       if (!r->finished) {
         r->error = strdup("the spec never finished: a test waits for something that cannot "
                           "happen (a task that never ends, with no timer pending)");

@@ -247,29 +247,58 @@ int vg_task_yield_now(lua_State *L)
 static int traceback_p(lua_State *L)
 {
   vg_task_t *t = lua_touserdata(L, 1);
-  char buf[160];
-  const char *msg = vg_vm_error_text(t->co, -1, buf, sizeof(buf));
-  luaL_traceback(L, t->co, msg, 0);
+  luaL_traceback(L, t->co, lua_tostring(L, 2), 0);
   return 1;
 }
 
-static char *task_error_text(vg_task_t *t)
+/* What stopped a killed task, with the limit it hit. */
+static void kill_text(vg_task_t *t, char *buf, size_t len)
+{
+  const vg_limits_t *lim = &t->vm->limits;
+  switch (t->budget.killed) {
+    case VG_KILL_INSTRUCTIONS:
+      snprintf(buf, len, "killed: instruction budget exceeded (%llu instructions)",
+               (unsigned long long)t->budget.instr_limit);
+      break;
+    case VG_KILL_SLICE:
+      snprintf(buf, len, "killed: ran %llu ms without yielding (time slice)",
+               (unsigned long long)lim->slice_ms);
+      break;
+    case VG_KILL_MEMORY:
+      snprintf(buf, len, "killed: memory limit reached (%zu MiB for this VM)",
+               lim->memory >> 20);
+      break;
+    default: {
+      char why[96];
+      snprintf(buf, len, "killed: %s", vg_kill_reason(t->budget.killed, why, sizeof(why)));
+      break;
+    }
+  }
+}
+
+static char *task_error_text(vg_task_t *t, bool killed)
 {
   lua_State *L = t->vm->L;
-  lua_pushcfunction(L, traceback_p);
-  lua_pushlightuserdata(L, t);
-  char *out;
+  char msg[512], buf[160];
+  if (killed && t->budget.killed == VG_KILL_CANCELLED) {
+    snprintf(msg, sizeof(msg), "cancelled");
+  } else if (killed) {
+    kill_text(t, msg, sizeof(msg));
+  } else {
+    snprintf(msg, sizeof(msg), "%s", vg_vm_error_text(t->co, -1, buf, sizeof(buf)));
+  }
+  char *out = NULL;
   vg_budget_t *saved = t->vm->budget;
   t->vm->budget = NULL; /* our own C code: no budget */
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+  lua_pushcfunction(L, traceback_p);
+  lua_pushlightuserdata(L, t);
+  lua_pushstring(L, msg);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
     out = strdup(lua_tostring(L, -1));
-  } else {
-    char buf[160];
-    out = strdup(vg_vm_error_text(t->co, -1, buf, sizeof(buf)));
   }
-  t->vm->budget = saved;
   lua_pop(L, 1);
-  return out;
+  t->vm->budget = saved;
+  return out != NULL ? out : strdup(msg);
 }
 
 static void task_resume(vg_task_t *t)
@@ -309,9 +338,10 @@ static void task_resume(vg_task_t *t)
     return;
   }
   bool killed = vg_vm_is_kill(t->co, -1) || t->budget.killed != VG_KILL_NONE;
-  vm->budget = &t->budget; /* so the kill reason reads right */
-  char *error = task_error_text(t);
-  vm->budget = NULL;
+  if (killed && t->budget.killed == VG_KILL_NONE) {
+    t->budget.killed = VG_KILL_CANCELLED; /* a kill marker thrown without a budget: treat so */
+  }
+  char *error = task_error_text(t, killed);
   if (killed && t->budget.killed == VG_KILL_CANCELLED) {
     task_finish(t, VG_TASK_CANCELLED, error);
   } else {
@@ -381,7 +411,8 @@ static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
 {
   vg_vm_t *vm = t->vm;
   vg_runtime_t *rt = vm->rt;
-  bool quiet = t->parent != NULL && t->refs > 0; /* a child someone can still wait on */
+  /* a child someone can still wait on reports to it; so do sandbox runs of specs */
+  bool quiet = (t->parent != NULL && t->refs > 0) || vm->quiet;
   t->state = VG_TASK_DONE;
   t->status = status;
   t->error = error;

@@ -65,6 +65,7 @@ struct vg_vm {
   bool draining;              /* old generation: finishing its tasks, no new work */
   void *drain;                /* its entry in the policy set's drain list */
   bool closing;
+  bool quiet;                 /* task failures log at debug (expected ones: sandbox specs) */
   int sandbox_base_ref;       /* registry ref of the allowlisted globals (sandbox.c) */
   bool load_phase;            /* a chunk's top level runs: it may define globals */
   char *lib_dir;              /* where require("lib.x") looks (policies/lib) */

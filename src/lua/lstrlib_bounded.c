@@ -170,9 +170,11 @@ static int gmatch_next(lua_State *L)
   lpattern_init(&st, s, slen, p, plen, g_limit);
   uint64_t reported = 0;
   for (const char *at = s + from; at <= st.src_end; at++) {
-    at = lpattern_skip(&st, at);
-    if (at == NULL) {
-      break;
+    if (st.lead >= 0) {
+      at = lpattern_skip(&st, at);
+      if (at == NULL) {
+        break;
+      }
     }
     const char *e = lpattern_match(&st, at);
     if (e != NULL && e - s != last) {
@@ -319,7 +321,7 @@ static int bounded_gsub(lua_State *L)
   lua_Integer n = 0;
   bool changed = false;
   while (n < max_n) {
-    if (!anchored) {
+    if (!anchored && st.lead >= 0) {
       const char *next = lpattern_skip(&st, s);
       if (next == NULL) {
         break; /* no match anywhere further: the rest is copied below */

@@ -10,6 +10,8 @@
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
+#include "core/task.h"
+#include "core/vm.h"
 #include "lua/lvigil.h"
 
 #define MATCHERS_MT "vigil.matchers"
@@ -169,11 +171,290 @@ static int l_memory(lua_State *L)
   return 1;
 }
 
+/* ---- running code as a policy would ---- */
+
+#define MAX_RESULTS 16
+
+typedef struct {
+  vg_vm_t *vm;      /* the sandbox VM */
+  vg_task_t *waiter; /* the spec task, or NULL once it stopped waiting */
+  vg_task_t *task;
+  vg_timer_t *reaper;
+  int status;
+  char *error;
+  vg_kill_t killed;
+  int nresults;
+  int types[MAX_RESULTS];
+  char *results[MAX_RESULTS];
+  size_t lens[MAX_RESULTS];
+  double numbers[MAX_RESULTS];
+  uint64_t instructions;
+  size_t memory_peak;
+  uint64_t started_ns, elapsed_ns;
+  bool done;
+} sandbox_run_t;
+
+static void run_free(sandbox_run_t *r)
+{
+  for (int i = 0; i < r->nresults; i++) {
+    free(r->results[i]);
+  }
+  free(r->error);
+  free(r);
+}
+
+static void reap(vg_timer_t *timer, void *ud)
+{
+  sandbox_run_t *r = ud;
+  vg_timer_stop(timer);
+  r->reaper = NULL;
+  vg_vm_free(r->vm);
+  r->vm = NULL;
+  if (r->waiter == NULL) {
+    run_free(r);
+  }
+}
+
+static void schedule_reap(sandbox_run_t *r)
+{
+  if (r->reaper == NULL && r->vm != NULL) {
+    r->reaper = vg_timer_start(r->vm->rt, 0, 0, reap, r);
+  }
+}
+
+static int sandbox_push(lua_State *L, void *op);
+
+/* Results cross VMs as plain values only: strings, numbers, booleans, nil; anything else
+ * becomes its type name (read without metamethods). */
+static void sandbox_done(vg_task_t *t, void *ud)
+{
+  sandbox_run_t *r = ud;
+  r->done = true;
+  r->task = NULL;
+  r->status = (int)t->status;
+  r->error = t->error ? strdup(t->error) : NULL;
+  r->killed = t->budget.killed;
+  r->instructions = t->budget.instr_used;
+  r->memory_peak = t->vm->mem_peak;
+  r->elapsed_ns = vg_clock_mono_ns() - r->started_ns;
+  if (t->status == VG_TASK_OK) {
+    int n = t->nresults < MAX_RESULTS ? t->nresults : MAX_RESULTS;
+    for (int i = 0; i < n; i++) {
+      int type = lua_type(t->co, i + 1);
+      r->types[i] = type;
+      if (type == LUA_TSTRING) {
+        const char *s = lua_tolstring(t->co, i + 1, &r->lens[i]);
+        r->results[i] = malloc(r->lens[i] + 1);
+        if (r->results[i] != NULL) {
+          memcpy(r->results[i], s, r->lens[i] + 1);
+        }
+      } else if (type == LUA_TNUMBER) {
+        r->numbers[i] = lua_tonumber(t->co, i + 1);
+      } else if (type == LUA_TBOOLEAN) {
+        r->numbers[i] = lua_toboolean(t->co, i + 1);
+      }
+      r->nresults = i + 1;
+    }
+  }
+  if (r->waiter != NULL) {
+    vg_task_wake(r->waiter, sandbox_push);
+  }
+  schedule_reap(r);
+}
+
+static void push_outcome(lua_State *L, sandbox_run_t *r)
+{
+  static const char *const names[] = { "ok", "error", "killed", "cancelled" };
+  static const char *const kills[] = { NULL,       "instructions", "slice",
+                                       "memory",   "cancelled",    "watchdog" };
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, names[r->status]);
+  lua_setfield(L, -2, "status");
+  if (r->error != NULL) {
+    lua_pushstring(L, r->error);
+    lua_setfield(L, -2, "error");
+  }
+  if (r->killed != VG_KILL_NONE) {
+    lua_pushstring(L, kills[r->killed]);
+    lua_setfield(L, -2, "killed");
+  }
+  lua_createtable(L, r->nresults, 0);
+  for (int i = 0; i < r->nresults; i++) {
+    switch (r->types[i]) {
+      case LUA_TSTRING:
+        lua_pushlstring(L, r->results[i] ? r->results[i] : "", r->results[i] ? r->lens[i] : 0);
+        break;
+      case LUA_TNUMBER:
+        lua_pushnumber(L, r->numbers[i]);
+        break;
+      case LUA_TBOOLEAN:
+        lua_pushboolean(L, r->numbers[i] != 0);
+        break;
+      case LUA_TNIL:
+        lua_pushnil(L);
+        break;
+      default:
+        lua_pushfstring(L, "<%s>", lua_typename(L, r->types[i]));
+        break;
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "results");
+  lua_pushinteger(L, r->nresults);
+  lua_setfield(L, -2, "n");
+  lua_pushinteger(L, (lua_Integer)r->instructions);
+  lua_setfield(L, -2, "instructions");
+  lua_pushinteger(L, (lua_Integer)r->memory_peak);
+  lua_setfield(L, -2, "memory_peak");
+  lua_pushnumber(L, (double)r->elapsed_ns / 1e9);
+  lua_setfield(L, -2, "elapsed");
+}
+
+static int sandbox_push(lua_State *L, void *op)
+{
+  sandbox_run_t *r = op;
+  r->waiter = NULL;
+  push_outcome(L, r);
+  if (r->vm == NULL) {
+    run_free(r);
+  }
+  return 1;
+}
+
+static void sandbox_release(void *op)
+{
+  sandbox_run_t *r = op;
+  r->waiter = NULL;
+  if (!r->done && r->task != NULL) {
+    r->task->done = NULL;
+    vg_task_cancel_all(r->vm, "the spec stopped waiting");
+  }
+  if (r->vm != NULL) {
+    schedule_reap(r);
+  } else {
+    run_free(r);
+  }
+}
+
+/* Sets up the sandbox VM and compiles the code, protected. [-0, +1, e] */
+static int sandbox_setup_p(lua_State *L)
+{
+  size_t len;
+  const char *code = lua_tolstring(L, 1, &len);
+  vg_open_modules(L);
+  if (vg_vm_load_text(L, code, len, "=sandbox") != LUA_OK) {
+    return lua_error(L);
+  }
+  vg_sandbox_push_env(L, lua_toboolean(L, 2));
+  lua_setupvalue(L, -2, 1);
+  return 1;
+}
+
+/* vigil.testing.sandbox(code, opts) [-(1|2), +1, e]: runs `code` the way a policy's on_alert
+ * runs (fresh VM, sandbox environment, the given limits) and waits for it. opts: memory
+ * (bytes), instructions, slice (duration), timeout (duration), strict (default true),
+ * fail_alloc_at (fault injection), args (list of strings/numbers passed as ...). Returns
+ * { status = "ok"|"error"|"killed"|"cancelled", killed = "instructions"|"slice"|"memory"|...,
+ * error, results = {...}, n, instructions, memory_peak, elapsed }. */
+static int l_sandbox(lua_State *L)
+{
+  size_t len;
+  const char *code = luaL_checklstring(L, 1, &len);
+  vg_limits_t limits;
+  vg_limits_default(&limits);
+  limits.timeout_ms = 60000;
+  bool strict = true;
+  uint64_t fail_at = 0;
+  int args = 0;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    if (lua_getfield(L, 2, "memory") != LUA_TNIL) {
+      limits.memory = (size_t)luaL_checkinteger(L, -1);
+    }
+    if (lua_getfield(L, 2, "instructions") != LUA_TNIL) {
+      limits.instructions = (uint64_t)luaL_checkinteger(L, -1);
+    }
+    if (lua_getfield(L, 2, "slice") != LUA_TNIL) {
+      limits.slice_ms = vg_check_duration_ms(L, -1);
+    }
+    if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+      limits.timeout_ms = vg_check_duration_ms(L, -1);
+    }
+    if (lua_getfield(L, 2, "strict") != LUA_TNIL) {
+      strict = lua_toboolean(L, -1);
+    }
+    if (lua_getfield(L, 2, "fail_alloc_at") != LUA_TNIL) {
+      fail_at = (uint64_t)luaL_checkinteger(L, -1);
+    }
+    if (lua_getfield(L, 2, "args") == LUA_TTABLE) {
+      args = lua_gettop(L);
+    }
+  }
+  vg_task_t *self = vg_task_check_yieldable(L, "vigil.testing.sandbox");
+  vg_vm_t *me = vg_vm_of(L);
+  sandbox_run_t *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    return luaL_error(L, "out of memory");
+  }
+  r->vm = vg_vm_new(me->rt, "sandbox", &limits);
+  if (r->vm == NULL) {
+    free(r);
+    return luaL_error(L, "cannot create the sandbox VM");
+  }
+  r->vm->lib_dir = me->lib_dir ? strdup(me->lib_dir) : NULL;
+  r->vm->quiet = true;
+  lua_State *S = r->vm->L;
+  lua_pushcfunction(S, sandbox_setup_p);
+  lua_pushlstring(S, code, len);
+  lua_pushboolean(S, strict);
+  if (lua_pcall(S, 2, 1, 0) != LUA_OK) {
+    /* a compile error is an outcome too */
+    char buf[128];
+    r->status = VG_TASK_ERROR;
+    r->error = strdup(vg_vm_error_text(S, -1, buf, sizeof(buf)));
+    r->done = true;
+    lua_pop(S, 1);
+    vg_vm_free(r->vm);
+    r->vm = NULL;
+    push_outcome(L, r);
+    run_free(r);
+    return 1;
+  }
+  int nargs = 0;
+  if (args != 0) {
+    for (lua_Integer i = 1; lua_rawgeti(L, args, i) != LUA_TNIL; i++) {
+      size_t alen;
+      const char *a = lua_tolstring(L, -1, &alen);
+      if (a == NULL) {
+        return luaL_error(L, "sandbox: args must be strings or numbers");
+      }
+      lua_pushlstring(S, a, alen);
+      lua_pop(L, 1);
+      nargs++;
+    }
+    lua_pop(L, 1);
+  }
+  r->vm->alloc_count = 0;
+  r->vm->alloc_fail_at = fail_at;
+  r->started_ns = vg_clock_mono_ns();
+  vg_task_opts_t opts = { .name = "sandbox", .label = "sandbox", .done = sandbox_done,
+                          .done_ud = r };
+  r->task = vg_task_spawn(r->vm, nargs, &opts);
+  if (r->task == NULL) {
+    vg_vm_free(r->vm);
+    free(r);
+    return luaL_error(L, "cannot start the sandbox task");
+  }
+  r->waiter = self;
+  vg_task_suspend(self, r, sandbox_release);
+  return vg_task_yield(L);
+}
+
 int vg_open_vigil_testing(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
     { "load_policy", l_load_policy }, { "load_spec", l_load_spec }, { "matchers", l_matchers }, { "set_time", l_set_time },
-    { "pending_timers", l_pending_timers }, { "memory", l_memory }, { NULL, NULL },
+    { "pending_timers", l_pending_timers }, { "memory", l_memory }, { "sandbox", l_sandbox },
+    { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   return 1;
