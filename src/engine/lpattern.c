@@ -1,6 +1,7 @@
 /* A backtracking matcher for Lua 5.4 patterns that charges every step of work to a budget.
- * Written from the reference manual; the exploration order (and so which malformed parts of a
- * pattern are reached, and how deep the recursion goes) follows the manual's semantics exactly. */
+ * Written from the reference manual. Alternatives are explored in Lua's order and recursion nests
+ * where Lua's does, so which malformed parts are reached and when "pattern too complex" strikes
+ * are the same too (tests/unit/lua/strlib_bounded_test.c compares the two). */
 #include "engine/lpattern.h"
 
 #include <ctype.h>
@@ -39,7 +40,7 @@ typedef struct {
   const char *next;          /* first pattern byte after the item: a quantifier, maybe */
 } item_t;
 
-static const char *descend(lpattern_state_t *st, const char *s, const char *p);
+static inline const char *descend(lpattern_state_t *st, const char *s, const char *p);
 
 static const char *fail(lpattern_state_t *st, const char *msg)
 {
@@ -249,26 +250,42 @@ static bool item_decode(lpattern_state_t *st, const char *p, item_t *it)
   }
 }
 
-/* How many consecutive bytes from s (up to end) the item matches. */
+/* Length of the run of bytes from s that satisfy pred, stopping at end. */
+#define RUN_WHILE(pred)                            \
+  do {                                             \
+    while (t < end && (pred((unsigned char)*t))) { \
+      t++;                                         \
+    }                                              \
+  } while (0)
+
+/* How many consecutive bytes from s (up to end) the item matches. The common classes get their
+ * own loops: this is the inner loop of every greedy repetition. */
 static size_t item_run(const item_t *it, const char *s, const char *end)
 {
   const char *t = s;
-  switch (it->kind) {
-    case ITEM_ANY:
-      return (size_t)(end - s);
-    case ITEM_BYTE:
-      while (t < end && (unsigned char)*t == it->byte) {
-        t++;
-      }
-      break;
-    default:
-      while (t < end && item_has(it, (unsigned char)*t)) {
-        t++;
-      }
-      break;
+  if (it->kind == ITEM_ANY) {
+    return (size_t)(end - s);
+  }
+  if (it->kind == ITEM_BYTE) {
+    while (t < end && (unsigned char)*t == it->byte) {
+      t++;
+    }
+  } else if (it->kind == ITEM_CLASS && !it->negate && it->cls == CLASS_ALPHA) {
+    RUN_WHILE(isalpha);
+  } else if (it->kind == ITEM_CLASS && !it->negate && it->cls == CLASS_ALNUM) {
+    RUN_WHILE(isalnum);
+  } else if (it->kind == ITEM_CLASS && !it->negate && it->cls == CLASS_DIGIT) {
+    RUN_WHILE(isdigit);
+  } else if (it->kind == ITEM_CLASS && !it->negate && it->cls == CLASS_SPACE) {
+    RUN_WHILE(isspace);
+  } else {
+    while (t < end && item_has(it, (unsigned char)*t)) {
+      t++;
+    }
   }
   return (size_t)(t - s);
 }
+#undef RUN_WHILE
 
 /* item* or item+ once the first repetition is known to match: longest run first. */
 static const char *repeat_greedy(lpattern_state_t *st,
@@ -490,7 +507,7 @@ static const char *match_here(lpattern_state_t *st, const char *s, const char *p
 }
 
 /* One recursion level: the unit Lua's depth limit counts. */
-static const char *descend(lpattern_state_t *st, const char *s, const char *p)
+static inline const char *descend(lpattern_state_t *st, const char *s, const char *p)
 {
   if (st->depth >= LPATTERN_MAXDEPTH) {
     return fail(st, "pattern too complex");

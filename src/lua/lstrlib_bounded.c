@@ -117,7 +117,7 @@ static int find_or_match(lua_State *L, bool find)
       return 1;
     }
     lua_pushinteger(L, (lua_Integer)(at - s) + 1);
-    lua_pushinteger(L, (lua_Integer)(at - s + plen));
+    lua_pushinteger(L, (lua_Integer)(at - s) + (lua_Integer)plen);
     return 2;
   }
 

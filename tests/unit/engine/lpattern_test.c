@@ -93,6 +93,25 @@ static void expect_error(const char *s, const char *p, const char *message)
   }
 }
 
+/* A NUL-terminated string built by repetition, for long patterns and subjects. */
+typedef struct {
+  char s[1024];
+  size_t len;
+} text_t;
+
+/* Appends n copies of unit; returns the text. */
+static const char *add(text_t *t, const char *unit, int n)
+{
+  size_t u = strlen(unit);
+  for (int i = 0; i < n; i++) {
+    assert_true(t->len + u < sizeof t->s);
+    memcpy(t->s + t->len, unit, u);
+    t->len += u;
+  }
+  t->s[t->len] = '\0';
+  return t->s;
+}
+
 static void test_literals_and_dot(void **state)
 {
   (void)state;
@@ -294,17 +313,14 @@ static void test_captures(void **state)
 static void test_capture_limit(void **state)
 {
   (void)state;
-  char pat[128] = "", subj[64];
-  for (int i = 0; i < 32; i++) {
-    strcat(pat, "(.)");
-  }
-  memset(subj, 'x', 40);
-  subj[40] = '\0';
-  result_t r = find(subj, pat);
+  text_t pat = { 0 }, subj = { 0 };
+  add(&pat, "(.)", 32);
+  add(&subj, "x", 40);
+  result_t r = find(subj.s, pat.s);
   assert_int_equal(r.status, LPATTERN_MATCH);
   assert_int_equal(r.ncap, 32);
-  strcat(pat, "(.)");
-  expect_error(subj, pat, "too many captures");
+  add(&pat, "(.)", 1);
+  expect_error(subj.s, pat.s, "too many captures");
   /* 32 position captures are fine, a 33rd is not */
   expect_match("", "()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()", 0, 0);
   expect_error("", "()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()()",
@@ -384,59 +400,46 @@ static void test_malformed(void **state)
   expect_error("", "a*%", "malformed pattern (ends with '%')"); /* a* matches empty */
 }
 
-/* Appends n copies of unit to buf (which has room: callers size it). */
-static char *append(char *buf, const char *unit, int n)
-{
-  for (int i = 0; i < n; i++) {
-    strcat(buf, unit);
-  }
-  return buf;
-}
-
 static void test_recursion_limit(void **state)
 {
   (void)state;
-  char subj[512] = "", pat[1024] = "";
   /* one level per quantifier whose continuation is tried: with the first call, 199 matching
    * 'a?' nest 200 deep, Lua's limit */
-  append(subj, "a", 199);
-  append(pat, "a?", 199);
-  expect_match(subj, pat, 0, 199);
-  strcat(subj, "a");
-  strcat(pat, "a?");
-  expect_error(subj, pat, "pattern too complex");
+  text_t subj = { 0 }, pat = { 0 };
+  expect_match(add(&subj, "a", 199), add(&pat, "a?", 199), 0, 199);
+  expect_error(add(&subj, "a", 1), add(&pat, "a?", 1), "pattern too complex");
   /* an optional item that does not match adds no level */
-  pat[0] = '\0';
-  append(pat, "a?", 300);
-  expect_match("b", strcat(pat, "b"), 0, 1);
+  pat = (text_t){ 0 };
+  add(&pat, "a?", 300);
+  expect_match("b", add(&pat, "b", 1), 0, 1);
   /* each capture adds two levels, one to open and one to close: 1 + 30 + 139 + 30 = 200 */
   for (int n = 139; n <= 140; n++) {
-    subj[0] = pat[0] = '\0';
-    append(subj, "a", n);
-    append(pat, "(", 30);
-    append(pat, "a?", n);
-    append(pat, ")", 30);
+    subj = pat = (text_t){ 0 };
+    add(&subj, "a", n);
+    add(&pat, "(", 30);
+    add(&pat, "a?", n);
+    add(&pat, ")", 30);
     if (n == 139) {
-      expect_match(subj, pat, 0, 139);
+      expect_match(subj.s, pat.s, 0, 139);
     } else {
-      expect_error(subj, pat, "pattern too complex");
+      expect_error(subj.s, pat.s, "pattern too complex");
     }
   }
   /* the limit is per match attempt: the failed attempts before the match add nothing */
-  subj[0] = pat[0] = '\0';
-  append(subj, "x", 50);
-  append(subj, "a", 199);
-  strcat(subj, "b");
-  append(pat, "a?", 199);
-  strcat(pat, "b");
-  expect_match(subj, pat, 50, 250);
+  subj = pat = (text_t){ 0 };
+  add(&subj, "x", 50);
+  add(&subj, "a", 199);
+  add(&subj, "b", 1);
+  add(&pat, "a?", 199);
+  add(&pat, "b", 1);
+  expect_match(subj.s, pat.s, 50, 250);
 }
 
 static void test_step_budget(void **state)
 {
   (void)state;
-  char subj[300] = "";
-  append(subj, "a", 256);
+  text_t as = { 0 };
+  const char *subj = add(&as, "a", 256);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   result_t r = find_n(subj, 256, ".-.-.-.-b", 9, 0, 1000000);
