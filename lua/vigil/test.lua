@@ -217,8 +217,12 @@ end
 -- ---- the virtual clock ----
 
 M.clock = {
-  --- Moves virtual time forward, running every timer due on the way (like vigil.sleep).
-  advance = function(d) vigil.sleep(d) end,
+  --- Moves virtual time forward, firing every timer due on the way (the target included) and
+  -- letting the tasks they woke run once before returning.
+  advance = function(d)
+    vigil.sleep(d)
+    vigil.sleep(0)
+  end,
   now = vigil.now,
   --- Sets the virtual time (seconds since the epoch).
   set = function(t) testing.set_time(t) end,
@@ -288,6 +292,7 @@ function M.run_file(path)
       return true
     end)
     local ok, err = vigil.wait(task, timeout)
+    testing.stop_jobs()
     if ok then
       passed = passed + 1
     else

@@ -139,6 +139,20 @@ int vg_clock_pending(const vg_runtime_t *rt)
   return n;
 }
 
+static void fire_virtual(vg_runtime_t *rt, vg_timer_t *t)
+{
+  vunlink(rt, t);
+  t->firing = true;
+  t->fn(t, t->ud);
+  t->firing = false;
+  if (t->stopped) {
+    free(t);
+  } else if (t->repeat_ms != 0) {
+    t->due_ms += (double)t->repeat_ms;
+    vlink(rt, t);
+  }
+}
+
 bool vg_clock_jump(vg_runtime_t *rt, double limit_s)
 {
   vg_timer_t *t = rt->vtimers;
@@ -148,18 +162,14 @@ bool vg_clock_jump(vg_runtime_t *rt, double limit_s)
   if (limit_s >= 0 && t->due_ms > limit_s * 1000.0) {
     return false;
   }
-  vunlink(rt, t);
-  if (t->due_ms > rt->vclock_ms) {
-    rt->vclock_ms = t->due_ms;
+  double due = t->due_ms;
+  if (due > rt->vclock_ms) {
+    rt->vclock_ms = due;
   }
-  t->firing = true;
-  t->fn(t, t->ud);
-  t->firing = false;
-  if (t->stopped) {
-    free(t);
-  } else if (t->repeat_ms != 0) {
-    t->due_ms += (double)t->repeat_ms;
-    vlink(rt, t);
+  /* Everything due at this instant fires together, in FIFO order, before any task runs:
+   * a task woken at time T sees every other timer of time T as fired. */
+  while ((t = rt->vtimers) != NULL && t->due_ms <= due) {
+    fire_virtual(rt, t);
   }
   return true;
 }

@@ -74,7 +74,10 @@ void vg_every_stop(vg_every_t *e)
     e->running->done = NULL; /* the run goes on without reporting back */
   }
   if (e->handle != NULL) {
-    *e->handle = NULL;
+    e->handle->e = NULL;
+    e->handle->runs = e->runs;
+    e->handle->skipped = e->skipped;
+    e->handle->failures = e->failures;
   }
   luaL_unref(vm->L, LUA_REGISTRYINDEX, e->fn_ref);
   free(e);

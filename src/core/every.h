@@ -11,6 +11,12 @@
 
 typedef struct vg_every vg_every_t;
 
+/* What a Lua handle holds: the job while it runs, its final counts after it stopped. */
+typedef struct {
+  vg_every_t *e;
+  uint64_t runs, skipped, failures;
+} vg_every_handle_t;
+
 struct vg_every {
   vg_vm_t *vm;
   struct vg_timer *timer;
@@ -19,7 +25,7 @@ struct vg_every {
   uint64_t interval_ms;
   vg_task_t *running;
   uint64_t runs, skipped, failures;
-  void **handle; /* the Lua handle's pointer to us, cleared when we go */
+  vg_every_handle_t *handle; /* the Lua handle, told when we go */
   vg_every_t *next;
 };
 

@@ -673,8 +673,29 @@ static void wrap_field(lua_State *L, int tbl, const char *name, lua_CFunction wr
   lua_setfield(L, tbl, name);
 }
 
+/* The bounded matcher reports (reason, then NULL) around gsub replacement functions; nested
+ * calls nest, so keep a small stack of reasons on the VM. */
+static void strlib_noyield(lua_State *L, const char *reason)
+{
+  vg_vm_t *vm = vg_vm_of(L);
+  if (reason != NULL) {
+    if (vm->noyield_depth < VG_NOYIELD_MAX) {
+      vm->noyield_stack[vm->noyield_depth] = vm->noyield_reason;
+    }
+    vm->noyield_depth++;
+    vm->noyield_reason = reason;
+  } else if (vm->noyield_depth > 0) {
+    vm->noyield_depth--;
+    if (vm->noyield_depth < VG_NOYIELD_MAX) {
+      vm->noyield_reason = vm->noyield_stack[vm->noyield_depth];
+    }
+  }
+}
+
 void vg_sandbox_harden(lua_State *L)
 {
+  vg_strlib_bounded_set_charge(vg_vm_charge);
+  vg_strlib_bounded_set_noyield(strlib_noyield);
   push_loaded(L); /* [loaded] */
   int loaded = lua_gettop(L);
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/clock.h"
+#include "core/every.h"
 #include "core/log.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
@@ -93,6 +94,9 @@ static void spec_done(vg_task_t *t, void *ud)
 {
   file_result_t *r = ud;
   r->finished = true;
+  /* Periodic jobs would keep the virtual clock jumping forever: the file is done. */
+  t->vm->rt->stopping = true;
+  vg_every_stop_all(t->vm);
   if (t->status != VG_TASK_OK) {
     r->error = strdup(t->error ? t->error : "spec file failed");
     return;

@@ -59,6 +59,9 @@ struct vg_vm {
   atomic_int interrupt;       /* a vg_kill_t requested from another thread (watchdog) */
   vg_task_t *current;         /* the task running now, or NULL */
   const char *noyield_reason; /* set while C calls Lua where it cannot yield */
+#define VG_NOYIELD_MAX 16
+  const char *noyield_stack[VG_NOYIELD_MAX]; /* outer reasons, for nested gsub callbacks */
+  int noyield_depth;
   int ntasks;                 /* live tasks */
   vg_task_t *tasks;           /* list of live tasks (intrusive, for cancel-all) */
   struct vg_every *every;     /* periodic jobs owned by this VM (every.c) */

@@ -7,6 +7,7 @@
 
 #include "core/alert.h"
 #include "core/clock.h"
+#include "core/every.h"
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
@@ -162,6 +163,14 @@ static int l_pending_timers(lua_State *L)
 {
   lua_pushinteger(L, vg_clock_pending(vg_vm_of(L)->rt));
   return 1;
+}
+
+/* vigil.testing.stop_jobs() [-0, +0, -]: stops every periodic job of this VM (the harness
+ * calls it after each test, so one test's vigil.every cannot leak into the next). */
+static int l_stop_jobs(lua_State *L)
+{
+  vg_every_stop_all(vg_vm_of(L));
+  return 0;
 }
 
 /* vigil.testing.memory() [-0, +1, -]: bytes this VM uses now. */
@@ -454,6 +463,7 @@ int vg_open_vigil_testing(lua_State *L)
   static const luaL_Reg funcs[] = {
     { "load_policy", l_load_policy }, { "load_spec", l_load_spec }, { "matchers", l_matchers }, { "set_time", l_set_time },
     { "pending_timers", l_pending_timers }, { "memory", l_memory }, { "sandbox", l_sandbox },
+    { "stop_jobs", l_stop_jobs },
     { NULL, NULL },
   };
   luaL_newlib(L, funcs);

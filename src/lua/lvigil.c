@@ -248,9 +248,7 @@ static int task_gc(lua_State *L)
 
 /* ---- every ---- */
 
-typedef struct {
-  vg_every_t *e;
-} every_handle_t;
+typedef vg_every_handle_t every_handle_t;
 
 /* vigil.every(interval, fn [, opts]) [-(2|3), +1, e]: runs fn every interval as its own task
  * until the handle's :stop() or the policy reloads. opts.name, opts.first (delay of the first
@@ -277,14 +275,14 @@ static int l_every(lua_State *L)
                       "the job in the policy's `every` table");
   }
   every_handle_t *h = lua_newuserdatauv(L, sizeof(*h), 0);
-  h->e = NULL;
+  memset(h, 0, sizeof(*h));
   luaL_setmetatable(L, EVERY_MT);
   lua_pushvalue(L, 2);
   h->e = vg_every_start(vm, L, name, interval, first);
   if (h->e == NULL) {
     return luaL_error(L, "vigil.every: out of memory");
   }
-  h->e->handle = (void **)&h->e;
+  h->e->handle = h;
   return 1;
 }
 
@@ -308,12 +306,12 @@ static int every_index(lua_State *L)
   const char *key = luaL_checkstring(L, 2);
   if (strcmp(key, "stop") == 0) {
     lua_pushcfunction(L, every_stop);
-  } else if (h->e != NULL && strcmp(key, "runs") == 0) {
-    lua_pushinteger(L, (lua_Integer)h->e->runs);
-  } else if (h->e != NULL && strcmp(key, "skipped") == 0) {
-    lua_pushinteger(L, (lua_Integer)h->e->skipped);
-  } else if (h->e != NULL && strcmp(key, "failures") == 0) {
-    lua_pushinteger(L, (lua_Integer)h->e->failures);
+  } else if (strcmp(key, "runs") == 0) {
+    lua_pushinteger(L, (lua_Integer)(h->e ? h->e->runs : h->runs));
+  } else if (strcmp(key, "skipped") == 0) {
+    lua_pushinteger(L, (lua_Integer)(h->e ? h->e->skipped : h->skipped));
+  } else if (strcmp(key, "failures") == 0) {
+    lua_pushinteger(L, (lua_Integer)(h->e ? h->e->failures : h->failures));
   } else if (strcmp(key, "active") == 0) {
     lua_pushboolean(L, h->e != NULL);
   } else {
