@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vigil/version.h"
+
 #include "core/config.h"
 #include "core/daemon.h"
 #include "core/log.h"
@@ -16,22 +18,23 @@
 #include "core/runtime.h"
 #include "core/spec.h"
 #include "repl/repl.h"
-#include "vigil/version.h"
 
 static void usage(FILE *out)
 {
-  fputs("usage: vigil <command> [options]\n"
-        "\n"
-        "commands:\n"
-        "  run   [-c FILE]             the daemon: policies, REPL socket (and, later, intake)\n"
-        "  repl  [-c FILE] [--attach SOCKET]\n"
-        "                              a live Lua prompt, standalone or inside a daemon\n"
-        "  test  [PATH...]             run policy specs (*_spec.lua); ends with \"N passed, N failed\"\n"
-        "  check [-c FILE] [PATH...]   validate the config and policies without running them\n"
-        "  version                     print the version\n"
-        "\n"
-        "`vigil <command> --help` describes each command.\n",
-        out);
+  fputs(
+      "usage: vigil <command> [options]\n"
+      "\n"
+      "commands:\n"
+      "  run   [-c FILE]             the daemon: policies, REPL socket (and, later, intake)\n"
+      "  repl  [-c FILE] [--attach SOCKET]\n"
+      "                              a live Lua prompt, standalone or inside a daemon\n"
+      "  test  [PATH...]             run policy specs (*_spec.lua); ends with \"N passed, N "
+      "failed\"\n"
+      "  check [-c FILE] [PATH...]   validate the config and policies without running them\n"
+      "  version                     print the version\n"
+      "\n"
+      "`vigil <command> --help` describes each command.\n",
+      out);
 }
 
 /* Options shared by run, repl and check. */
@@ -46,9 +49,12 @@ typedef struct {
 static int parse_opts(int argc, char **argv, opts_t *o, const char *help)
 {
   static const struct option longopts[] = {
-    { "config", required_argument, NULL, 'c' },  { "policies", required_argument, NULL, 'p' },
-    { "log-level", required_argument, NULL, 'l' }, { "attach", required_argument, NULL, 'a' },
-    { "hello", no_argument, NULL, 'H' },          { "help", no_argument, NULL, 'h' },
+    { "config", required_argument, NULL, 'c' },
+    { "policies", required_argument, NULL, 'p' },
+    { "log-level", required_argument, NULL, 'l' },
+    { "attach", required_argument, NULL, 'a' },
+    { "hello", no_argument, NULL, 'H' },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   int c;
@@ -109,15 +115,15 @@ static int load_config(vg_config_t *cfg, const opts_t *o)
 }
 
 static const char run_help[] =
-  "usage: vigil run [-c FILE] [--policies DIR] [--log-level LEVEL]\n"
-  "\n"
-  "Runs the daemon: loads every policy in the policies directory (default ./policies),\n"
-  "reloads them when their files change (or on SIGHUP), and opens the REPL socket\n"
-  "(default ./vigil.sock, mode 0600) for `vigil repl --attach`. SIGINT/SIGTERM stop it cleanly.\n"
-  "\n"
-  "  -c, --config FILE     Lua config file (docs/configuration.md); defaults need none\n"
-  "  -p, --policies DIR    policies directory (overrides the config)\n"
-  "  -l, --log-level L     debug, info, warn, error or off\n";
+    "usage: vigil run [-c FILE] [--policies DIR] [--log-level LEVEL]\n"
+    "\n"
+    "Runs the daemon: loads every policy in the policies directory (default ./policies),\n"
+    "reloads them when their files change (or on SIGHUP), and opens the REPL socket\n"
+    "(default ./vigil.sock, mode 0600) for `vigil repl --attach`. SIGINT/SIGTERM stop it cleanly.\n"
+    "\n"
+    "  -c, --config FILE     Lua config file (docs/configuration.md); defaults need none\n"
+    "  -p, --policies DIR    policies directory (overrides the config)\n"
+    "  -l, --log-level L     debug, info, warn, error or off\n";
 
 static int cmd_run(int argc, char **argv)
 {
@@ -134,16 +140,16 @@ static int cmd_run(int argc, char **argv)
 }
 
 static const char repl_help[] =
-  "usage: vigil repl [-c FILE] [--policies DIR] [--attach SOCKET]\n"
-  "\n"
-  "A Lua prompt on vigil's runtime: every line runs as a task, so async calls such as\n"
-  "vigil.sleep(1) just work; expressions print their value; Ctrl-C interrupts the running\n"
-  "line; Tab completes vigil.* names. With input that is not a terminal, runs it as a script\n"
-  "(each top-level statement in order) and exits non-zero on the first error.\n"
-  "\n"
-  "  -c, --config FILE     config file: the REPL gets the same policies and limits\n"
-  "  -p, --policies DIR    policies directory\n"
-  "  -a, --attach SOCKET   run lines inside a running daemon (its vigil.sock)\n";
+    "usage: vigil repl [-c FILE] [--policies DIR] [--attach SOCKET]\n"
+    "\n"
+    "A Lua prompt on vigil's runtime: every line runs as a task, so async calls such as\n"
+    "vigil.sleep(1) just work; expressions print their value; Ctrl-C interrupts the running\n"
+    "line; Tab completes vigil.* names. With input that is not a terminal, runs it as a script\n"
+    "(each top-level statement in order) and exits non-zero on the first error.\n"
+    "\n"
+    "  -c, --config FILE     config file: the REPL gets the same policies and limits\n"
+    "  -p, --policies DIR    policies directory\n"
+    "  -a, --attach SOCKET   run lines inside a running daemon (its vigil.sock)\n";
 
 static int cmd_repl(int argc, char **argv)
 {
@@ -163,12 +169,12 @@ static int cmd_repl(int argc, char **argv)
 }
 
 static const char test_help[] =
-  "usage: vigil test [PATH...]\n"
-  "\n"
-  "Runs *_spec.lua files (each PATH is a spec file or a directory searched recursively;\n"
-  "default: ./policies and ./tests if present). Each file runs in a fresh sandboxed VM on a\n"
-  "virtual clock. Prints each failure with expected vs actual and file:line, then\n"
-  "\"N passed, N failed\"; exits 1 if any failed.\n";
+    "usage: vigil test [PATH...]\n"
+    "\n"
+    "Runs *_spec.lua files (each PATH is a spec file or a directory searched recursively;\n"
+    "default: ./policies and ./tests if present). Each file runs in a fresh sandboxed VM on a\n"
+    "virtual clock. Prints each failure with expected vs actual and file:line, then\n"
+    "\"N passed, N failed\"; exits 1 if any failed.\n";
 
 static int cmd_test(int argc, char **argv)
 {
@@ -183,10 +189,10 @@ static int cmd_test(int argc, char **argv)
 }
 
 static const char check_help[] =
-  "usage: vigil check [-c FILE] [PATH...]\n"
-  "\n"
-  "Compiles and validates the config and policy files (or the policies directory) without\n"
-  "running anything. Prints file:line: message for each problem; exits 1 if there is one.\n";
+    "usage: vigil check [-c FILE] [PATH...]\n"
+    "\n"
+    "Compiles and validates the config and policy files (or the policies directory) without\n"
+    "running anything. Prints file:line: message for each problem; exits 1 if there is one.\n";
 
 static bool is_policy_name(const char *name)
 {
@@ -247,8 +253,8 @@ static int check_path(vg_runtime_t *rt, const char *path, const char *lib_dir, i
     }
     for (size_t j = 0; j < i; j++) {
       if (strcmp(names[j], names[i]) == 0) {
-        fprintf(stderr, "%s:1: duplicate policy name '%s' (also in %s/%s)\n", file, names[i],
-                path, files[j]);
+        fprintf(stderr, "%s:1: duplicate policy name '%s' (also in %s/%s)\n", file, names[i], path,
+                files[j]);
         problems++;
       }
     }

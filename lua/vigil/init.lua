@@ -23,12 +23,15 @@ local M = {
 -- function returned as `nil, "ENAME: ..."`, or "ETIMEDOUT: ..." when opts.timeout passed
 -- first (unfinished tasks are then cancelled).
 function M.all(fns, opts)
-  if type(fns) ~= "table" then error("bad argument #1 to 'all' (table of functions expected)", 2) end
+  if type(fns) ~= "table" then
+    error("bad argument #1 to 'all' (table of functions expected)", 2)
+  end
   local deadline = opts and opts.timeout and core.now() + core.duration(opts.timeout)
   local tasks = {}
   for i, fn in ipairs(fns) do
     if type(fn) ~= "function" then
-      error(("bad argument #1 to 'all' (element %d is a %s, not a function)"):format(i, type(fn)), 2)
+      local msg = "bad argument #1 to 'all' (element %d is a %s, not a function)"
+      error(msg:format(i, type(fn)), 2)
     end
     tasks[i] = core.spawn(fn)
   end

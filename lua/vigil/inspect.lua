@@ -31,7 +31,8 @@ local function scalar(v)
 end
 
 --- Renders `value` as text.
--- opts.depth (default 6): nesting shown before "{...}"; opts.width (default 200): entries per table;
+-- opts.depth (default 6): nesting shown before "{...}";
+-- opts.width (default 200): entries per table;
 -- opts.indent (default "  "); opts.compact: one line.
 function M.inspect(value, opts)
   opts = opts or {}

@@ -79,7 +79,8 @@ end
 function Expect:to_be_near(expected, tolerance)
   tolerance = tolerance or 1e-9
   local ok = type(self.actual) == "number" and math.abs(self.actual - expected) <= tolerance
-  check(self, ok, ("expected %s to be within %s of %s"):format(show(self.actual), tolerance, expected))
+  local msg = ("expected %s to be within %s of %s"):format(show(self.actual), tolerance, expected)
+  check(self, ok, msg)
   return self
 end
 
@@ -210,7 +211,9 @@ end
 function Policy:run(job)
   local jobs = rawget(self.table, "every") or {}
   local j = jobs[job]
-  if not j then error("policy '" .. self.name .. "' has no every job '" .. tostring(job) .. "'", 2) end
+  if not j then
+    error("policy '" .. self.name .. "' has no every job '" .. tostring(job) .. "'", 2)
+  end
   return j.run(self.ctx)
 end
 
@@ -302,8 +305,10 @@ function M.run_file(path)
       -- keep the frames of the spec and of the code under test, not the harness's own
       local lines = {}
       for line in (err .. "\n"):gmatch("(.-)\n") do
-        if not line:find("lua/vigil/test.lua", 1, true) and not line:find("in function 'error'", 1, true)
-          and not line:find("(...tail calls...)", 1, true) then
+        local harness = line:find("lua/vigil/test.lua", 1, true)
+          or line:find("in function 'error'", 1, true)
+          or line:find("(...tail calls...)", 1, true)
+        if not harness then
           lines[#lines + 1] = line
         end
       end

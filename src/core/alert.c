@@ -64,8 +64,7 @@ void vg_alert_push(lua_State *L, const vg_alert_t *a)
   }
 }
 
-static size_t check_labels(lua_State *L, int alert, const char *field, vg_label_t *out,
-                           size_t cap)
+static size_t check_labels(lua_State *L, int alert, const char *field, vg_label_t *out, size_t cap)
 {
   size_t n = 0;
   int t = lua_getfield(L, alert, field); /* raw below: alert tables are checked to be plain */
@@ -93,8 +92,8 @@ static size_t check_labels(lua_State *L, int alert, const char *field, vg_label_
   return n;
 }
 
-void vg_alert_check(lua_State *L, int idx, vg_alert_t *out, vg_label_t *labels,
-                    vg_label_t *annotations, size_t cap)
+void vg_alert_check(
+    lua_State *L, int idx, vg_alert_t *out, vg_label_t *labels, vg_label_t *annotations, size_t cap)
 {
   idx = lua_absindex(L, idx);
   luaL_checktype(L, idx, LUA_TTABLE);

@@ -29,5 +29,9 @@ void vg_alert_push(lua_State *L, const vg_alert_t *alert);
  * point into the Lua strings of that table: keep it on the stack while `out` is in use.
  * `labels` and `annotations` are caller-provided arrays of `cap` entries each. Raises a
  * clear error on a malformed alert. [-0, +0, v] */
-void vg_alert_check(lua_State *L, int idx, vg_alert_t *out, vg_label_t *labels,
-                    vg_label_t *annotations, size_t cap);
+void vg_alert_check(lua_State *L,
+                    int idx,
+                    vg_alert_t *out,
+                    vg_label_t *labels,
+                    vg_label_t *annotations,
+                    size_t cap);

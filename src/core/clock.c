@@ -56,8 +56,8 @@ static void vunlink(vg_runtime_t *rt, vg_timer_t *t)
   }
 }
 
-vg_timer_t *vg_timer_start(vg_runtime_t *rt, uint64_t ms, uint64_t repeat_ms, vg_timer_fn fn,
-                           void *ud)
+vg_timer_t *vg_timer_start(
+    vg_runtime_t *rt, uint64_t ms, uint64_t repeat_ms, vg_timer_fn fn, void *ud)
 {
   vg_timer_t *t = calloc(1, sizeof(*t));
   if (t == NULL) {
@@ -180,7 +180,7 @@ int64_t vg_duration_parse(const char *text, char *err, size_t errlen)
     const char *unit;
     double ms;
   } units[] = {
-    { "ms", 1 },      { "s", 1000 },      { "m", 60000 }, { "h", 3600000 },
+    { "ms", 1 },       { "s", 1000 },      { "m", 60000 }, { "h", 3600000 },
     { "d", 86400000 }, { "w", 604800000 }, { NULL, 0 },
   };
   const char *p = text;
@@ -210,8 +210,7 @@ int64_t vg_duration_parse(const char *text, char *err, size_t errlen)
       }
     }
     if (scale < 0) {
-      snprintf(err, errlen, "invalid duration \"%s\" (use e.g. 500ms, 30s, 5m, 1h30m, 2d)",
-               text);
+      snprintf(err, errlen, "invalid duration \"%s\" (use e.g. 500ms, 30s, 5m, 1h30m, 2d)", text);
       return -1;
     }
     total += v * scale;

@@ -14,8 +14,8 @@ typedef void (*vg_timer_fn)(vg_timer_t *timer, void *ud);
 /* Starts a timer that calls fn after `ms`, then every `repeat_ms` if that is non-zero. The
  * owner calls vg_timer_stop() exactly once, also for a one-shot timer that fired (it may do so
  * from inside fn). Returns NULL on allocation failure. */
-vg_timer_t *vg_timer_start(vg_runtime_t *rt, uint64_t ms, uint64_t repeat_ms, vg_timer_fn fn,
-                           void *ud);
+vg_timer_t *vg_timer_start(
+    vg_runtime_t *rt, uint64_t ms, uint64_t repeat_ms, vg_timer_fn fn, void *ud);
 void vg_timer_stop(vg_timer_t *timer);
 
 /* Wall-clock time in seconds since the epoch (virtual under `vigil test`). */

@@ -237,8 +237,8 @@ static const char *suggest(const char *key, const char *const *known)
   return NULL;
 }
 
-static void check_known(lua_State *L, load_ctx_t *c, int tbl, const char *section,
-                        const char *const *known)
+static void check_known(
+    lua_State *L, load_ctx_t *c, int tbl, const char *section, const char *const *known)
 {
   lua_pushnil(L);
   while (lua_next(L, tbl) != 0) {
@@ -294,9 +294,9 @@ static int read_config_p(lua_State *L)
   lua_settop(L, 2);
   luaL_checktype(L, 2, LUA_TTABLE);
   static const char *const known[] = {
-    "listen", "store",   "policies", "repl_socket", "log_level", "token", "limits",
-    "policy_errors", "drain", "reload_debounce", "watchdog", "executor", "sources",
-    "notifiers", "intake", NULL,
+    "listen",        "store", "policies",        "repl_socket", "log_level", "token",   "limits",
+    "policy_errors", "drain", "reload_debounce", "watchdog",    "executor",  "sources", "notifiers",
+    "intake",        NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -340,7 +340,8 @@ static int read_config_p(lua_State *L)
     check_known(L, c, t, "policy_errors.", pe);
     if (lua_getfield(L, t, "max") != LUA_TNIL) {
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0) {
-        key_error(L, c, "max", "policy_errors.max must be a non-negative integer (0 = never "
+        key_error(L, c, "max",
+                  "policy_errors.max must be a non-negative integer (0 = never "
                   "disable)");
       }
       cfg->error_budget = (int)lua_tointeger(L, -1);
@@ -374,8 +375,8 @@ static int read_config_p(lua_State *L)
     }
     if (lua_getfield(L, -1, "mode") != LUA_TNIL) {
       const char *m = lua_tostring(L, -1);
-      if (m == NULL || (strcmp(m, "observe") != 0 && strcmp(m, "dry-run") != 0 &&
-                        strcmp(m, "enforce") != 0)) {
+      if (m == NULL ||
+          (strcmp(m, "observe") != 0 && strcmp(m, "dry-run") != 0 && strcmp(m, "enforce") != 0)) {
         key_error(L, c, "mode", "executor.mode must be \"observe\", \"dry-run\" or \"enforce\"");
       }
       set_str(&cfg->executor_mode, m);
@@ -411,7 +412,8 @@ static int run_config_p(lua_State *L)
     return lua_error(L);
   }
   vg_vm_t *vm = vg_vm_of(L);
-  vg_budget_t budget = { .instr_limit = 10000000, .slice_ns = 2000000000ULL,
+  vg_budget_t budget = { .instr_limit = 10000000,
+                         .slice_ns = 2000000000ULL,
                          .slice_start = uv_hrtime() };
   vm->budget = &budget;
   vm->load_phase = true;

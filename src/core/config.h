@@ -19,11 +19,11 @@ typedef struct vg_config {
   char *token;         /* secret; NULL when unset */
   int log_level;
   vg_limits_t limits;
-  int error_budget;        /* failed runs ... */
+  int error_budget;         /* failed runs ... */
   uint64_t error_window_ms; /* ... within this window disable a policy */
   uint64_t drain_ms;
   uint64_t debounce_ms;
-  uint64_t watchdog_ms; /* loop stall that stops the running policy */
+  uint64_t watchdog_ms;      /* loop stall that stops the running policy */
   uint64_t watchdog_hard_ms; /* stall that ends the process (stuck in C) */
 } vg_config_t;
 

@@ -8,12 +8,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "vigil/version.h"
+
 #include "core/log.h"
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/watchdog.h"
 #include "repl/repl.h"
-#include "vigil/version.h"
 
 typedef struct {
   vg_runtime_t *rt;
@@ -39,19 +40,20 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 
 static void print_hello(const vg_config_t *cfg, int npolicies)
 {
-  printf("\n"
-         "vigil %s is running with %d polic%s from %s/ (executor: %s).\n"
-         "Logs go to stderr as logfmt. Try, in another terminal:\n"
-         "\n"
-         "  build/dev/vigil repl --attach %s\n"
-         "  > vigil.runtime.policies()\n"
-         "  > vigil.runtime.dispatch{ labels = { alertname = \"HighCPU\", severity = \"critical\",\n"
-         "                                       pod = \"api-7d9f\" } }\n"
-         "  > vigil.sleep(1); print(\"tasks run on the loop\")\n"
-         "\n"
-         "Edit a file in %s/ and it reloads within a second. Ctrl-C stops the daemon.\n\n",
-         VIGIL_VERSION, npolicies, npolicies == 1 ? "y" : "ies", cfg->policies,
-         cfg->executor_mode, cfg->repl_socket, cfg->policies);
+  printf(
+      "\n"
+      "vigil %s is running with %d polic%s from %s/ (executor: %s).\n"
+      "Logs go to stderr as logfmt. Try, in another terminal:\n"
+      "\n"
+      "  build/dev/vigil repl --attach %s\n"
+      "  > vigil.runtime.policies()\n"
+      "  > vigil.runtime.dispatch{ labels = { alertname = \"HighCPU\", severity = \"critical\",\n"
+      "                                       pod = \"api-7d9f\" } }\n"
+      "  > vigil.sleep(1); print(\"tasks run on the loop\")\n"
+      "\n"
+      "Edit a file in %s/ and it reloads within a second. Ctrl-C stops the daemon.\n\n",
+      VIGIL_VERSION, npolicies, npolicies == 1 ? "y" : "ies", cfg->policies, cfg->executor_mode,
+      cfg->repl_socket, cfg->policies);
   fflush(stdout);
 }
 
@@ -60,8 +62,9 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   uint64_t t0 = uv_hrtime();
   struct stat st;
   if (stat(cfg->policies, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    fprintf(stderr, "vigil: the policies directory '%s' does not exist (set `policies` in the "
-                    "config or pass --policies DIR)\n",
+    fprintf(stderr,
+            "vigil: the policies directory '%s' does not exist (set `policies` in the "
+            "config or pass --policies DIR)\n",
             cfg->policies);
     return 2;
   }

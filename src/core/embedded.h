@@ -1,4 +1,5 @@
-/* The Lua runtime library (the files under lua/vigil) compiled into the binary by cmake/EmbedLua.cmake. */
+/* The Lua runtime library (the files under lua/vigil) compiled into the binary by
+ * cmake/EmbedLua.cmake. */
 #pragma once
 
 #include <stddef.h>

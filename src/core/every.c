@@ -37,8 +37,8 @@ static void tick(vg_timer_t *timer, void *ud)
   e->runs++;
 }
 
-vg_every_t *vg_every_start(vg_vm_t *vm, lua_State *L, const char *name, uint64_t interval_ms,
-                           uint64_t first_ms)
+vg_every_t *vg_every_start(
+    vg_vm_t *vm, lua_State *L, const char *name, uint64_t interval_ms, uint64_t first_ms)
 {
   vg_every_t *e = calloc(1, sizeof(*e));
   if (e == NULL) {

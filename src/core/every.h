@@ -31,8 +31,8 @@ struct vg_every {
 
 /* Starts a job running the function at the top of L (popped) every interval_ms, first after
  * first_ms. Returns NULL (function popped) on allocation failure. [-1, +0, m] */
-vg_every_t *vg_every_start(vg_vm_t *vm, lua_State *L, const char *name, uint64_t interval_ms,
-                           uint64_t first_ms);
+vg_every_t *vg_every_start(
+    vg_vm_t *vm, lua_State *L, const char *name, uint64_t interval_ms, uint64_t first_ms);
 
 /* Stops the job; a run in progress finishes. Frees the job. */
 void vg_every_stop(vg_every_t *e);

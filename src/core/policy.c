@@ -124,8 +124,7 @@ static const char *const known_fields[] = {
 };
 /* Fields of policy contract v2 (the AIOps pipeline): reserved, refused until it lands. */
 static const char *const v2_fields[] = {
-  "group_by", "enrich", "classify", "plan", "auto", "escalate", "heal", "guard", "on_resolve",
-  NULL,
+  "group_by", "enrich", "classify", "plan", "auto", "escalate", "heal", "guard", "on_resolve", NULL,
 };
 
 static size_t edit_distance(const char *a, const char *b)
@@ -253,7 +252,7 @@ static void check_limits(lua_State *L, compiled_t *c, int idx)
   if (lua_getfield(L, idx, "memory") != LUA_TNIL) {
     bool ok = true;
     size_t bytes = lua_type(L, -1) == LUA_TNUMBER ? (size_t)lua_tonumber(L, -1)
-                                                   : parse_bytes(luaL_optstring(L, -1, ""), &ok);
+                                                  : parse_bytes(luaL_optstring(L, -1, ""), &ok);
     if (!ok || bytes < (1u << 20)) {
       field_error(L, c, "memory", "limits.memory must be a size like \"32MB\" (at least 1MB)");
     }
@@ -345,8 +344,10 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
       if (best != NULL) {
         field_error(L, c, key, "unknown field '%s' (did you mean '%s'?)", key, best);
       }
-      field_error(L, c, key, "unknown field '%s' (known: name, match, on_alert, every, "
-                  "description, limits)", key);
+      field_error(L, c, key,
+                  "unknown field '%s' (known: name, match, on_alert, every, "
+                  "description, limits)",
+                  key);
     }
   }
 
@@ -377,8 +378,7 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
 
   lua_pushliteral(L, "match");
   if (lua_rawget(L, tbl) == LUA_TNIL) {
-    luaL_error(L, "%s:1: missing field 'match' (use match = {} to receive every alert)",
-               c->path);
+    luaL_error(L, "%s:1: missing field 'match' (use match = {} to receive every alert)", c->path);
   }
   compile_matchers(L, c, lua_gettop(L));
   lua_pop(L, 1);
@@ -437,7 +437,8 @@ static int compile_p(lua_State *L)
   vm->load_phase = false;
   vm->budget = NULL;
   if (lua_type(L, -1) != LUA_TTABLE) {
-    return luaL_error(L, "%s: a policy file must return a table { name = ..., match = ..., "
+    return luaL_error(L,
+                      "%s: a policy file must return a table { name = ..., match = ..., "
                       "on_alert = function(alert, ctx) ... end }, not a %s",
                       c->path, luaL_typename(L, -1));
   }
@@ -470,8 +471,7 @@ static void compiled_discard(compiled_t *c)
 }
 
 /* Compiles `path` into c (c->path and c->text set by the caller). Returns 0 or -1 (c->err). */
-static int compile(vg_runtime_t *rt, const vg_limits_t *limits, const char *lib_dir,
-                   compiled_t *c)
+static int compile(vg_runtime_t *rt, const vg_limits_t *limits, const char *lib_dir, compiled_t *c)
 {
   const char *base = strrchr(c->path, '/');
   c->vm = vg_vm_new(rt, base ? base + 1 : c->path, limits);
@@ -512,8 +512,8 @@ static int compile(vg_runtime_t *rt, const vg_limits_t *limits, const char *lib_
   return 0;
 }
 
-vg_matchers_t *vg_policy_validate_table(lua_State *L, int tbl, const char *path,
-                                        const char *text, char **name)
+vg_matchers_t *vg_policy_validate_table(
+    lua_State *L, int tbl, const char *path, const char *text, char **name)
 {
   compiled_t c = { .path = path, .text = text, .on_alert_ref = LUA_NOREF };
   vg_limits_default(&c.limits);
@@ -526,8 +526,13 @@ vg_matchers_t *vg_policy_validate_table(lua_State *L, int tbl, const char *path,
   return c.matchers;
 }
 
-int vg_policy_check_file(vg_runtime_t *rt, const char *path, const char *lib_dir, char *name,
-                         size_t namelen, char *err, size_t errlen)
+int vg_policy_check_file(vg_runtime_t *rt,
+                         const char *path,
+                         const char *lib_dir,
+                         char *name,
+                         size_t namelen,
+                         char *err,
+                         size_t errlen)
 {
   compiled_t c = { .path = path };
   size_t len;
@@ -1030,8 +1035,8 @@ int vg_policies_reload(vg_policies_t *ps, const char *why)
     }
     if (rc != 0) {
       failures++;
-      vg_log(VG_LOG_ERROR, p ? "policy failed to reload: keeping the running version"
-                             : "policy failed to load",
+      vg_log(VG_LOG_ERROR,
+             p ? "policy failed to reload: keeping the running version" : "policy failed to load",
              "file", path, "error", c.err, NULL);
       if (p != NULL) {
         free(p->last_error);
@@ -1091,8 +1096,8 @@ int vg_policies_reload(vg_policies_t *ps, const char *why)
     snprintf(a, sizeof(a), "%d", loaded);
     snprintf(b, sizeof(b), "%d", failures);
     snprintf(u, sizeof(u), "%d", unchanged);
-    vg_log(VG_LOG_INFO, "policies reloaded", "why", why, "loaded", a, "failed", b, "unchanged",
-           u, "ms", ms, NULL);
+    vg_log(VG_LOG_INFO, "policies reloaded", "why", why, "loaded", a, "failed", b, "unchanged", u,
+           "ms", ms, NULL);
   }
   return failures;
 }
@@ -1188,9 +1193,8 @@ int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
     char name[96] = "on_alert";
     for (size_t i = 0; i < alert->nlabels; i++) {
       if (alert->labels[i].name_len == 9 && memcmp(alert->labels[i].name, "alertname", 9) == 0) {
-        snprintf(name, sizeof(name), "on_alert:%.*s", (int)(alert->labels[i].value_len > 80
-                                                              ? 80
-                                                              : alert->labels[i].value_len),
+        snprintf(name, sizeof(name), "on_alert:%.*s",
+                 (int)(alert->labels[i].value_len > 80 ? 80 : alert->labels[i].value_len),
                  alert->labels[i].value);
       }
     }

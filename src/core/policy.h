@@ -28,9 +28,9 @@ struct vg_policy {
   vg_policies_t *set;
   char *name;
   char *path;
-  uint64_t hash;  /* of the file's content, to make unchanged reloads no-ops */
-  vg_vm_t *vm;    /* the active version */
-  int table_ref;  /* the table the file returned, in vm */
+  uint64_t hash; /* of the file's content, to make unchanged reloads no-ops */
+  vg_vm_t *vm;   /* the active version */
+  int table_ref; /* the table the file returned, in vm */
   int on_alert_ref;
   vg_matchers_t *matchers;
   char *description;
@@ -96,10 +96,15 @@ void vg_policy_quarantine(vg_policy_t *p, const char *reason);
 /* Validates a policy table at `tbl` in any VM (specs use it to load a policy the same way the
  * daemon does). Raises "path:line: message" on a problem; returns its compiled matchers and
  * its name (both owned by the caller). [-0, +0, v] */
-vg_matchers_t *vg_policy_validate_table(lua_State *L, int tbl, const char *path,
-                                        const char *text, char **name);
+vg_matchers_t *vg_policy_validate_table(
+    lua_State *L, int tbl, const char *path, const char *text, char **name);
 
 /* Compiles and validates one policy file without activating it (vigil check). Returns 0 with
  * the policy's name in `name`, or -1 with "file:line: message" in err. */
-int vg_policy_check_file(vg_runtime_t *rt, const char *path, const char *lib_dir, char *name,
-                         size_t namelen, char *err, size_t errlen);
+int vg_policy_check_file(vg_runtime_t *rt,
+                         const char *path,
+                         const char *lib_dir,
+                         char *name,
+                         size_t namelen,
+                         char *err,
+                         size_t errlen);

@@ -31,7 +31,7 @@ struct vg_runtime {
 
   /* what the watchdog looks at (watchdog.c) */
   atomic_uint_fast64_t heartbeat; /* bumped by the loop; a stalled loop stops bumping it */
-  _Atomic(vg_vm_t *) running_vm;   /* VM whose code runs now */
+  _Atomic(vg_vm_t *) running_vm;  /* VM whose code runs now */
   _Atomic(lua_State *) running_co;
   vg_watchdog_t *watchdog;
 

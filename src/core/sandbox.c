@@ -16,7 +16,6 @@
 
 #define MAX_LOAD_BYTES (4u << 20) /* source text accepted by load() and policy files */
 
-
 /* ---- kill-aware protected calls ---- */
 
 static int finish_pcall(lua_State *L, int status, lua_KContext extra)
@@ -541,10 +540,10 @@ static int ro_len(lua_State *L)
 void vg_sandbox_push_readonly(lua_State *L, int idx, const char *name)
 {
   idx = lua_absindex(L, idx);
-  lua_newtable(L);                /* proxy */
-  lua_createtable(L, 0, 6);       /* its metatable */
+  lua_newtable(L);          /* proxy */
+  lua_createtable(L, 0, 6); /* its metatable */
   lua_pushvalue(L, idx);
-  lua_newtable(L);                /* cache of nested proxies */
+  lua_newtable(L); /* cache of nested proxies */
   lua_pushstring(L, name);
   lua_pushcclosure(L, ro_get, 3);
   lua_setfield(L, -2, "__index");
@@ -604,9 +603,9 @@ static void push_base(lua_State *L)
     return;
   }
   static const char *const plain[] = {
-    "assert", "error",  "ipairs", "next",     "pairs",   "select",       "tonumber",
-    "tostring", "type", "rawequal", "rawlen", "rawget",  "pcall",        "xpcall",
-    "setmetatable", "getmetatable", "load", "print", "_VERSION", NULL,
+    "assert",       "error",        "ipairs",   "next",   "pairs",    "select", "tonumber",
+    "tostring",     "type",         "rawequal", "rawlen", "rawget",   "pcall",  "xpcall",
+    "setmetatable", "getmetatable", "load",     "print",  "_VERSION", NULL,
   };
   static const char *const libs[] = { "string", "table", "math", "utf8", "os", NULL };
   lua_newtable(L);
@@ -648,8 +647,8 @@ static void push_base(lua_State *L)
 
 void vg_sandbox_push_env(lua_State *L, bool strict)
 {
-  push_base(L);       /* [base] */
-  lua_newtable(L);    /* [base, env] */
+  push_base(L);    /* [base] */
+  lua_newtable(L); /* [base, env] */
   lua_createtable(L, 0, 3);
   lua_pushvalue(L, -3);
   lua_pushboolean(L, strict);
@@ -733,9 +732,14 @@ void vg_sandbox_harden(lua_State *L)
     lua_setglobal(L, drop[i]);
   }
   static const luaL_Reg wrappers[] = {
-    { "pcall", sb_pcall },       { "xpcall", sb_xpcall },   { "setmetatable", sb_setmetatable },
-    { "load", sb_load },         { "require", sb_require }, { "print", sb_print },
-    { "tostring", sb_tostring }, { NULL, NULL },
+    { "pcall", sb_pcall },
+    { "xpcall", sb_xpcall },
+    { "setmetatable", sb_setmetatable },
+    { "load", sb_load },
+    { "require", sb_require },
+    { "print", sb_print },
+    { "tostring", sb_tostring },
+    { NULL, NULL },
   };
   lua_pushglobaltable(L);
   luaL_setfuncs(L, wrappers, 0);

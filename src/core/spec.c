@@ -161,8 +161,9 @@ static void run_file(const char *path, file_result_t *r)
       vg_runtime_run(rt, -1);
       vg_watchdog_stop(rt->watchdog);
       if (!r->finished) {
-        r->error = strdup("the spec never finished: a test waits for something that cannot "
-                          "happen (a task that never ends, with no timer pending)");
+        r->error = strdup(
+            "the spec never finished: a test waits for something that cannot "
+            "happen (a task that never ends, with no timer pending)");
       }
     }
   }

@@ -265,8 +265,7 @@ static void kill_text(vg_task_t *t, char *buf, size_t len)
                (unsigned long long)lim->slice_ms);
       break;
     case VG_KILL_MEMORY:
-      snprintf(buf, len, "killed: memory limit reached (%zu MiB for this VM)",
-               lim->memory >> 20);
+      snprintf(buf, len, "killed: memory limit reached (%zu MiB for this VM)", lim->memory >> 20);
       break;
     default: {
       char why[96];
@@ -470,14 +469,12 @@ static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
     vm->task_errors++;
     /* A child whose handle is alive reports to whoever waits on it; log it quietly. */
     vg_log_level_t level = quiet ? VG_LOG_DEBUG : VG_LOG_ERROR;
-    vg_log(level, status == VG_TASK_KILLED ? "task killed" : "task failed", "vm", vm->name,
-           "task", t->name, "error", error ? error : "?", NULL);
-  } else if (status == VG_TASK_CANCELLED && error != NULL &&
-             strncmp(error, "deadline", 8) == 0) {
+    vg_log(level, status == VG_TASK_KILLED ? "task killed" : "task failed", "vm", vm->name, "task",
+           t->name, "error", error ? error : "?", NULL);
+  } else if (status == VG_TASK_CANCELLED && error != NULL && strncmp(error, "deadline", 8) == 0) {
     rt->task_errors++;
     vm->task_errors++;
-    vg_log(VG_LOG_WARN, "task cancelled", "vm", vm->name, "task", t->name, "reason", error,
-           NULL);
+    vg_log(VG_LOG_WARN, "task cancelled", "vm", vm->name, "task", t->name, "reason", error, NULL);
   }
   t->refs++; /* keep t alive through the callbacks below */
   for (vg_waiter_t *w = t->waiters; w != NULL; w = w->next) {

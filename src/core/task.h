@@ -65,8 +65,8 @@ struct vg_task {
 typedef struct {
   const char *name;
   const char *label;
-  uint64_t timeout_ms;   /* 0: the VM's default */
-  vg_task_t *parent;     /* cancelled with its parent; NULL for a root task */
+  uint64_t timeout_ms; /* 0: the VM's default */
+  vg_task_t *parent;   /* cancelled with its parent; NULL for a root task */
   vg_task_done_fn done;
   void *done_ud;
 } vg_task_opts_t;

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "core/every.h"
 #include "core/log.h"
 #include "core/sandbox.h"
-#include "core/every.h"
 #include "core/task.h"
 
 int luaopen_cjson_safe(lua_State *L); /* Debian's liblua5.4-cjson.a */
@@ -174,9 +174,12 @@ vg_vm_t *vg_vm_of(lua_State *L)
 static int vm_open(lua_State *L)
 {
   static const luaL_Reg libs[] = {
-    { LUA_GNAME, luaopen_base },          { LUA_STRLIBNAME, luaopen_string },
-    { LUA_TABLIBNAME, luaopen_table },    { LUA_MATHLIBNAME, luaopen_math },
-    { LUA_UTF8LIBNAME, luaopen_utf8 },    { LUA_OSLIBNAME, luaopen_os },
+    { LUA_GNAME, luaopen_base },
+    { LUA_STRLIBNAME, luaopen_string },
+    { LUA_TABLIBNAME, luaopen_table },
+    { LUA_MATHLIBNAME, luaopen_math },
+    { LUA_UTF8LIBNAME, luaopen_utf8 },
+    { LUA_OSLIBNAME, luaopen_os },
     { NULL, NULL },
   };
   for (const luaL_Reg *lib = libs; lib->func; lib++) {

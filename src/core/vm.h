@@ -46,7 +46,7 @@ typedef struct {
 struct vg_vm {
   lua_State *L;
   vg_runtime_t *rt;
-  char *name; /* policy name, "repl", "test:<file>", "config" */
+  char *name;  /* policy name, "repl", "test:<file>", "config" */
   void *owner; /* the policy this VM runs, if any */
   vg_limits_t limits;
 
@@ -62,21 +62,21 @@ struct vg_vm {
 #define VG_NOYIELD_MAX 16
   const char *noyield_stack[VG_NOYIELD_MAX]; /* outer reasons, for nested gsub callbacks */
   int noyield_depth;
-  int ntasks;                 /* live tasks */
-  vg_task_t *tasks;           /* list of live tasks (intrusive, for cancel-all) */
-  struct vg_every *every;     /* periodic jobs owned by this VM (every.c) */
-  bool draining;              /* old generation: finishing its tasks, no new work */
-  void *drain;                /* its entry in the policy set's drain list */
+  int ntasks;             /* live tasks */
+  vg_task_t *tasks;       /* list of live tasks (intrusive, for cancel-all) */
+  struct vg_every *every; /* periodic jobs owned by this VM (every.c) */
+  bool draining;          /* old generation: finishing its tasks, no new work */
+  void *drain;            /* its entry in the policy set's drain list */
   bool closing;
-  bool quiet;                 /* task failures log at debug (expected ones: sandbox specs) */
-  int sandbox_base_ref;       /* registry ref of the allowlisted globals (sandbox.c) */
-  bool load_phase;            /* a chunk's top level runs: it may define globals */
-  char *lib_dir;              /* where require("lib.x") looks (policies/lib) */
-  uint32_t id_key;            /* keys the opaque ids tostring shows instead of addresses */
+  bool quiet;           /* task failures log at debug (expected ones: sandbox specs) */
+  int sandbox_base_ref; /* registry ref of the allowlisted globals (sandbox.c) */
+  bool load_phase;      /* a chunk's top level runs: it may define globals */
+  char *lib_dir;        /* where require("lib.x") looks (policies/lib) */
+  uint32_t id_key;      /* keys the opaque ids tostring shows instead of addresses */
   /* Where print() goes: the REPL's output, or the log when NULL. */
   void (*print)(vg_vm_t *vm, const char *text, size_t len, void *ud);
   void *print_ud;
-  uint64_t task_errors;       /* tasks of this VM that failed or were killed */
+  uint64_t task_errors; /* tasks of this VM that failed or were killed */
   void (*on_task_end)(vg_vm_t *vm, vg_task_t *t, int status, const char *error);
 };
 

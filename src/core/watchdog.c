@@ -25,8 +25,8 @@ static void hard_stall(vg_watchdog_t *wd, vg_vm_t *vm, uint64_t stalled_ms)
   char ms[32];
   snprintf(ms, sizeof(ms), "%llu", (unsigned long long)stalled_ms);
   vg_policy_t *p = vm->owner;
-  vg_log(VG_LOG_ERROR, "event loop stuck in C code past the hard limit: exiting", "vm",
-         vm->name, "stalled_ms", ms, NULL);
+  vg_log(VG_LOG_ERROR, "event loop stuck in C code past the hard limit: exiting", "vm", vm->name,
+         "stalled_ms", ms, NULL);
   if (p != NULL && p->set != NULL && p->set->quarantine_path != NULL) {
     FILE *f = fopen(p->set->quarantine_path, "a");
     if (f != NULL) {

@@ -152,8 +152,8 @@ static int l_stats(lua_State *L)
 int vg_open_vigil_runtime(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
-    { "policies", l_policies }, { "tasks", l_tasks },       { "reload", l_reload },
-    { "enable", l_enable },     { "disable", l_disable },   { "dispatch", l_dispatch },
+    { "policies", l_policies }, { "tasks", l_tasks },     { "reload", l_reload },
+    { "enable", l_enable },     { "disable", l_disable }, { "dispatch", l_dispatch },
     { "stats", l_stats },       { NULL, NULL },
   };
   luaL_newlib(L, funcs);

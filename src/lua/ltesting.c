@@ -185,7 +185,7 @@ static int l_memory(lua_State *L)
 #define MAX_RESULTS 16
 
 typedef struct {
-  vg_vm_t *vm;      /* the sandbox VM */
+  vg_vm_t *vm;       /* the sandbox VM */
   vg_task_t *waiter; /* the spec task, or NULL once it stopped waiting */
   vg_task_t *task;
   vg_timer_t *reaper;
@@ -274,8 +274,8 @@ static void sandbox_done(vg_task_t *t, void *ud)
 static void push_outcome(lua_State *L, sandbox_run_t *r)
 {
   static const char *const names[] = { "ok", "error", "killed", "cancelled" };
-  static const char *const kills[] = { NULL,       "instructions", "slice",
-                                       "memory",   "cancelled",    "watchdog" };
+  static const char *const kills[] = { NULL,     "instructions", "slice",
+                                       "memory", "cancelled",    "watchdog" };
   lua_createtable(L, 0, 8);
   lua_pushstring(L, names[r->status]);
   lua_setfield(L, -2, "status");
@@ -445,8 +445,9 @@ static int l_sandbox(lua_State *L)
   r->vm->alloc_count = 0;
   r->vm->alloc_fail_at = fail_at;
   r->started_ns = vg_clock_mono_ns();
-  vg_task_opts_t opts = { .name = "sandbox", .label = "sandbox", .done = sandbox_done,
-                          .done_ud = r };
+  vg_task_opts_t opts = {
+    .name = "sandbox", .label = "sandbox", .done = sandbox_done, .done_ud = r
+  };
   r->task = vg_task_spawn(r->vm, nargs, &opts);
   if (r->task == NULL) {
     vg_vm_free(r->vm);
@@ -461,8 +462,13 @@ static int l_sandbox(lua_State *L)
 int vg_open_vigil_testing(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
-    { "load_policy", l_load_policy }, { "load_spec", l_load_spec }, { "matchers", l_matchers }, { "set_time", l_set_time },
-    { "pending_timers", l_pending_timers }, { "memory", l_memory }, { "sandbox", l_sandbox },
+    { "load_policy", l_load_policy },
+    { "load_spec", l_load_spec },
+    { "matchers", l_matchers },
+    { "set_time", l_set_time },
+    { "pending_timers", l_pending_timers },
+    { "memory", l_memory },
+    { "sandbox", l_sandbox },
     { "stop_jobs", l_stop_jobs },
     { NULL, NULL },
   };

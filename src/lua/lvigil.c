@@ -1,9 +1,13 @@
 /* vigil.core: the C half of the `vigil` module (lua/vigil/init.lua adds the Lua half).
  * Time, tasks and periodic jobs: sleep, now, spawn, wait, every, duration, log. */
+#include "lua/lvigil.h"
+
 #include <lauxlib.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "vigil/version.h"
 
 #include "core/clock.h"
 #include "core/every.h"
@@ -11,8 +15,6 @@
 #include "core/runtime.h"
 #include "core/sandbox.h"
 #include "core/task.h"
-#include "lua/lvigil.h"
-#include "vigil/version.h"
 
 #define TASK_MT "vigil.task"
 #define EVERY_MT "vigil.every"
@@ -196,12 +198,13 @@ static int task_cancel(lua_State *L)
   return 0;
 }
 
-/* task:status() [-1, +1, e]: "ready", "running", "waiting", or "ok"/"error"/"killed"/"cancelled". */
+/* task:status() [-1, +1, e]: "ready", "running", "waiting", or "ok"/"error"/"killed"/"cancelled".
+ */
 static int task_status(lua_State *L)
 {
   vg_task_t *t = check_task(L, 1);
-  lua_pushstring(L, t->state == VG_TASK_DONE ? vg_task_status_name(t->status)
-                                             : vg_task_state_name(t->state));
+  lua_pushstring(
+      L, t->state == VG_TASK_DONE ? vg_task_status_name(t->status) : vg_task_state_name(t->state));
   return 1;
 }
 
@@ -230,9 +233,9 @@ static int task_index(lua_State *L)
 static int task_tostring(lua_State *L)
 {
   vg_task_t *t = check_task(L, 1);
-  lua_pushfstring(L, "vigil.task(%s, %s)", t->name,
-                  t->state == VG_TASK_DONE ? vg_task_status_name(t->status)
-                                           : vg_task_state_name(t->state));
+  lua_pushfstring(
+      L, "vigil.task(%s, %s)", t->name,
+      t->state == VG_TASK_DONE ? vg_task_status_name(t->status) : vg_task_state_name(t->state));
   return 1;
 }
 
@@ -375,11 +378,17 @@ static int l_log(lua_State *L)
 int vg_open_vigil_core(lua_State *L)
 {
   static const luaL_Reg task_methods[] = {
-    { "cancel", task_cancel }, { "status", task_status }, { "wait", l_wait }, { NULL, NULL },
+    { "cancel", task_cancel },
+    { "status", task_status },
+    { "wait", l_wait },
+    { NULL, NULL },
   };
   static const luaL_Reg task_meta[] = {
-    { "__index", task_index }, { "__tostring", task_tostring }, { "__gc", task_gc },
-    { "__close", task_gc },    { NULL, NULL },
+    { "__index", task_index },
+    { "__tostring", task_tostring },
+    { "__gc", task_gc },
+    { "__close", task_gc },
+    { NULL, NULL },
   };
   luaL_newmetatable(L, TASK_MT);
   luaL_setfuncs(L, task_meta, 0);
@@ -390,7 +399,9 @@ int vg_open_vigil_core(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg every_meta[] = {
-    { "__index", every_index }, { "__gc", every_gc }, { NULL, NULL },
+    { "__index", every_index },
+    { "__gc", every_gc },
+    { NULL, NULL },
   };
   luaL_newmetatable(L, EVERY_MT);
   luaL_setfuncs(L, every_meta, 0);
@@ -399,9 +410,8 @@ int vg_open_vigil_core(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg funcs[] = {
-    { "sleep", l_sleep },   { "now", l_now },     { "duration", l_duration },
-    { "spawn", l_spawn },   { "wait", l_wait },   { "every", l_every },
-    { "log", l_log },       { NULL, NULL },
+    { "sleep", l_sleep }, { "now", l_now },     { "duration", l_duration }, { "spawn", l_spawn },
+    { "wait", l_wait },   { "every", l_every }, { "log", l_log },           { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   lua_pushliteral(L, VIGIL_VERSION);

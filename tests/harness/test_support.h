@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* cmocka needs the headers above first. */
 #include <cmocka.h>
 
 /* Reads a whole file into a NUL-terminated buffer (caller frees), or NULL. */
