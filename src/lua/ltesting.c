@@ -85,6 +85,19 @@ static int l_load_policy(lua_State *L)
 {
   const char *path = luaL_checkstring(L, 1);
   vg_vm_t *vm = vg_vm_of(L);
+  /* require("lib.x") resolves beside the policy, as the daemon resolves it in its directory */
+  const char *slash = strrchr(path, '/');
+  int dirlen = slash ? (int)(slash - path) : 1;
+  lua_pushfstring(L, "%s/lib", slash ? path : ".");
+  if (slash) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, path, (size_t)dirlen);
+    lua_pushliteral(L, "/lib");
+    lua_concat(L, 2);
+  }
+  free(vm->lib_dir);
+  vm->lib_dir = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
   vg_sandbox_push_env(L, true);
   lua_pushfstring(L, "@%s", path);
   lua_insert(L, -2);

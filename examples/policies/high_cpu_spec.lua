@@ -1,0 +1,56 @@
+-- Spec of the example policies: `vigil test examples/policies`.
+local T = require("vigil.test")
+
+describe("high-cpu", function()
+  local policy
+  before_each(function() policy = T.policy("examples/policies/high_cpu.lua") end)
+
+  it("matches only HighCPU at warning or critical", function()
+    expect(policy:matches({ labels = { alertname = "HighCPU", severity = "critical" } }))
+      :to_be(true)
+    expect(policy:matches({ labels = { alertname = "HighCPU", severity = "info" } })):to_be(false)
+    expect(policy:matches({ labels = { alertname = "DiskFull", severity = "critical" } }))
+      :to_be(false)
+  end)
+
+  it("waits 30 s, then recommends a scale-out", function()
+    local t0 = vigil.now()
+    policy:alert({ labels = { alertname = "HighCPU", severity = "critical", pod = "api-1" } })
+    expect(vigil.now() - t0):to_be(30)
+    expect(#policy.logs):to_be(2)
+    expect(policy.logs[1].fields.pod):to_be("api-1")
+    expect(policy.logs[2].msg):to_match("would scale out")
+  end)
+
+  it("does nothing more for a resolved alert", function()
+    local t0 = vigil.now()
+    policy:alert({ status = "resolved", labels = { alertname = "HighCPU", severity = "warning" } })
+    expect(vigil.now()):to_be(t0)
+    expect(#policy.logs):to_be(1)
+  end)
+end)
+
+describe("disk-full", function()
+  it("grades urgency with the shared lib helper", function()
+    local policy = T.policy("examples/policies/disk_full.lua")
+    policy:alert({ labels = { alertname = "DiskFull", instance = "db-1" },
+                   annotations = { used_percent = "97" } })
+    expect(policy.logs[1].fields.urgency):to_be("page")
+  end)
+
+  it("warns when the annotation is missing", function()
+    local policy = T.policy("examples/policies/disk_full.lua")
+    policy:alert({ labels = { alertname = "DiskFull", instance = "db-1" } })
+    expect(policy.logs[1].level):to_be("warn")
+  end)
+end)
+
+describe("heartbeat", function()
+  it("logs uptime on each run", function()
+    local policy = T.policy("examples/policies/heartbeat.lua")
+    vigil.sleep("2m")
+    policy:run("alive")
+    expect(policy.logs[1].msg):to_be("alive")
+    expect(policy.logs[1].fields.uptime_s):to_be(120)
+  end)
+end)
