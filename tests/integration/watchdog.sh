@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The watchdog: a policy that stalls the loop in Lua is stopped and quarantined; one that
+# stalls it inside C (where no hook reaches) makes the daemon record it and exit 70; after a
+# restart the quarantined policy stays off until its file changes.
+set -euo pipefail
+VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
+dir=$(mktemp -d)
+log="$dir/daemon.log"
+pid=
+cleanup() {
+  [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; echo "---- log (last 30 lines) ----" >&2; tail -n 30 "$log" >&2 || true; exit 1; }
+wait_for() {
+  local pattern=$1 secs=${2:-10}
+  local deadline=$((SECONDS + secs))
+  while (( SECONDS < deadline )); do
+    grep -q -- "$pattern" "$log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "timed out waiting for '$pattern'"
+}
+start() {
+  : > "$log"
+  "$VIGIL" run -c "$dir/vigil.conf.lua" 2>"$log" &
+  pid=$!
+  wait_for 'msg="vigil started"'
+}
+
+mkdir -p "$dir/policies"
+# Generous budgets so that only the watchdog can stop these loops.
+cat > "$dir/vigil.conf.lua" <<LUA
+return { store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", policies = "$dir/policies",
+         watchdog = "300ms", limits = { instructions = 100000000000, slice = "1h",
+         memory = "1GB" } }
+LUA
+cat > "$dir/policies/spin.lua" <<'LUA'
+return { name = "spin", match = {}, every = { loop = { interval = "50ms", run = function()
+  while true do end
+end } } }
+LUA
+cat > "$dir/policies/fine.lua" <<'LUA'
+return { name = "fine", match = {}, every = { tick = { interval = "100ms", run = function(ctx)
+  ctx.log.info("fine tick")
+end } } }
+LUA
+cd "$dir"
+
+echo "a Lua loop that stalls the loop is stopped and its policy quarantined"
+start
+wait_for 'msg="event loop stalled by policy code: stopping it" vm=spin.lua' 5
+wait_for 'msg="task killed" vm=spin.lua .*stopped by the watchdog' 3
+wait_for 'msg="policy disabled" policy=spin reason="quarantined' 3
+grep -q ' spin$' vigil.db.quarantine || fail "quarantine file does not list spin"
+: > "$log.mark"
+sleep 0.5
+grep -q 'msg="fine tick"' "$log" || fail "the other policy stopped running"
+kill -TERM "$pid"; wait "$pid" || true; pid=
+
+echo "after a restart the quarantined policy stays off"
+start
+wait_for 'policy quarantined by the watchdog: not loaded.*spin.lua' 3
+grep -q 'msg="policy loaded" policy=fine' "$log" || fail "fine did not load"
+
+echo "editing the file lifts the quarantine"
+cat > policies/spin.lua <<'LUA'
+return { name = "spin", match = {}, every = { loop = { interval = "1s", run = function() end } } }
+LUA
+wait_for 'msg="policy loaded" policy=spin' 3
+kill -TERM "$pid"; wait "$pid" || true; pid=
+
+echo "a stall inside C past the hard limit ends the process with 70 and quarantines"
+rm -f vigil.db.quarantine
+# Build a big table in short slices (each resume stays under the soft limit), then sort it in
+# one C call that takes seconds and never reaches a hook.
+cat > policies/sorter.lua <<'LUA'
+return { name = "sorter", match = {}, every = { sort = { interval = "50ms", run = function()
+  local t = {}
+  for i = 1, 12000000 do
+    t[i] = (i * 7919) % 1000003
+    if i % 500000 == 0 then vigil.sleep(0) end
+  end
+  table.sort(t)
+end } } }
+LUA
+rm -f policies/fine.lua policies/spin.lua
+: > "$log"
+rc=0
+timeout 60 "$VIGIL" run -c "$dir/vigil.conf.lua" 2>"$log" || rc=$?
+[[ $rc == 70 ]] || fail "expected exit status 70, got $rc"
+grep -q 'event loop stuck in C code past the hard limit' "$log" || fail "no hard-limit log line"
+grep -q ' sorter$' vigil.db.quarantine || fail "sorter not quarantined"
+echo "ok"
