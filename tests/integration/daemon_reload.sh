@@ -58,7 +58,7 @@ return {
 LUA
 cat > "$dir/vigil.conf.lua" <<LUA
 return { store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", drain = "5s",
-         reload_debounce = "100ms", log_level = "debug" }
+         reload_debounce = "300ms", log_level = "debug" }
 LUA
 
 cd "$dir"
@@ -105,9 +105,9 @@ echo "rapid edits are debounced into one reload"
 before=$(count 'msg="policies reloaded"')
 for i in $(seq 1 10); do
   printf 'return { name = "slow", match = {}, every = { work = { interval = "1s", run = function() end } } } -- %s\n' "$i" > policies/slow.lua
-  sleep 0.02
+  sleep 0.01
 done
-sleep 0.6
+sleep 1
 n=$(( $(count 'msg="policies reloaded"') - before ))
 (( n >= 1 && n <= 2 )) || fail "10 rapid edits caused $n reloads (want 1, at most 2)"
 
