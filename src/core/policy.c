@@ -1102,6 +1102,22 @@ int vg_policies_reload(vg_policies_t *ps, const char *why)
   return failures;
 }
 
+static void set_free(vg_policies_t *ps)
+{
+  free(ps->quarantine_path);
+  free(ps->lib_dir);
+  free(ps->dir);
+  free(ps);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+  vg_policies_t *ps = h->data;
+  if (--ps->open_handles == 0 && ps->freeing) {
+    set_free(ps);
+  }
+}
+
 /* ---- watching ---- */
 
 static void debounce_fired(vg_timer_t *timer, void *ud)
@@ -1137,26 +1153,31 @@ int vg_policies_watch(vg_policies_t *ps)
   ps->watch_dir.data = ps;
   int rc = uv_fs_event_start(&ps->watch_dir, fs_changed, ps->dir, 0);
   if (rc != 0) {
-    uv_close((uv_handle_t *)&ps->watch_dir, NULL);
+    ps->open_handles++;
+    uv_close((uv_handle_t *)&ps->watch_dir, handle_closed);
     vg_log(VG_LOG_ERROR, "cannot watch the policies directory", "dir", ps->dir, "error",
            uv_strerror(rc), NULL);
     return rc;
   }
   ps->watching_dir = true;
+  ps->open_handles++;
   struct stat st;
   if (stat(ps->lib_dir, &st) == 0 && S_ISDIR(st.st_mode)) {
     uv_fs_event_init(loop, &ps->watch_lib);
     ps->watch_lib.data = ps;
     if (uv_fs_event_start(&ps->watch_lib, fs_changed, ps->lib_dir, 0) == 0) {
       ps->watching_lib = true;
+      ps->open_handles++;
     } else {
-      uv_close((uv_handle_t *)&ps->watch_lib, NULL);
+      ps->open_handles++;
+      uv_close((uv_handle_t *)&ps->watch_lib, handle_closed);
     }
   }
   uv_signal_init(loop, &ps->sighup);
   ps->sighup.data = ps;
   uv_signal_start(&ps->sighup, sighup, SIGHUP);
   ps->sighup_on = true;
+  ps->open_handles++;
   return 0;
 }
 
@@ -1231,18 +1252,16 @@ void vg_policies_free(vg_policies_t *ps)
   }
   vg_timer_stop(ps->debounce);
   if (ps->watching_dir) {
-    uv_close((uv_handle_t *)&ps->watch_dir, NULL);
+    uv_close((uv_handle_t *)&ps->watch_dir, handle_closed);
   }
   if (ps->watching_lib) {
-    uv_close((uv_handle_t *)&ps->watch_lib, NULL);
+    uv_close((uv_handle_t *)&ps->watch_lib, handle_closed);
   }
   if (ps->sighup_on) {
-    uv_close((uv_handle_t *)&ps->sighup, NULL);
+    uv_close((uv_handle_t *)&ps->sighup, handle_closed);
   }
-  /* The handles above are embedded in ps: let their close callbacks run before freeing. */
-  uv_run(ps->rt->loop, UV_RUN_NOWAIT);
-  free(ps->quarantine_path);
-  free(ps->lib_dir);
-  free(ps->dir);
-  free(ps);
+  ps->freeing = true;
+  if (ps->open_handles == 0) {
+    set_free(ps);
+  } /* else the last close callback frees it: the handles are embedded in ps */
 }

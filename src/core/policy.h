@@ -68,6 +68,8 @@ struct vg_policies {
   struct vg_timer *debounce;
   uv_signal_t sighup;
   bool sighup_on;
+  int open_handles; /* embedded handles not yet closed: ps is freed after the last */
+  bool freeing;
 };
 
 /* Creates an empty set for `dir` (policies/lib beside it is the require("lib.x") path). */

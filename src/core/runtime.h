@@ -22,6 +22,7 @@ struct vg_runtime {
   uv_idle_t sched_idle;
   bool sched_active;
   vg_task_t *ready_head, *ready_tail;
+  size_t ready_len;
   uint64_t tasks_spawned, resumes, task_errors, task_kills;
 
   /* clock (clock.c) */

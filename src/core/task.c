@@ -32,6 +32,7 @@ static void ready_push(vg_task_t *t)
   }
   t->queued = true;
   t->next_ready = NULL;
+  rt->ready_len++;
   if (rt->ready_tail != NULL) {
     rt->ready_tail->next_ready = t;
   } else {
@@ -59,6 +60,7 @@ static void ready_remove(vg_task_t *t)
       if (rt->ready_tail == t) {
         rt->ready_tail = prev;
       }
+      rt->ready_len--;
       break;
     }
   }
@@ -307,6 +309,7 @@ static void task_resume(vg_task_t *t)
   int nargs = t->nargs;
   t->nargs = 0;
   t->state = VG_TASK_RUNNING;
+  atomic_store(&vm->interrupt, VG_KILL_NONE); /* a stale watchdog request was for another run */
   vm->current = t;
   vm->budget = &t->budget;
   t->budget.slice_start = uv_hrtime();
@@ -350,21 +353,19 @@ static void task_resume(vg_task_t *t)
 
 void vg_sched_run(vg_runtime_t *rt)
 {
-  /* Run what is ready now; tasks made ready meanwhile wait for the next turn, so a task
-   * that keeps yielding cannot starve the loop's I/O. */
-  vg_task_t *last = rt->ready_tail;
-  while (rt->ready_head != NULL) {
+  /* Run as many tasks as were ready when the turn began; tasks made ready meanwhile wait
+   * for the next turn, so a task that keeps yielding cannot starve the loop's I/O. */
+  size_t budget = rt->ready_len;
+  while (budget-- > 0 && rt->ready_head != NULL) {
     vg_task_t *t = rt->ready_head;
     rt->ready_head = t->next_ready;
     if (rt->ready_head == NULL) {
       rt->ready_tail = NULL;
     }
+    rt->ready_len--;
     t->queued = false;
     t->next_ready = NULL;
     task_resume(t);
-    if (t == last) {
-      break;
-    }
   }
   if (rt->ready_head == NULL && rt->sched_active) {
     uv_idle_stop(&rt->sched_idle);
