@@ -2,36 +2,10 @@
 # The daemon end to end: start, hot reload (edit, break, fix, rapid edits, in-flight drain,
 # lib change, removal), SIGHUP, and a clean SIGTERM shutdown. Reads the daemon's logfmt
 # output; every wait has a deadline.
-set -euo pipefail
-VIGIL=${VIGIL:-build/dev/vigil}
-VIGIL=$(realpath "$VIGIL")
-dir=$(mktemp -d)
-log="$dir/daemon.log"
+source "$(dirname "$0")/../harness/integration.sh"
+dir=$tmp
 pid=
-cleanup() {
-  [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  echo "---- daemon log ----" >&2
-  cat "$log" >&2 || true
-  exit 1
-}
-# wait_for PATTERN [COUNT] [SECONDS]: until the log has COUNT lines matching PATTERN
-wait_for() {
-  local pattern=$1 count=${2:-1} secs=${3:-10}
-  local deadline=$((SECONDS + secs))
-  while (( SECONDS < deadline )); do
-    local n
-    n=$(grep -c -- "$pattern" "$log" 2>/dev/null || true)
-    (( n >= count )) && return 0
-    sleep 0.05
-  done
-  fail "timed out waiting for $count x '$pattern'"
-}
-count() { grep -c -- "$1" "$log" 2>/dev/null || true; }
+on_exit '[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null'
 
 mkdir -p "$dir/policies/lib"
 cat > "$dir/policies/lib/words.lua" <<'LUA'

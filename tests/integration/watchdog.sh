@@ -2,26 +2,10 @@
 # The watchdog: a policy that stalls the loop in Lua is stopped and quarantined; one that
 # stalls it inside C (where no hook reaches) makes the daemon record it and exit 70; after a
 # restart the quarantined policy stays off until its file changes.
-set -euo pipefail
-VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
-dir=$(mktemp -d)
-log="$dir/daemon.log"
+source "$(dirname "$0")/../harness/integration.sh"
+dir=$tmp
 pid=
-cleanup() {
-  [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; echo "---- log (last 30 lines) ----" >&2; tail -n 30 "$log" >&2 || true; exit 1; }
-wait_for() {
-  local pattern=$1 secs=${2:-10}
-  local deadline=$((SECONDS + secs))
-  while (( SECONDS < deadline )); do
-    grep -q -- "$pattern" "$log" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  fail "timed out waiting for '$pattern'"
-}
+on_exit '[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null'
 start() {
   : > "$log"
   "$VIGIL" run -c "$dir/vigil.conf.lua" 2>"$log" &
@@ -50,9 +34,9 @@ cd "$dir"
 
 echo "a Lua loop that stalls the loop is stopped and its policy quarantined"
 start
-wait_for 'msg="event loop stalled by policy code: stopping it" vm=spin.lua' 5
-wait_for 'msg="task killed" vm=spin.lua .*stopped by the watchdog' 3
-wait_for 'msg="policy disabled" policy=spin reason="quarantined' 3
+wait_for 'msg="event loop stalled by policy code: stopping it" vm=spin.lua' 1 5
+wait_for 'msg="task killed" vm=spin.lua .*stopped by the watchdog' 1 3
+wait_for 'msg="policy disabled" policy=spin reason="quarantined' 1 3
 grep -q ' spin$' vigil.db.quarantine || fail "quarantine file does not list spin"
 : > "$log.mark"
 sleep 0.5
@@ -61,14 +45,14 @@ kill -TERM "$pid"; wait "$pid" || true; pid=
 
 echo "after a restart the quarantined policy stays off"
 start
-wait_for 'policy quarantined by the watchdog: not loaded.*spin.lua' 3
+wait_for 'policy quarantined by the watchdog: not loaded.*spin.lua' 1 3
 grep -q 'msg="policy loaded" policy=fine' "$log" || fail "fine did not load"
 
 echo "editing the file lifts the quarantine"
 cat > policies/spin.lua <<'LUA'
 return { name = "spin", match = {}, every = { loop = { interval = "1s", run = function() end } } }
 LUA
-wait_for 'msg="policy loaded" policy=spin' 3
+wait_for 'msg="policy loaded" policy=spin' 1 3
 kill -TERM "$pid"; wait "$pid" || true; pid=
 
 echo "a stall inside C past the hard limit ends the process with 70 and quarantines"

@@ -1,0 +1,40 @@
+# Shared helpers for tests/integration/*.sh (sourced, not run).
+#   VIGIL      the binary under test (absolute path after sourcing)
+#   $tmp       a private temporary directory, removed on exit
+#   $log       where start_daemon sends the daemon's stderr
+#   wait_for PATTERN [COUNT] [SECONDS]   until the log has COUNT lines matching PATTERN
+#   count PATTERN                        lines of the log matching PATTERN
+#   fail MESSAGE                         prints the message and the log's tail, exits 1
+#   on_exit CMD                          runs CMD at exit (before the directory goes)
+set -euo pipefail
+VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
+tmp=$(mktemp -d)
+log="$tmp/daemon.log"
+: > "$log"
+_exit_cmds=()
+on_exit() { _exit_cmds+=("$1"); }
+_cleanup() {
+  local c
+  for c in "${_exit_cmds[@]}"; do eval "$c" || true; done
+  rm -rf "$tmp"
+}
+trap _cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  echo "---- daemon log (last 30 lines) ----" >&2
+  tail -n 30 "$log" >&2 || true
+  exit 1
+}
+
+count() { grep -c -- "$1" "$log" 2>/dev/null || true; }
+
+wait_for() {
+  local pattern=$1 want=${2:-1} secs=${3:-10}
+  local deadline=$((SECONDS + secs))
+  while (( SECONDS < deadline )); do
+    (( $(count "$pattern") >= want )) && return 0
+    sleep 0.05
+  done
+  fail "timed out after ${secs}s waiting for $want x '$pattern'"
+}
