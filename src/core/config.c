@@ -154,7 +154,8 @@ static int line_of(const char *text, const char *key)
   return 1;
 }
 
-static int key_error(lua_State *L, load_ctx_t *c, const char *key, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int key_error(
+    lua_State *L, load_ctx_t *c, const char *key, const char *fmt, ...)
 {
   char msg[400];
   va_list ap;

@@ -157,7 +157,8 @@ static size_t edit_distance(const char *a, const char *b)
 }
 
 /* Raises "path:line: message" for a problem with field `key`. */
-static int field_error(lua_State *L, compiled_t *c, const char *key, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int field_error(
+    lua_State *L, compiled_t *c, const char *key, const char *fmt, ...)
 {
   char msg[512];
   va_list ap;

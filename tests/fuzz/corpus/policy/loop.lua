@@ -1,0 +1,1 @@
+setmetatable({}, {__index = function() while true do end end}).x = 1
