@@ -717,6 +717,11 @@ static void policy_set_vm(vg_policy_t *p, compiled_t *c)
   p->matchers = c->matchers;
   free(p->name);
   p->name = c->name;
+  char *vm_name = strdup(p->name); /* logs name the policy, not its file */
+  if (vm_name != NULL) {
+    free(p->vm->name);
+    p->vm->name = vm_name;
+  }
   free(p->description);
   p->description = c->description;
   c->vm = NULL;

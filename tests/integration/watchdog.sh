@@ -34,8 +34,8 @@ cd "$dir"
 
 echo "a Lua loop that stalls the loop is stopped and its policy quarantined"
 start
-wait_for 'msg="event loop stalled by policy code: stopping it" vm=spin.lua' 1 5
-wait_for 'msg="task killed" vm=spin.lua .*stopped by the watchdog' 1 3
+wait_for 'msg="event loop stalled by policy code: stopping it" vm=spin' 1 5
+wait_for 'msg="task killed" vm=spin .*stopped by the watchdog' 1 3
 wait_for 'msg="policy disabled" policy=spin reason="quarantined' 1 3
 grep -q ' spin$' vigil.db.quarantine || fail "quarantine file does not list spin"
 : > "$log.mark"
@@ -64,7 +64,7 @@ return { name = "sorter", match = {}, every = { sort = { interval = "50ms", run 
   local t = {}
   for i = 1, 12000000 do
     t[i] = (i * 7919) % 1000003
-    if i % 500000 == 0 then vigil.sleep(0) end
+    if i % 50000 == 0 then vigil.sleep(0) end
   end
   table.sort(t)
 end } } }
