@@ -296,7 +296,7 @@ static int read_config_p(lua_State *L)
   luaL_checktype(L, 2, LUA_TTABLE);
   static const char *const known[] = {
     "listen",        "store", "policies",        "repl_socket", "log_level", "token",   "limits",
-    "policy_errors", "drain", "reload_debounce", "watchdog",    "executor",  "sources", "notifiers",
+    "policy_errors", "drain", "reload_debounce", "watchdog", "watchdog_hard",    "executor",  "sources", "notifiers",
     "intake",        NULL,
   };
   check_known(L, c, 2, "", known);
@@ -368,6 +368,13 @@ static int read_config_p(lua_State *L)
       key_error(L, c, "watchdog", "watchdog must be at least 100ms");
     }
     cfg->watchdog_hard_ms = cfg->watchdog_ms * 6;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "watchdog_hard") != LUA_TNIL) {
+    cfg->watchdog_hard_ms = opt_duration(L, c, "watchdog_hard");
+    if (cfg->watchdog_hard_ms <= cfg->watchdog_ms) {
+      key_error(L, c, "watchdog_hard", "watchdog_hard must be longer than watchdog");
+    }
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "executor") != LUA_TNIL) {

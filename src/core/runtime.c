@@ -58,6 +58,7 @@ void vg_runtime_free(vg_runtime_t *rt)
   if (rt == NULL) {
     return;
   }
+  vg_sched_run_deferred(rt);
   uv_close((uv_handle_t *)&rt->sched_idle, NULL);
   uv_run(rt->loop, UV_RUN_DEFAULT); /* let close callbacks free their memory */
   uv_walk(rt->loop, close_walk_cb, NULL);

@@ -24,6 +24,8 @@ struct vg_runtime {
   vg_task_t *ready_head, *ready_tail;
   size_t ready_len;
   uint64_t tasks_spawned, resumes, task_errors, task_kills;
+  struct vg_deferred *deferred; /* vg_sched_defer() calls, oldest first */
+  struct vg_deferred *deferred_tail;
 
   /* clock (clock.c) */
   bool virtual_clock;

@@ -168,7 +168,9 @@ const char *vg_sandbox_tostring(lua_State *L, int idx, size_t *len)
       uint32_t h = (uint32_t)((p ^ (p >> 29)) * 0x9E3779B1u) ^ vg_vm_of(L)->id_key;
       int tt = luaL_getmetafield(L, idx, "__name");
       const char *kind = tt == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, idx);
-      lua_pushfstring(L, "%s: %08x", kind, (unsigned)h);
+      char id[16];
+      snprintf(id, sizeof(id), "%08x", (unsigned)h);
+      lua_pushfstring(L, "%s: %s", kind, id);
       if (tt != LUA_TNIL) {
         lua_remove(L, -2);
       }

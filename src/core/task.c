@@ -23,6 +23,15 @@ static void sched_idle_cb(uv_idle_t *h)
   vg_sched_run(h->data);
 }
 
+static void sched_wake(vg_runtime_t *rt)
+{
+  if (!rt->sched_active) {
+    rt->sched_idle.data = rt;
+    uv_idle_start(&rt->sched_idle, sched_idle_cb);
+    rt->sched_active = true;
+  }
+}
+
 static void ready_push(vg_task_t *t)
 {
   vg_runtime_t *rt = t->vm->rt;
@@ -39,11 +48,7 @@ static void ready_push(vg_task_t *t)
     rt->ready_head = t;
   }
   rt->ready_tail = t;
-  if (!rt->sched_active) {
-    rt->sched_idle.data = rt;
-    uv_idle_start(&rt->sched_idle, sched_idle_cb);
-    rt->sched_active = true;
-  }
+  sched_wake(rt);
 }
 
 static void ready_remove(vg_task_t *t)
@@ -367,9 +372,47 @@ void vg_sched_run(vg_runtime_t *rt)
     t->next_ready = NULL;
     task_resume(t);
   }
+  vg_sched_run_deferred(rt);
   if (rt->ready_head == NULL && rt->sched_active) {
     uv_idle_stop(&rt->sched_idle);
     rt->sched_active = false;
+  }
+}
+
+struct vg_deferred {
+  void (*fn)(void *ud);
+  void *ud;
+  struct vg_deferred *next;
+};
+
+bool vg_sched_defer(vg_runtime_t *rt, void (*fn)(void *ud), void *ud)
+{
+  struct vg_deferred *d = malloc(sizeof(*d));
+  if (d == NULL) {
+    return false;
+  }
+  *d = (struct vg_deferred){ .fn = fn, .ud = ud };
+  if (rt->deferred_tail != NULL) {
+    rt->deferred_tail->next = d;
+  } else {
+    rt->deferred = d;
+  }
+  rt->deferred_tail = d;
+  sched_wake(rt);
+  return true;
+}
+
+void vg_sched_run_deferred(vg_runtime_t *rt)
+{
+  /* A deferred call may defer another; the loop picks it up in the same pass. */
+  while (rt->deferred != NULL) {
+    struct vg_deferred *d = rt->deferred;
+    rt->deferred = d->next;
+    if (rt->deferred == NULL) {
+      rt->deferred_tail = NULL;
+    }
+    d->fn(d->ud);
+    free(d);
   }
 }
 

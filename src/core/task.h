@@ -121,8 +121,15 @@ void vg_task_remove_waiter(vg_waiter_t *w);
  * "ETASK: ..."/"ECANCELED: ...". Returns the number of values pushed. */
 int vg_task_push_outcome(lua_State *L, vg_task_t *t);
 
-/* Drains the ready queue once (the scheduler's idle callback does this). */
+/* Drains the ready queue once, then runs the deferred calls (the scheduler's idle callback
+ * does this). */
 void vg_sched_run(vg_runtime_t *rt);
+
+/* Calls fn(ud) at the end of the current scheduler turn, outside any Lua call: for freeing
+ * what a completion callback cannot free while its VM is still on the C stack. Calls still
+ * pending when the runtime is freed run then. Returns false when out of memory. */
+bool vg_sched_defer(vg_runtime_t *rt, void (*fn)(void *ud), void *ud);
+void vg_sched_run_deferred(vg_runtime_t *rt);
 
 const char *vg_task_status_name(vg_task_status_t status);
 const char *vg_task_state_name(vg_task_state_t state);

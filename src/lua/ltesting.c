@@ -201,7 +201,7 @@ typedef struct {
   vg_vm_t *vm;       /* the sandbox VM */
   vg_task_t *waiter; /* the spec task, or NULL once it stopped waiting */
   vg_task_t *task;
-  vg_timer_t *reaper;
+  bool reaping; /* the VM's free is deferred to the end of the scheduler turn */
   int status;
   char *error;
   vg_kill_t killed;
@@ -225,11 +225,10 @@ static void run_free(sandbox_run_t *r)
   free(r);
 }
 
-static void reap(vg_timer_t *timer, void *ud)
+static void reap(void *ud)
 {
   sandbox_run_t *r = ud;
-  vg_timer_stop(timer);
-  r->reaper = NULL;
+  r->reaping = false;
   vg_vm_free(r->vm);
   r->vm = NULL;
   if (r->waiter == NULL) {
@@ -239,8 +238,8 @@ static void reap(vg_timer_t *timer, void *ud)
 
 static void schedule_reap(sandbox_run_t *r)
 {
-  if (r->reaper == NULL && r->vm != NULL) {
-    r->reaper = vg_timer_start(r->vm->rt, 0, 0, reap, r);
+  if (!r->reaping && r->vm != NULL) {
+    r->reaping = vg_sched_defer(r->vm->rt, reap, r);
   }
 }
 

@@ -57,14 +57,20 @@ kill -TERM "$pid"; wait "$pid" || true; pid=
 
 echo "a stall inside C past the hard limit ends the process with 70 and quarantines"
 rm -f vigil.db.quarantine
-# Build a big table in short slices (each resume stays under the soft limit), then sort it in
-# one C call that takes seconds and never reaches a hook.
+# Build a 2^23-element table in short slices, then sort it in one C call that takes seconds
+# and never reaches a hook. The soft limit sits above the longest slice (the last table
+# rehash, ~0.3 s, slower under ASan); the hard limit well below the sort (~5 s).
+cat > "$dir/vigil.conf.lua" <<CONF
+return { store = "$dir/vigil.db", policies = "$dir/policies", watchdog = "1200ms",
+         watchdog_hard = "2500ms", limits = { instructions = 100000000000, slice = "1h",
+         memory = "1GB" } }
+CONF
 cat > policies/sorter.lua <<'LUA'
 return { name = "sorter", match = {}, every = { sort = { interval = "50ms", run = function()
   local t = {}
-  for i = 1, 12000000 do
+  for i = 1, 8388608 do
     t[i] = (i * 7919) % 1000003
-    if i % 50000 == 0 then vigil.sleep(0) end
+    if i % 20000 == 0 then vigil.sleep(0) end
   end
   table.sort(t)
 end } } }
