@@ -227,7 +227,8 @@ M.clock = {
     vigil.sleep(0)
   end,
   now = vigil.now,
-  --- Sets the virtual time (seconds since the epoch).
+  --- Sets the virtual time (seconds since the epoch), like setting a machine's date: pending
+  -- timers keep their remaining delay and nothing fires. Use advance to let time pass.
   set = function(t) testing.set_time(t) end,
   pending = testing.pending_timers,
 }

@@ -127,6 +127,12 @@ bool vg_clock_is_virtual(const vg_runtime_t *rt)
 
 void vg_clock_set(vg_runtime_t *rt, double epoch_s)
 {
+  /* Like setting a machine's date: pending timers keep their remaining delay (the order of
+   * the list does not change), so a spec can move to any date without firing everything. */
+  double delta = epoch_s * 1000.0 - rt->vclock_ms;
+  for (vg_timer_t *t = rt->vtimers; t != NULL; t = t->next) {
+    t->due_ms += delta;
+  }
   rt->vclock_ms = epoch_s * 1000.0;
 }
 

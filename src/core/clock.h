@@ -28,7 +28,7 @@ uint64_t vg_clock_mono_ns(void);
 void vg_clock_use_virtual(vg_runtime_t *rt, double epoch_s);
 bool vg_clock_is_virtual(const vg_runtime_t *rt);
 
-/* Virtual clock only: sets the time (never backwards past pending timers' order). */
+/* Virtual clock only: sets the time; pending timers keep their remaining delay. */
 void vg_clock_set(vg_runtime_t *rt, double epoch_s);
 
 /* Virtual clock only: called when the loop has nothing left to do. Moves time to the next

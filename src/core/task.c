@@ -16,6 +16,9 @@
 
 static void task_finish(vg_task_t *t, vg_task_status_t status, char *error);
 
+/* What the <close> handlers of a task that failed, was killed or was cancelled may spend. */
+enum { VG_CLEANUP_INSTRUCTIONS = 1000000, VG_CLEANUP_SLICE_MS = 100 };
+
 /* ---- ready queue ---- */
 
 static void sched_idle_cb(uv_idle_t *h)
@@ -254,7 +257,7 @@ int vg_task_yield_now(lua_State *L)
 static int traceback_p(lua_State *L)
 {
   vg_task_t *t = lua_touserdata(L, 1);
-  luaL_traceback(L, t->co, lua_tostring(L, 2), 0);
+  luaL_traceback(L, t->co, lua_touserdata(L, 2), 0);
   return 1;
 }
 
@@ -287,7 +290,7 @@ static char *task_error_text(vg_task_t *t, bool killed)
   lua_State *L = t->vm->L;
   char msg[512], buf[160];
   if (killed && t->budget.killed == VG_KILL_CANCELLED) {
-    snprintf(msg, sizeof(msg), "cancelled");
+    snprintf(msg, sizeof(msg), "%s", t->cancel_reason ? t->cancel_reason : "cancelled");
   } else if (killed) {
     kill_text(t, msg, sizeof(msg));
   } else {
@@ -298,7 +301,7 @@ static char *task_error_text(vg_task_t *t, bool killed)
   t->vm->budget = NULL; /* our own C code: no budget */
   lua_pushcfunction(L, traceback_p);
   lua_pushlightuserdata(L, t);
-  lua_pushstring(L, msg);
+  lua_pushlightuserdata(L, msg); /* pushing a string could fail here, unprotected */
   if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
     out = strdup(lua_tostring(L, -1));
   }
@@ -335,7 +338,7 @@ static void task_resume(vg_task_t *t)
       /* A raw coroutine.yield: only the scheduler may suspend a task. */
       task_finish(t, VG_TASK_ERROR, strdup("task yielded outside the scheduler"));
     } else if (t->budget.killed == VG_KILL_CANCELLED) {
-      vg_task_cancel(t, "cancelled");
+      vg_task_cancel(t, t->cancel_reason ? t->cancel_reason : "cancelled");
     }
     return;
   }
@@ -425,6 +428,7 @@ static void task_free(vg_task_t *t)
     luaL_unref(vm->L, LUA_REGISTRYINDEX, t->co_ref);
   }
   free(t->error);
+  free(t->cancel_reason);
   free(t);
 }
 
@@ -496,13 +500,24 @@ static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
   vm->ntasks--;
 
   if (status != VG_TASK_OK) {
-    /* Run pending <close> handlers, still under this task's budget. */
+    /* Pending <close> handlers run exactly once, under a small budget of their own: cleanup
+     * must happen even after a kill or a self-cancel (the task's own budget would stop the
+     * handler at its first instruction), and a handler that loops is stopped as well. Another
+     * task may be the one running (it cancelled t): it is current again afterwards. */
+    vg_budget_t cleanup = {
+      .instr_limit = VG_CLEANUP_INSTRUCTIONS,
+      .slice_start = uv_hrtime(),
+      .slice_ns = VG_CLEANUP_SLICE_MS * 1000000ull,
+    };
     vg_budget_t *saved = vm->budget;
-    vm->budget = &t->budget;
+    vg_task_t *saved_current = vm->current;
+    vm->budget = &cleanup;
     vm->current = t;
+    vg_vm_arm_hook(t->co);
     vg_closethread(t->co, vm->L);
-    vm->current = NULL;
+    vm->current = saved_current;
     vm->budget = saved;
+    t->budget.instr_used += cleanup.instr_used;
     lua_settop(t->co, 0);
   }
   if (status == VG_TASK_ERROR || status == VG_TASK_KILLED) {
@@ -540,6 +555,9 @@ void vg_task_cancel(vg_task_t *t, const char *reason)
   }
   if (t->state == VG_TASK_RUNNING) {
     /* Only the task itself can be running now: stop it at its next instruction. */
+    if (t->cancel_reason == NULL) {
+      t->cancel_reason = strdup(reason);
+    }
     t->budget.killed = VG_KILL_CANCELLED;
     vg_vm_interrupt(t->vm, t->co, VG_KILL_CANCELLED);
     return;

@@ -56,10 +56,11 @@ struct vg_task {
 
   vg_task_done_fn done;
   void *done_ud;
-  int refs;          /* Lua handles and waiters that still need this struct */
-  int nresults;      /* results left on co after VG_TASK_OK */
-  char *error;       /* message (with traceback) for ERROR/KILLED/CANCELLED */
-  const char *label; /* what the task is for, in logs: "on_alert", "every", "repl" */
+  int refs;            /* Lua handles and waiters that still need this struct */
+  int nresults;        /* results left on co after VG_TASK_OK */
+  char *error;         /* message (with traceback) for ERROR/KILLED/CANCELLED */
+  char *cancel_reason; /* given to vg_task_cancel while the task ran; reported when it stops */
+  const char *label;   /* what the task is for, in logs: "on_alert", "every", "repl" */
 };
 
 typedef struct {
