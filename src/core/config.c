@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,13 @@ typedef struct {
   vg_config_t *cfg;
   const char *path;
   const char *text;
+  vg_budget_t *budget; /* the file's top level runs under it */
 } load_ctx_t;
+
+/* Largest duration and size a config accepts: beyond them a number cannot be converted
+ * exactly (or at all), and no real setting comes near (about 285 years; 8 PiB). */
+#define MAX_DURATION_MS 9e15
+#define MAX_BYTES 0x1p53
 
 static int line_of(const char *text, const char *key)
 {
@@ -180,12 +187,20 @@ static void opt_string(lua_State *L, load_ctx_t *c, const char *key, char **slot
   set_str(slot, lua_tostring(L, -1));
 }
 
+/* Duration option (seconds as a number, or "30s"): the value at the top of the stack. */
 static uint64_t opt_duration(lua_State *L, load_ctx_t *c, const char *key)
 {
   char err[160];
   int64_t ms;
   if (lua_type(L, -1) == LUA_TNUMBER) {
-    ms = (int64_t)(lua_tonumber(L, -1) * 1000.0);
+    double s = lua_tonumber(L, -1);
+    if (isnan(s)) {
+      key_error(L, c, key, "%s must be a duration like \"30s\", not NaN", key);
+    }
+    if (s * 1000.0 > MAX_DURATION_MS) {
+      key_error(L, c, key, "%s is too large (at most 9e12 seconds, about 285 years)", key);
+    }
+    ms = s > 0 ? (int64_t)llround(s * 1000.0) : 0;
   } else if (lua_type(L, -1) == LUA_TSTRING) {
     ms = vg_duration_parse(lua_tostring(L, -1), err, sizeof(err));
     if (ms < 0) {
@@ -201,24 +216,33 @@ static uint64_t opt_duration(lua_State *L, load_ctx_t *c, const char *key)
   return (uint64_t)ms;
 }
 
+/* Size option (bytes as a number, or "64MB"): the value at the top of the stack. */
 static size_t opt_bytes(lua_State *L, load_ctx_t *c, const char *key)
 {
-  if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= (1 << 20)) {
-    return (size_t)lua_tonumber(L, -1);
+  double v = 0, scale = 0;
+  if (lua_type(L, -1) == LUA_TNUMBER) {
+    v = lua_tonumber(L, -1);
+    scale = v >= (1 << 20) ? 1 : 0;
   }
-  const char *s = lua_tostring(L, -1);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   char *end = NULL;
-  double v = s ? strtod(s, &end) : 0;
-  double scale = 0;
-  if (end != NULL && (strcmp(end, "MB") == 0 || strcmp(end, "MiB") == 0)) {
+  if (s != NULL) {
+    v = strtod(s, &end);
+  }
+  if (end == NULL || end == s) {
+    /* a number, or a string that does not start with one */
+  } else if (strcmp(end, "MB") == 0 || strcmp(end, "MiB") == 0) {
     scale = 1 << 20;
-  } else if (end != NULL && (strcmp(end, "GB") == 0 || strcmp(end, "GiB") == 0)) {
+  } else if (strcmp(end, "GB") == 0 || strcmp(end, "GiB") == 0) {
     scale = 1 << 30;
-  } else if (end != NULL && (strcmp(end, "KB") == 0 || strcmp(end, "KiB") == 0)) {
+  } else if (strcmp(end, "KB") == 0 || strcmp(end, "KiB") == 0) {
     scale = 1 << 10;
   }
-  if (scale == 0 || v * scale < (1 << 20)) {
+  if (scale == 0 || !(v * scale >= (1 << 20))) { /* NaN fails too */
     key_error(L, c, key, "%s must be a size like \"64MB\" (at least 1MB)", key);
+  }
+  if (v * scale > MAX_BYTES || v * scale >= (double)SIZE_MAX) {
+    key_error(L, c, key, "%s is too large (at most 8PiB)", key);
   }
   return (size_t)(v * scale);
 }
@@ -295,9 +319,9 @@ static int read_config_p(lua_State *L)
   lua_settop(L, 2);
   luaL_checktype(L, 2, LUA_TTABLE);
   static const char *const known[] = {
-    "listen",        "store", "policies",        "repl_socket", "log_level", "token",   "limits",
-    "policy_errors", "drain", "reload_debounce", "watchdog", "watchdog_hard",    "executor",  "sources", "notifiers",
-    "intake",        NULL,
+    "listen",   "store",         "policies",  "repl_socket",     "log_level", "token",
+    "limits",   "policy_errors", "drain",     "reload_debounce", "watchdog",  "watchdog_hard",
+    "executor", "sources",       "notifiers", "intake",          NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -420,10 +444,8 @@ static int run_config_p(lua_State *L)
     return lua_error(L);
   }
   vg_vm_t *vm = vg_vm_of(L);
-  vg_budget_t budget = { .instr_limit = 10000000,
-                         .slice_ns = 2000000000ULL,
-                         .slice_start = uv_hrtime() };
-  vm->budget = &budget;
+  c->budget->slice_start = uv_hrtime();
+  vm->budget = c->budget;
   vm->load_phase = true;
   lua_call(L, 0, 1);
   vm->budget = NULL;
@@ -468,11 +490,19 @@ int vg_config_load(vg_config_t *cfg, const char *path, char *err, size_t errlen)
     snprintf(err, errlen, "%s: out of memory", path);
     return -1;
   }
-  load_ctx_t c = { cfg, path, text };
+  /* Declared here, not in run_config_p: the message handler reads it after an error. */
+  vg_budget_t budget = { .instr_limit = 10000000, .slice_ns = 2000000000ULL };
+  load_ctx_t c = { cfg, path, text, &budget };
+  lua_pushcfunction(vm->L, vg_vm_load_handler); /* a kill becomes "file:line: ..." */
   lua_pushcfunction(vm->L, run_config_p);
   lua_pushlightuserdata(vm->L, &c);
   int rc = 0;
-  if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {
+  int status = lua_pcall(vm->L, 1, 0, 1);
+  if (status == LUA_ERRMEM && budget.killed == VG_KILL_MEMORY) {
+    /* raised by the allocator, where no message handler runs: say which limit, at least */
+    snprintf(err, errlen, "%s: loading stopped: memory limit reached", path);
+    rc = -1;
+  } else if (status != LUA_OK) {
     char buf[128];
     snprintf(err, errlen, "%s", vg_vm_error_text(vm->L, -1, buf, sizeof(buf)));
     rc = -1;

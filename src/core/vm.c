@@ -279,6 +279,27 @@ const char *vg_vm_error_text(lua_State *L, int idx, char *buf, size_t len)
   return buf;
 }
 
+int vg_vm_load_handler(lua_State *L)
+{
+  if (!vg_vm_is_kill(L, 1)) {
+    return 1; /* an ordinary error already says where it happened */
+  }
+  vg_budget_t *b = vg_vm_of(L)->budget; /* still set: the stack has not unwound yet */
+  char why[96];
+  vg_kill_reason(b ? b->killed : VG_KILL_NONE, why, sizeof(why));
+  /* The innermost Lua line running (a C function such as string.rep may be on top). */
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      const char *src = ar.source[0] == '@' ? ar.source + 1 : ar.short_src;
+      lua_pushfstring(L, "%s:%d: loading stopped: %s", src, ar.currentline, why);
+      return 1;
+    }
+  }
+  lua_pushfstring(L, "loading stopped: %s", why);
+  return 1;
+}
+
 static int traceback_handler(lua_State *L)
 {
   if (vg_vm_is_kill(L, 1)) {

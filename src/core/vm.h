@@ -119,6 +119,12 @@ const char *vg_vm_error_text(lua_State *L, int idx, char *buf, size_t len);
  * traceback) on the stack and returns the status. Errors never escape to a panic. */
 int vg_vm_pcall(lua_State *L, int nargs, int nresults);
 
+/* Message handler for lua_pcall while a file's top level runs under a budget (a config file, a
+ * policy file): turns a budget kill into "file:line: loading stopped: <reason>", naming the
+ * innermost Lua line that was running and the budget that stopped it. Other errors pass through
+ * unchanged. The budget must still be the VM's when the handler runs. [-0, +1, m] */
+int vg_vm_load_handler(lua_State *L);
+
 /* Loads a chunk as text only (binary chunks are refused) into the function on the stack.
  * Returns a lua_load status; on error the message is on the stack. */
 int vg_vm_load_text(lua_State *L, const char *src, size_t len, const char *chunkname);
