@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 
 #define LOAD_INSTRUCTIONS 50000000ULL /* a policy file's top level must finish within this */
 #define LOAD_SLICE_MS 2000
+#define MAX_BYTES 0x1p53    /* 8 PiB: beyond it a size is a mistake (and not exact) */
+#define MAX_DURATION_S 9e12 /* about 285 years, as vg_duration_parse allows */
 
 struct vg_drain {
   vg_policies_t *ps;
@@ -225,7 +228,8 @@ static void compile_matchers(lua_State *L, compiled_t *c, int idx)
   }
 }
 
-static size_t parse_bytes(const char *s, bool *ok)
+/* "32MB", "1GiB", "4096" in bytes, or NaN when it is not a size. */
+static double parse_bytes(const char *s)
 {
   char *end;
   double v = strtod(s, &end);
@@ -239,30 +243,63 @@ static size_t parse_bytes(const char *s, bool *ok)
   } else if (strcmp(end, "GB") == 0 || strcmp(end, "GiB") == 0) {
     scale = 1024.0 * 1024 * 1024;
   } else {
-    *ok = false;
-    return 0;
+    return NAN;
   }
-  *ok = end != s && v > 0;
-  return (size_t)(v * scale);
+  return end != s ? v * scale : NAN;
+}
+
+/* The raw value of t[key] pushed (validation never runs the policy's metamethods). */
+static int raw_field(lua_State *L, int t, const char *key)
+{
+  lua_pushstring(L, key);
+  return lua_rawget(L, t);
+}
+
+/* A duration (seconds as a number, or "30s") at idx, in ms. Raises a field error naming `what`
+ * at the line of `key`. */
+static uint64_t field_duration(
+    lua_State *L, compiled_t *c, int idx, const char *key, const char *what)
+{
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Number sec = lua_tonumber(L, idx);
+    if (!(sec >= 0 && sec <= MAX_DURATION_S)) { /* NaN too */
+      field_error(L, c, key, "%s must be a duration from 0 to 9e12 seconds", what);
+    }
+    return (uint64_t)llround(sec * 1000.0);
+  }
+  if (lua_type(L, idx) != LUA_TSTRING) {
+    field_error(L, c, key, "%s must be a duration like \"30s\", not a %s", what,
+                luaL_typename(L, idx));
+  }
+  char err[160];
+  int64_t ms = vg_duration_parse(lua_tostring(L, idx), err, sizeof(err));
+  if (ms < 0) {
+    field_error(L, c, key, "%s: %s", what, err);
+  }
+  return (uint64_t)ms;
 }
 
 /* A policy's `limits` may only tighten the runtime's. */
 static void check_limits(lua_State *L, compiled_t *c, int idx)
 {
   vg_limits_t *lim = &c->limits;
-  if (lua_getfield(L, idx, "memory") != LUA_TNIL) {
-    bool ok = true;
-    size_t bytes = lua_type(L, -1) == LUA_TNUMBER ? (size_t)lua_tonumber(L, -1)
-                                                  : parse_bytes(luaL_optstring(L, -1, ""), &ok);
-    if (!ok || bytes < (1u << 20)) {
+  if (raw_field(L, idx, "memory") != LUA_TNIL) {
+    int t = lua_type(L, -1);
+    double bytes = t == LUA_TNUMBER   ? lua_tonumber(L, -1)
+                   : t == LUA_TSTRING ? parse_bytes(lua_tostring(L, -1))
+                                      : NAN;
+    if (!(bytes >= (1u << 20))) { /* negative, NaN, not a size at all */
       field_error(L, c, "memory", "limits.memory must be a size like \"32MB\" (at least 1MB)");
     }
-    if (lim->memory == 0 || bytes < lim->memory) {
-      lim->memory = bytes;
+    if (bytes > MAX_BYTES || bytes >= (double)SIZE_MAX) {
+      field_error(L, c, "memory", "limits.memory is too large (at most 8PiB)");
+    }
+    if (lim->memory == 0 || (size_t)bytes < lim->memory) {
+      lim->memory = (size_t)bytes;
     }
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, idx, "instructions") != LUA_TNIL) {
+  if (raw_field(L, idx, "instructions") != LUA_TNIL) {
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 100000) {
       field_error(L, c, "instructions", "limits.instructions must be an integer >= 100000");
     }
@@ -272,8 +309,11 @@ static void check_limits(lua_State *L, compiled_t *c, int idx)
     }
   }
   lua_pop(L, 1);
-  if (lua_getfield(L, idx, "timeout") != LUA_TNIL) {
-    uint64_t ms = vg_check_duration_ms(L, lua_gettop(L));
+  if (raw_field(L, idx, "timeout") != LUA_TNIL) {
+    uint64_t ms = field_duration(L, c, lua_gettop(L), "timeout", "limits.timeout");
+    if (ms == 0) { /* 0 is "no deadline" in vg_limits_t: it would loosen, not tighten */
+      field_error(L, c, "timeout", "limits.timeout must be positive");
+    }
     if (lim->timeout_ms == 0 || ms < lim->timeout_ms) {
       lim->timeout_ms = ms;
     }
@@ -295,14 +335,24 @@ static void check_every(lua_State *L, compiled_t *c, int idx)
     }
     const char *job = lua_tostring(L, -2);
     int j = lua_gettop(L);
+    char what[96];
     lua_pushliteral(L, "interval");
     lua_rawget(L, j);
     int t = lua_type(L, -1);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) {
       field_error(L, c, job, "every.%s.interval is required (e.g. \"30s\")", job);
     }
-    if (vg_check_duration_ms(L, lua_gettop(L)) < 10) {
+    snprintf(what, sizeof(what), "every.%s.interval", job);
+    if (field_duration(L, c, lua_gettop(L), job, what) < 10) {
       field_error(L, c, job, "every.%s.interval must be at least 10ms", job);
+    }
+    lua_pop(L, 1);
+    /* checked here: a bad `first` found only when the jobs start would leave the policy
+     * loaded without its job */
+    lua_pushliteral(L, "first");
+    if (lua_rawget(L, j) != LUA_TNIL) {
+      snprintf(what, sizeof(what), "every.%s.first", job);
+      field_duration(L, c, lua_gettop(L), job, what);
     }
     lua_pop(L, 1);
     lua_pushliteral(L, "run");
@@ -483,13 +533,15 @@ static int compile(vg_runtime_t *rt, const vg_limits_t *limits, const char *lib_
   }
   c->vm->lib_dir = lib_dir ? strdup(lib_dir) : NULL;
   lua_State *L = c->vm->L;
+  int handler = lua_gettop(L) + 1;
+  lua_pushcfunction(L, vg_vm_load_handler); /* a kill becomes "file:line: loading stopped" */
   lua_pushcfunction(L, compile_p);
   lua_pushlightuserdata(L, c);
   if (rt != NULL) { /* the watchdog also watches a file's top level */
     atomic_store(&rt->running_vm, c->vm);
     atomic_store(&rt->running_co, L);
   }
-  int status = lua_pcall(L, 1, 0, 0);
+  int status = lua_pcall(L, 1, 0, handler);
   if (rt != NULL) {
     atomic_store(&rt->running_vm, NULL);
     atomic_store(&rt->running_co, NULL);
@@ -498,18 +550,25 @@ static int compile(vg_runtime_t *rt, const vg_limits_t *limits, const char *lib_
   c->vm->budget = NULL;
   c->vm->load_phase = false;
   lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, VG_HOOK_STEP); /* a kill may have sped it up */
-  if (status != LUA_OK) {
+  if (status == LUA_ERRMEM && c->vm->alloc_failed) {
+    /* raised by the capped allocator, where no message handler runs */
+    snprintf(c->err, sizeof(c->err), "%s: loading stopped: memory limit reached", c->path);
+  } else if (status != LUA_OK) {
     char buf[256];
-    const char *msg = vg_vm_error_text(L, -1, buf, sizeof(buf));
-    if (vg_vm_is_kill(L, -1)) {
-      snprintf(c->err, sizeof(c->err), "%s: loading stopped: %s", c->path, msg);
-    } else {
-      snprintf(c->err, sizeof(c->err), "%s", msg);
-    }
-    lua_pop(L, 1);
+    snprintf(c->err, sizeof(c->err), "%s", vg_vm_error_text(L, -1, buf, sizeof(buf)));
+  }
+  if (status != LUA_OK) {
+    lua_pop(L, 2);
     compiled_discard(c);
     return -1;
   }
+  lua_pop(L, 1);
+  return 0;
+}
+
+static int validate_p(lua_State *L)
+{
+  validate(L, lua_touserdata(L, 1), 2);
   return 0;
 }
 
@@ -518,11 +577,20 @@ vg_matchers_t *vg_policy_validate_table(
 {
   compiled_t c = { .path = path, .text = text, .on_alert_ref = LUA_NOREF };
   vg_limits_default(&c.limits);
-  validate(L, &c, lua_absindex(L, tbl)); /* raises; a matchers object may leak then, once */
+  tbl = lua_absindex(L, tbl);
+  lua_pushcfunction(L, validate_p); /* protected: what validate allocated is freed on error */
+  lua_pushlightuserdata(L, &c);
+  lua_pushvalue(L, tbl);
+  int status = lua_pcall(L, 2, 0, 0);
   if (c.on_alert_ref != LUA_NOREF) {
     luaL_unref(L, LUA_REGISTRYINDEX, c.on_alert_ref);
   }
   free(c.description);
+  if (status != LUA_OK) {
+    free(c.name);
+    labelmatch_free(c.matchers);
+    lua_error(L); /* the same error (or kill marker) */
+  }
   *name = c.name;
   return c.matchers;
 }
@@ -937,25 +1005,45 @@ static char **list_files(const char *dir, size_t *count, bool recursive_names)
   return names;
 }
 
+/* Hashes the .lua files under `dir` and its sub-directories (require("lib.net.util") reads
+ * lib/net/util.lua) by relative name and content, in a stable order, so that a change anywhere
+ * in lib/ reloads the policies. `rel` is dir's name relative to lib/ ("" or "net/"). */
+static uint64_t hash_tree(const char *dir, const char *rel, uint64_t h, int depth)
+{
+  struct dirent **ents;
+  int n = scandir(dir, &ents, NULL, alphasort);
+  for (int i = 0; i < n; i++) {
+    const char *name = ents[i]->d_name;
+    char path[4096], relname[1024];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(relname, sizeof(relname), "%s%s", rel, name);
+    if (name[0] == '.' || stat(path, &st) != 0) {
+      /* hidden (editor files, . and ..) or gone meanwhile */
+    } else if (S_ISDIR(st.st_mode) && depth < 8) {
+      strncat(relname, "/", sizeof(relname) - strlen(relname) - 1);
+      h = fnv1a(relname, strlen(relname) + 1, h);
+      h = hash_tree(path, relname, h, depth + 1);
+    } else if (S_ISREG(st.st_mode) && is_policy_file(name)) {
+      size_t len;
+      char *text = read_text(path, &len);
+      h = fnv1a(relname, strlen(relname) + 1, h);
+      if (text != NULL) {
+        h = fnv1a(text, len, h);
+      }
+      free(text);
+    }
+    free(ents[i]);
+  }
+  if (n >= 0) {
+    free(ents);
+  }
+  return h;
+}
+
 static uint64_t hash_lib(const char *lib_dir)
 {
-  size_t n;
-  char **names = list_files(lib_dir, &n, false);
-  uint64_t h = FNV_SEED;
-  for (size_t i = 0; i < n; i++) {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", lib_dir, names[i]);
-    size_t len;
-    char *text = read_text(path, &len);
-    h = fnv1a(names[i], strlen(names[i]) + 1, h);
-    if (text != NULL) {
-      h = fnv1a(text, len, h);
-    }
-    free(text);
-    free(names[i]);
-  }
-  free(names);
-  return h;
+  return hash_tree(lib_dir, "", FNV_SEED, 0);
 }
 
 static vg_policy_t *find_by_path(vg_policies_t *ps, const char *path)
@@ -1029,16 +1117,16 @@ int vg_policies_reload(vg_policies_t *ps, const char *why)
     }
     compiled_t c = { .path = path, .text = text };
     int rc = compile(ps->rt, &ps->limits, ps->lib_dir, &c);
-    free(text);
     if (rc == 0) {
       vg_policy_t *other = vg_policies_find(ps, c.name);
       if (other != NULL && other != p) {
         snprintf(c.err, sizeof(c.err), "%s:%d: duplicate policy name '%s' (also in %s)", path,
-                 line_of_field(NULL, "name"), c.name, other->path);
+                 line_of_field(text, "name"), c.name, other->path);
         compiled_discard(&c);
         rc = -1;
       }
     }
+    free(text);
     if (rc != 0) {
       failures++;
       vg_log(VG_LOG_ERROR,
