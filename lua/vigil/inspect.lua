@@ -10,11 +10,17 @@ local function is_identifier(s)
   return type(s) == "string" and s:find("^[%a_][%w_]*$") ~= nil
 end
 
-local function key_order(a, b)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return ta < tb end
-  if ta == "number" or ta == "string" then return a < b end
-  return tostring(a) < tostring(b)
+-- Orders keys by type name, then numbers and strings by value, false before true, and the
+-- rest (tables, functions...) by when `next` met them: comparing or printing those would run
+-- their __lt or __tostring, and their addresses would not be deterministic anyway.
+local function key_order(rank)
+  return function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "number" or ta == "string" then return a < b end
+    if ta == "boolean" then return not a and b end
+    return rank[a] < rank[b]
+  end
 end
 
 local function scalar(v)
@@ -50,11 +56,14 @@ function M.inspect(value, opts)
     if depth >= max_depth then out[#out + 1] = "{...}"; return end
     seen[v] = true
     local n = rawlen(v)
-    local keys = {}
+    local keys, rank = {}, {}
     for k in next, v do
-      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        keys[#keys + 1] = k
+        rank[k] = #keys
+      end
     end
-    sort(keys, key_order)
+    sort(keys, key_order(rank))
     if n == 0 and #keys == 0 then out[#out + 1] = "{}"; seen[v] = nil; return end
     out[#out + 1] = "{"
     local pad, count = rep(ind, depth + 1), 0
