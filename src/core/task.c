@@ -145,6 +145,7 @@ vg_task_t *vg_task_spawn_on(vg_vm_t *vm, lua_State *L, int nargs, const vg_task_
     t->done = opts->done;
     t->done_ud = opts->done_ud;
     t->parent = opts->parent;
+    t->detach_children = opts->detach_children;
   }
   t->vm_next = vm->tasks;
   if (vm->tasks != NULL) {

@@ -56,18 +56,20 @@ struct vg_task {
 
   vg_task_done_fn done;
   void *done_ud;
-  int refs;            /* Lua handles and waiters that still need this struct */
-  int nresults;        /* results left on co after VG_TASK_OK */
-  char *error;         /* message (with traceback) for ERROR/KILLED/CANCELLED */
-  char *cancel_reason; /* given to vg_task_cancel while the task ran; reported when it stops */
-  const char *label;   /* what the task is for, in logs: "on_alert", "every", "repl" */
+  int refs;             /* Lua handles and waiters that still need this struct */
+  int nresults;         /* results left on co after VG_TASK_OK */
+  char *error;          /* message (with traceback) for ERROR/KILLED/CANCELLED */
+  char *cancel_reason;  /* given to vg_task_cancel while the task ran; reported when it stops */
+  const char *label;    /* what the task is for, in logs: "on_alert", "every", "repl" */
+  bool detach_children; /* what it spawns belongs to the VM, not to it (a REPL line) */
 };
 
 typedef struct {
   const char *name;
   const char *label;
-  uint64_t timeout_ms; /* 0: the VM's default */
-  vg_task_t *parent;   /* cancelled with its parent; NULL for a root task */
+  uint64_t timeout_ms;  /* 0: the VM's default */
+  vg_task_t *parent;    /* cancelled with its parent; NULL for a root task */
+  bool detach_children; /* tasks it spawns outlive it (they end with the VM) */
   vg_task_done_fn done;
   void *done_ud;
 } vg_task_opts_t;

@@ -38,10 +38,10 @@ static void set_str(lua_State *L, const char *k, const char *v)
  * runs, failures, kills, matched, tasks, memory, disabled_reason, last_error }. */
 static int l_policies(lua_State *L)
 {
-  vg_policies_t *ps = policies(L);
+  vg_policies_t *ps = vg_vm_of(L)->rt->policies; /* none in a REPL started without them */
   lua_newtable(L);
   int i = 0;
-  for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
+  for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {
     lua_createtable(L, 0, 14);
     set_str(L, "name", p->name);
     set_str(L, "file", p->path);
@@ -65,26 +65,34 @@ static int l_policies(lua_State *L)
   return 1;
 }
 
-/* vigil.runtime.tasks() [-0, +1, m]: live tasks of every policy: { policy, name, state,
- * age (s), instructions }. */
+static int push_tasks_of(lua_State *L, vg_vm_t *vm, const char *policy, int i)
+{
+  uint64_t now = vg_clock_mono_ns();
+  for (vg_task_t *t = vm != NULL ? vm->tasks : NULL; t != NULL; t = t->vm_next) {
+    lua_createtable(L, 0, 6);
+    set_str(L, "owner", vm->name);
+    set_str(L, "policy", policy);
+    set_str(L, "name", t->name);
+    set_str(L, "state", vg_task_state_name(t->state));
+    lua_pushnumber(L, (double)(now - t->started_ns) / 1e9);
+    lua_setfield(L, -2, "age");
+    set_int(L, "instructions", (lua_Integer)t->budget.instr_used);
+    lua_rawseti(L, -2, ++i);
+  }
+  return i;
+}
+
+/* vigil.runtime.tasks() [-0, +1, m]: live tasks of every policy, then of this REPL session:
+ * { owner, policy (nil for the REPL's own), name, state, age (s), instructions }. */
 static int l_tasks(lua_State *L)
 {
-  vg_policies_t *ps = policies(L);
+  vg_policies_t *ps = vg_vm_of(L)->rt->policies;
   lua_newtable(L);
   int i = 0;
-  uint64_t now = vg_clock_mono_ns();
-  for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
-    for (vg_task_t *t = p->vm ? p->vm->tasks : NULL; t != NULL; t = t->vm_next) {
-      lua_createtable(L, 0, 5);
-      set_str(L, "policy", p->name);
-      set_str(L, "name", t->name);
-      set_str(L, "state", vg_task_state_name(t->state));
-      lua_pushnumber(L, (double)(now - t->started_ns) / 1e9);
-      lua_setfield(L, -2, "age");
-      set_int(L, "instructions", (lua_Integer)t->budget.instr_used);
-      lua_rawseti(L, -2, ++i);
-    }
+  for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {
+    i = push_tasks_of(L, p->vm, p->name, i);
   }
+  push_tasks_of(L, vg_vm_of(L), NULL, i);
   return 1;
 }
 

@@ -121,7 +121,8 @@ static void push_task_handle(lua_State *L, vg_task_t *t)
 }
 
 /* vigil.spawn(fn, ...) [-n, +1, e]: runs fn(...) as a child task of the caller; returns its
- * handle. Children are cancelled when their parent task ends. */
+ * handle. Children are cancelled when their parent task ends, except those of a REPL line,
+ * which run on in the background until they end or the session does. */
 static int l_spawn(lua_State *L)
 {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -130,7 +131,11 @@ static int l_spawn(lua_State *L)
   static unsigned long counter;
   char name[96];
   snprintf(name, sizeof(name), "%.60s/spawn-%lu", parent ? parent->name : "spawn", ++counter);
-  vg_task_opts_t opts = { .name = name, .label = "spawn", .parent = parent };
+  vg_task_opts_t opts = {
+    .name = name,
+    .label = "spawn",
+    .parent = parent != NULL && !parent->detach_children ? parent : NULL,
+  };
   int nargs = lua_gettop(L) - 1;
   vg_task_t *t = vg_task_spawn_on(vm, L, nargs, &opts);
   if (t == NULL) {
