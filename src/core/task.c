@@ -97,6 +97,12 @@ static int spawn_thread_p(lua_State *L)
   return 0;
 }
 
+/* The loop's time in ms, the clock timers count on. */
+static double clock_ms(vg_runtime_t *rt)
+{
+  return rt->virtual_clock ? rt->vclock_ms : (double)uv_now(rt->loop);
+}
+
 static void deadline_cb(vg_timer_t *timer, void *ud)
 {
   vg_task_t *t = ud;
@@ -161,7 +167,7 @@ vg_task_t *vg_task_spawn_on(vg_vm_t *vm, lua_State *L, int nargs, const vg_task_
     t->parent->children = t;
   }
   if (t->timeout_ms != 0) {
-    t->deadline = vg_timer_start(rt, t->timeout_ms, 0, deadline_cb, t);
+    t->deadline_ms = clock_ms(rt) + (double)t->timeout_ms;
   }
   rt->tasks_spawned++;
   ready_push(t);
@@ -335,6 +341,12 @@ static void task_resume(vg_task_t *t)
 
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
+    if (t->timeout_ms != 0 && t->deadline == NULL) {
+      /* Running, a task is bounded by its slice; waiting, by its deadline, armed only now
+       * since a timer per task costs more than the many that end in their first run. */
+      double left = t->deadline_ms - clock_ms(rt);
+      t->deadline = vg_timer_start(rt, left > 0 ? (uint64_t)left : 0, 0, deadline_cb, t);
+    }
     if (t->state == VG_TASK_RUNNING) {
       /* A raw coroutine.yield: only the scheduler may suspend a task. */
       task_finish(t, VG_TASK_ERROR, strdup("task yielded outside the scheduler"));

@@ -38,7 +38,8 @@ struct vg_task {
   vg_task_status_t status;
   vg_budget_t budget;
   uint64_t timeout_ms;
-  struct vg_timer *deadline;
+  struct vg_timer *deadline; /* armed at the first yield: most tasks never wait */
+  double deadline_ms;        /* on the runtime's clock (virtual in specs) */
   uint64_t started_ns;
 
   /* the pending operation, while WAITING */
