@@ -119,6 +119,101 @@ static int sb_sort(lua_State *L)
   return 0;
 }
 
+/* ---- C loops the hook cannot see ---- */
+
+/* The count hook runs only between Lua instructions, so a library function that loops in C
+ * over a count the caller picks, without growing memory, could stall the loop for hours. */
+
+/* Elements in first..last, saturated (the range may span all of lua_Integer). */
+static uint64_t range_count(lua_Integer first, lua_Integer last)
+{
+  if (last < first) {
+    return 0;
+  }
+  uint64_t span = (uint64_t)last - (uint64_t)first;
+  return span == UINT64_MAX ? span : span + 1;
+}
+
+/* #t as the real function will read it (through __len), or 0 when t is not a table and the
+ * real function will raise its own error. [-0, +0, e] */
+static uint64_t table_len(lua_State *L, int idx)
+{
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    return 0;
+  }
+  lua_Integer n = luaL_len(L, idx);
+  return n > 0 ? (uint64_t)n : 0;
+}
+
+/* Calls the real function (upvalue 1) with this call's arguments. [-0, +n, e] */
+static int call_real(lua_State *L)
+{
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* string.rep(s, n [, sep]): Lua's str_rep copies n times even when every copy is empty, so
+ * string.rep("", 2^40) would spin in C. An empty result comes back at once; any other result
+ * is as large as the work, and the memory cap bounds it. */
+static int sb_rep(lua_State *L)
+{
+  size_t len, seplen;
+  luaL_checklstring(L, 1, &len);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_optlstring(L, 3, "", &seplen);
+  if (n <= 0 || len + seplen == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  return call_real(L);
+}
+
+/* Argument idx as the real function will read it (floats such as 2^40 included), or def. */
+static lua_Integer int_arg(lua_State *L, int idx, lua_Integer def)
+{
+  int isnum;
+  lua_Integer v = lua_tointegerx(L, idx, &isnum);
+  return isnum ? v : def;
+}
+
+/* table.move(a1, f, e, t [, a2]): charged e - f + 1 (table.move({}, 1, 2^40, 1) moves nils
+ * for ever otherwise). */
+static int sb_move(lua_State *L)
+{
+  vg_vm_charge(L, range_count(int_arg(L, 2, 1), int_arg(L, 3, 0)));
+  return call_real(L);
+}
+
+/* table.insert(t, pos, v) and table.remove(t [, pos]) shift up to #t elements, and #t comes
+ * from __len: charged #t. */
+static int sb_insert(lua_State *L)
+{
+  if (lua_gettop(L) == 3) {
+    vg_vm_charge(L, table_len(L, 1));
+  }
+  return call_real(L);
+}
+
+static int sb_remove(lua_State *L)
+{
+  vg_vm_charge(L, table_len(L, 1));
+  return call_real(L);
+}
+
+/* table.concat(t [, sep [, i [, j]]]): charged j - i + 1; elements can be "" from a C
+ * __index, so neither the buffer nor the memory cap need grow. */
+static int sb_concat(lua_State *L)
+{
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_Integer i = int_arg(L, 3, 1);
+    lua_Integer j = lua_isnoneornil(L, 4) ? (lua_Integer)table_len(L, 1) : int_arg(L, 4, 0);
+    vg_vm_charge(L, range_count(i, j));
+  }
+  return call_real(L);
+}
+
 /* string.format without %p, which would print addresses. */
 static int sb_format(lua_State *L)
 {
@@ -705,6 +800,7 @@ void vg_sandbox_harden(lua_State *L)
   lua_setfield(L, -2, "dump"); /* reachable through ("").dump otherwise */
   vg_strlib_bounded_install(L);
   wrap_field(L, lua_gettop(L), "format", sb_format);
+  wrap_field(L, lua_gettop(L), "rep", sb_rep);
   lua_pop(L, 1);
   lua_pushliteral(L, "");
   lua_getmetatable(L, -1);
@@ -714,6 +810,10 @@ void vg_sandbox_harden(lua_State *L)
 
   lua_getfield(L, loaded, "table");
   wrap_field(L, lua_gettop(L), "sort", sb_sort);
+  wrap_field(L, lua_gettop(L), "move", sb_move);
+  wrap_field(L, lua_gettop(L), "insert", sb_insert);
+  wrap_field(L, lua_gettop(L), "remove", sb_remove);
+  wrap_field(L, lua_gettop(L), "concat", sb_concat);
   lua_pop(L, 1);
 
   static const char *const os_keep[] = { "clock", "date", "difftime", "time", NULL };

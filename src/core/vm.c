@@ -104,8 +104,36 @@ void vg_vm_interrupt(vg_vm_t *vm, lua_State *running, vg_kill_t why)
   lua_sethook(running, budget_hook, LUA_MASKCOUNT, 1);
 }
 
+/* The head of struct lua_State in every Lua 5.4 release (lstate.h): CommonHeader (next, tt,
+ * marked), then status and allowhook. Only reenable_hooks reads it. */
+typedef struct {
+  void *next;
+  unsigned char tt, marked, status, allowhook;
+} lua_state_head_t;
+
+/* A hook that raises (our kill) never returns to luaD_hook, which is what sets allowhook back
+ * to 1; luaD_pcall and a yieldable pcall restore it while unwinding, but lua_resume does not.
+ * So a task killed outside any pcall is left with hooks off, and the <close> handlers that
+ * closing its thread runs could loop forever (reliability-research.md §2.5 B10). Lua has no
+ * API to turn them back on, so set the flag directly, after checking that the bytes around
+ * it are what that layout says (a thread, with the status lua_status reports). */
+static void reenable_hooks(lua_State *co)
+{
+  unsigned char *head = (unsigned char *)co;
+  int status = lua_status(co);
+  if (head[offsetof(lua_state_head_t, tt)] == LUA_TTHREAD &&
+      head[offsetof(lua_state_head_t, status)] == status &&
+      head[offsetof(lua_state_head_t, allowhook)] == 0) {
+    head[offsetof(lua_state_head_t, allowhook)] = 1;
+  }
+}
+
 void vg_vm_arm_hook(lua_State *co)
 {
+  int status = lua_status(co);
+  if (status != LUA_OK && status != LUA_YIELD) {
+    reenable_hooks(co); /* a dead thread about to be closed: its handlers must stay bounded */
+  }
   lua_sethook(co, budget_hook, LUA_MASKCOUNT, VG_HOOK_STEP);
 }
 
@@ -113,12 +141,20 @@ void vg_vm_charge(lua_State *L, uint64_t steps)
 {
   vg_vm_t *vm = vg_vm_of(L);
   vg_budget_t *b = vm->budget;
-  if (b != NULL && b->instr_limit != 0) {
-    b->instr_used += steps;
-    if (b->instr_used > b->instr_limit && b->killed == VG_KILL_NONE) {
-      b->killed = VG_KILL_INSTRUCTIONS;
-      lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    }
+  if (b == NULL || b->instr_limit == 0) {
+    return;
+  }
+  uint64_t room = b->instr_used < b->instr_limit ? b->instr_limit - b->instr_used : 0;
+  b->instr_used += steps <= room ? steps : room + 1; /* saturates: steps may be ~2^64 */
+  if (steps > room && b->killed == VG_KILL_NONE) {
+    b->killed = VG_KILL_INSTRUCTIONS;
+  }
+  if (b->killed != VG_KILL_NONE) {
+    /* Raise now rather than at the next instruction: the caller is about to do the work it
+     * was charged for in C, where the hook cannot stop it. */
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+    vg_vm_push_kill(L);
+    lua_error(L);
   }
 }
 

@@ -103,10 +103,14 @@ bool vg_vm_killed(lua_State *L);
  * watchdog uses it. */
 void vg_vm_interrupt(vg_vm_t *vm, lua_State *running, vg_kill_t why);
 
-/* Installs the budget hook on a new thread (every VG_HOOK_STEP instructions). */
+/* Installs the budget hook on a new thread (every VG_HOOK_STEP instructions), or on a thread
+ * that ended with an error and is about to be closed: then it also turns hooks back on, which
+ * a kill raised from the hook leaves off, so its <close> handlers run under a budget. */
 void vg_vm_arm_hook(lua_State *co);
 
-/* Charges `steps` of C work (e.g. pattern matching) to the active budget. */
+/* Charges `steps` of C work (e.g. pattern matching, a table.move range) to the active budget;
+ * raises the kill at once when the budget cannot cover them, so the caller never starts (or
+ * continues) work that would run in C beyond the hook's reach. [-0, +0, v] */
 void vg_vm_charge(lua_State *L, uint64_t steps);
 
 /* Human-readable reason for a kill, e.g. "instruction budget exceeded (100000000)". */
