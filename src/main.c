@@ -206,15 +206,23 @@ static int cmp_str(const void *a, const void *b)
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Checks one file, or every policy file of a directory (with duplicate names). */
-static int check_path(vg_runtime_t *rt, const char *path, const char *lib_dir, int *checked)
+/* Checks one file, or every policy file of a directory (with duplicate names). require
+ * ("lib.x") reads the lib/ beside the file, as the daemon does for its policies directory. */
+static int check_path(vg_runtime_t *rt, const char *path, int *checked)
 {
   struct stat st;
   if (stat(path, &st) != 0) {
     fprintf(stderr, "%s: %s\n", path, strerror(errno));
     return 1;
   }
-  char err[1024], name[80];
+  char err[1024], name[80], lib_dir[4096];
+  if (S_ISDIR(st.st_mode)) {
+    snprintf(lib_dir, sizeof(lib_dir), "%s/lib", path);
+  } else {
+    const char *slash = strrchr(path, '/');
+    snprintf(lib_dir, sizeof(lib_dir), "%.*s/lib", slash ? (int)(slash - path) : 1,
+             slash ? path : ".");
+  }
   if (!S_ISDIR(st.st_mode)) {
     (*checked)++;
     if (vg_policy_check_file(rt, path, lib_dir, name, sizeof(name), err, sizeof(err)) != 0) {
@@ -282,13 +290,11 @@ static int cmd_check(int argc, char **argv)
   }
   rt->limits = cfg.limits;
   int problems = 0, checked = 0;
-  char lib_dir[4096];
-  snprintf(lib_dir, sizeof(lib_dir), "%s/lib", cfg.policies);
   if (first >= argc) {
-    problems += check_path(rt, cfg.policies, lib_dir, &checked);
+    problems += check_path(rt, cfg.policies, &checked);
   }
   for (int i = first; i < argc; i++) {
-    problems += check_path(rt, argv[i], lib_dir, &checked);
+    problems += check_path(rt, argv[i], &checked);
   }
   vg_runtime_free(rt);
   vg_config_free(&cfg);

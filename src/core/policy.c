@@ -1070,6 +1070,8 @@ static void remove_policy(vg_policies_t *ps, vg_policy_t *p)
   policy_free(p);
 }
 
+static void sync_lib_watches(vg_policies_t *ps);
+
 int vg_policies_reload(vg_policies_t *ps, const char *why)
 {
   uint64_t started = uv_hrtime();
@@ -1180,6 +1182,9 @@ int vg_policies_reload(vg_policies_t *ps, const char *why)
     free(names[i]);
   }
   free(names);
+  if (ps->watching_dir) {
+    sync_lib_watches(ps); /* lib/ may have gained or lost directories */
+  }
   ps->reloads++;
   if (failures > 0) {
     ps->reload_failures++;
@@ -1240,6 +1245,110 @@ static void sighup(uv_signal_t *h, int signum)
   vg_policies_reload(h->data, "SIGHUP");
 }
 
+/* uv_fs_event watches one directory (inotify is not recursive), so lib/ gets one watcher per
+ * directory, kept in step with the tree after every reload: a directory made later is
+ * watched from the reload its creation causes. */
+typedef struct vg_dirwatch {
+  uv_fs_event_t handle; /* first: the close callback casts back */
+  char *path;
+  bool seen;
+  struct vg_dirwatch *next;
+} vg_dirwatch_t;
+
+enum { LIB_WATCH_MAX = 64, LIB_DEPTH_MAX = 8 };
+
+static void dirwatch_closed(uv_handle_t *h)
+{
+  vg_dirwatch_t *w = (vg_dirwatch_t *)h;
+  free(w->path);
+  free(w);
+}
+
+static void watch_lib_dir(vg_policies_t *ps, const char *path, int *count)
+{
+  for (vg_dirwatch_t *w = ps->lib_watches; w != NULL; w = w->next) {
+    if (strcmp(w->path, path) == 0) {
+      w->seen = true;
+      (*count)++;
+      return;
+    }
+  }
+  if (*count >= LIB_WATCH_MAX) {
+    return;
+  }
+  vg_dirwatch_t *w = calloc(1, sizeof(*w));
+  if (w == NULL || (w->path = strdup(path)) == NULL) {
+    free(w);
+    return;
+  }
+  uv_fs_event_init(ps->rt->loop, &w->handle);
+  w->handle.data = ps;
+  if (uv_fs_event_start(&w->handle, fs_changed, path, 0) != 0) {
+    uv_close((uv_handle_t *)&w->handle, dirwatch_closed);
+    return;
+  }
+  w->seen = true;
+  w->next = ps->lib_watches;
+  ps->lib_watches = w;
+  (*count)++;
+}
+
+static void watch_lib_tree(vg_policies_t *ps, const char *dir, int depth, int *count)
+{
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return;
+  }
+  watch_lib_dir(ps, dir, count);
+  if (depth >= LIB_DEPTH_MAX) {
+    return;
+  }
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  while (d != NULL && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] != '.') {
+      char path[4096];
+      snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+      watch_lib_tree(ps, path, depth + 1, count);
+    }
+  }
+  if (d != NULL) {
+    closedir(d);
+  }
+}
+
+/* Watches every directory under lib/ and stops watching those that are gone. */
+static void sync_lib_watches(vg_policies_t *ps)
+{
+  for (vg_dirwatch_t *w = ps->lib_watches; w != NULL; w = w->next) {
+    w->seen = false;
+  }
+  int count = 0;
+  watch_lib_tree(ps, ps->lib_dir, 0, &count);
+  if (count >= LIB_WATCH_MAX) {
+    vg_log(VG_LOG_WARN, "lib/ has too many directories to watch them all: SIGHUP reloads", "dir",
+           ps->lib_dir, NULL);
+  }
+  for (vg_dirwatch_t **pp = &ps->lib_watches; *pp != NULL;) {
+    vg_dirwatch_t *w = *pp;
+    if (w->seen) {
+      pp = &w->next;
+    } else {
+      *pp = w->next;
+      uv_close((uv_handle_t *)&w->handle, dirwatch_closed);
+    }
+  }
+}
+
+static void close_lib_watches(vg_policies_t *ps)
+{
+  while (ps->lib_watches != NULL) {
+    vg_dirwatch_t *w = ps->lib_watches;
+    ps->lib_watches = w->next;
+    uv_close((uv_handle_t *)&w->handle, dirwatch_closed);
+  }
+}
+
 int vg_policies_watch(vg_policies_t *ps)
 {
   uv_loop_t *loop = ps->rt->loop;
@@ -1255,18 +1364,7 @@ int vg_policies_watch(vg_policies_t *ps)
   }
   ps->watching_dir = true;
   ps->open_handles++;
-  struct stat st;
-  if (stat(ps->lib_dir, &st) == 0 && S_ISDIR(st.st_mode)) {
-    uv_fs_event_init(loop, &ps->watch_lib);
-    ps->watch_lib.data = ps;
-    if (uv_fs_event_start(&ps->watch_lib, fs_changed, ps->lib_dir, 0) == 0) {
-      ps->watching_lib = true;
-      ps->open_handles++;
-    } else {
-      ps->open_handles++;
-      uv_close((uv_handle_t *)&ps->watch_lib, handle_closed);
-    }
-  }
+  sync_lib_watches(ps);
   uv_signal_init(loop, &ps->sighup);
   ps->sighup.data = ps;
   uv_signal_start(&ps->sighup, sighup, SIGHUP);
@@ -1348,9 +1446,7 @@ void vg_policies_free(vg_policies_t *ps)
   if (ps->watching_dir) {
     uv_close((uv_handle_t *)&ps->watch_dir, handle_closed);
   }
-  if (ps->watching_lib) {
-    uv_close((uv_handle_t *)&ps->watch_lib, handle_closed);
-  }
+  close_lib_watches(ps);
   if (ps->sighup_on) {
     uv_close((uv_handle_t *)&ps->sighup, handle_closed);
   }

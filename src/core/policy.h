@@ -63,8 +63,9 @@ struct vg_policies {
   uint64_t reloads, reload_failures, dispatched;
   char *quarantine_path; /* policies the watchdog stopped: "hash name\n" per line */
 
-  uv_fs_event_t watch_dir, watch_lib;
-  bool watching_dir, watching_lib;
+  uv_fs_event_t watch_dir;
+  bool watching_dir;
+  struct vg_dirwatch *lib_watches; /* lib/ and its sub-directories, re-scanned on reload */
   struct vg_timer *debounce;
   uv_signal_t sighup;
   bool sighup_on;

@@ -494,8 +494,9 @@ static void require_lib(lua_State *L, const char *name)
   luaL_addstring(&b, ".lua");
   luaL_pushresult(&b);
   const char *path = lua_tostring(L, -1);
-  vg_sandbox_push_env(L, true);
-  int status = vg_sandbox_loadfile(L, path, lua_pushfstring(L, "@%s", path));
+  const char *chunkname = lua_pushfstring(L, "@%s", path);
+  vg_sandbox_push_env(L, true); /* loadfile takes the environment from the top */
+  int status = vg_sandbox_loadfile(L, path, chunkname);
   lua_remove(L, -2); /* the chunkname */
   if (status == LUA_ERRFILE) {
     luaL_error(L, "module '%s' not found: %s", name, lua_tostring(L, -1));

@@ -89,6 +89,17 @@ echo "lib change reloads the policies that use it"
 echo 'return { greeting = "bonjour" }' > policies/lib/words.lua
 wait_for 'msg=greet .*word=bonjour' 1 3
 
+echo "a directory made under lib/ later is watched as well"
+mkdir -p policies/lib/net
+echo 'return { greeting = "hallo" }' > policies/lib/net/words.lua
+sleep 0.8 # the reload that creating it caused has run; lib/net is watched from there on
+cat > policies/lib/words.lua <<'LUA'
+return require("lib.net.words")
+LUA
+wait_for 'msg=greet .*word=hallo' 1 3
+echo 'return { greeting = "moin" }' > policies/lib/net/words.lua
+wait_for 'msg=greet .*word=moin' 1 3
+
 echo "SIGHUP reloads"
 echo 'return { name = "third", match = { alertname = "X" }, on_alert = function() end }' > policies/third.lua
 kill -HUP "$pid"
