@@ -79,6 +79,25 @@ static void push_matchers(lua_State *L, vg_matchers_t *m)
   lua_setmetatable(L, -2);
 }
 
+/* Pushes the text of the file at `path`, or nil when it cannot be read. [-0, +1, m] */
+static void push_file_text(lua_State *L, const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+    luaL_addlstring(&b, chunk, n);
+  }
+  fclose(f);
+  luaL_pushresult(&b);
+}
+
 /* vigil.testing.load_policy(path) [-1, +3, e]: runs the policy file in this VM's sandbox and
  * validates it like the daemon does. Returns its table, its name and its matchers. */
 static int l_load_policy(lua_State *L)
@@ -116,8 +135,12 @@ static int l_load_policy(lua_State *L)
     return luaL_error(L, "%s: a policy file must return a table, not a %s", path,
                       luaL_typename(L, -1));
   }
+  /* the file's text lets validation point at the line of a bad field */
+  int tbl = lua_gettop(L);
+  push_file_text(L, path);
   char *name = NULL;
-  vg_matchers_t *m = vg_policy_validate_table(L, -1, path, NULL, &name);
+  vg_matchers_t *m = vg_policy_validate_table(L, tbl, path, lua_tostring(L, -1), &name);
+  lua_pop(L, 1);
   lua_pushstring(L, name);
   free(name);
   push_matchers(L, m);
