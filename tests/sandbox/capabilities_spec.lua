@@ -12,7 +12,8 @@ describe("A1: dangerous globals are absent", function()
       expect(r.error):to_contain("undefined global '" .. name .. "'")
     end)
   end
-  for _, fn in ipairs({ "execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale" }) do
+  for _, fn in ipairs({ "execute", "exit", "getenv", "remove", "rename", "tmpname",
+                        "setlocale" }) do
     it("A1: os." .. fn .. " is nil", function()
       local r = sandbox("return os." .. fn)
       expect(r.status):to_be("ok")
@@ -116,7 +117,8 @@ describe("A4: load with an explicit environment", function()
   end)
   it("A4: without an env the chunk gets a fresh sandbox, never the VM's real globals", function()
     local r = sandbox([[x_from_policy = 1
-      return load("return rawget(_G, 'dofile'), io, os.execute, x_from_policy, string.upper('a')")()]],
+      return load("return rawget(_G, 'dofile'), io, os.execute, x_from_policy, "
+               .. "string.upper('a')")()]],
       { strict = false })
     expect(r.status):to_be("ok")
     expect(r.results):to_equal({ nil, nil, nil, nil, "A" })

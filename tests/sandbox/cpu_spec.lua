@@ -17,7 +17,9 @@ describe("B8: plain loops", function()
   it("B8: tail-call loop", function() killed("local function f() return f() end return f()") end)
   it("B8: repeat until false", function() killed("repeat until false") end)
   it("B8: goto loop", function() killed("::top:: goto top") end)
-  it("B8: numeric for over a huge range", function() killed("for i = 1, math.maxinteger do end") end)
+  it("B8: numeric for over a huge range", function()
+    killed("for i = 1, math.maxinteger do end")
+  end)
 end)
 
 describe("B9: protected calls cannot swallow the kill", function()
@@ -53,7 +55,8 @@ describe("B10: loops in handlers, metamethods and callbacks", function()
   end)
   local metamethods = {
     __index = "local t = setmetatable({}, {__index = function() while true do end end}) return t.x",
-    __newindex = "local t = setmetatable({}, {__newindex = function() while true do end end}) t.x = 1",
+    __newindex = [[local t = setmetatable({}, {__newindex = function() while true do end end})
+      t.x = 1]],
     __eq = [[local mt = {__eq = function() while true do end end}
       local a, b = setmetatable({}, mt), setmetatable({}, mt) return a == b]],
     __lt = [[local mt = {__lt = function() while true do end end}
@@ -61,9 +64,12 @@ describe("B10: loops in handlers, metamethods and callbacks", function()
     __concat = "return setmetatable({}, {__concat = function() while true do end end}) .. 'x'",
     __len = "return #setmetatable({}, {__len = function() while true do end end})",
     __call = "return setmetatable({}, {__call = function() while true do end end})()",
-    __tostring = "return tostring(setmetatable({}, {__tostring = function() while true do end end}))",
-    __pairs = "for _ in pairs(setmetatable({}, {__pairs = function() while true do end end})) do end",
-    __close = [[do local x <close> = setmetatable({}, {__close = function() while true do end end}) end]],
+    __tostring = [[return tostring(setmetatable({},
+      {__tostring = function() while true do end end}))]],
+    __pairs = [[for _ in pairs(setmetatable({}, {__pairs = function() while true do end end}))
+      do end]],
+    __close = [[do local x <close> = setmetatable({}, {__close = function() while true do end end})
+      end]],
     __unm = "return -setmetatable({}, {__unm = function() while true do end end})",
   }
   for name, code in pairs(metamethods) do

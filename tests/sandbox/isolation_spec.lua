@@ -1,0 +1,82 @@
+-- Checklist F (notes/reliability-research.md §2.5): cross-run isolation. Each run gets a
+-- fresh VM; shared library tables are read-only proxies and the string metatable is locked,
+-- so nothing one run (or policy) changes is seen by the next.
+local sandbox = require("vigil.testing").sandbox
+
+local BUDGET = { instructions = 2000000 }
+
+describe("F21: globals", function()
+  it("F21: a run cannot create globals", function()
+    local r = sandbox("shared = 'from run 1'", BUDGET)
+    expect(r.status):to_be("error")
+    expect(r.error):to_contain("cannot create global 'shared'")
+  end)
+  it("F21: nor through _ENV or _G", function()
+    for _, code in ipairs({ "_ENV.shared = 1", "_G.shared = 1", "_ENV['shared'] = 1" }) do
+      local r = sandbox(code, BUDGET)
+      expect(r.status):to_be("error")
+      expect(r.error):to_contain("cannot create global")
+    end
+  end)
+  it("F21: what a load()ed chunk defines stays in its own environment", function()
+    local r = sandbox([[load("leak = 1")() return rawget(_ENV, "leak")]], BUDGET)
+    expect(r.status):to_be("ok")
+    expect(r.results[1]):to_be_nil()
+  end)
+  it("F21: the next run sees nothing of the last", function()
+    sandbox("load('leak = 1')()", BUDGET)
+    local r = sandbox("return rawget(_ENV, 'leak'), rawget(_G, 'leak')", BUDGET)
+    expect(r.results):to_equal({ nil, nil })
+  end)
+end)
+
+describe("F21: shared libraries", function()
+  for _, code in ipairs({ "string.upper = function() return 'PWNED' end",
+                          "table.insert = print", "math.pi = 3", "os.time = nil",
+                          "utf8.char = nil", "vigil.sleep = nil" }) do
+    it("F21: " .. code .. " is refused", function()
+      local r = sandbox(code, BUDGET)
+      expect(r.status):to_be("error")
+      expect(r.error):to_contain("attempt to modify read-only table")
+    end)
+  end
+  it("F21: the library proxies cannot be unlocked", function()
+    local r = sandbox("return getmetatable(string), pcall(setmetatable, string, nil)", BUDGET)
+    expect(r.results[1]):to_be(false)
+    expect(r.results[2]):to_be(false)
+    expect(r.results[3]):to_contain("protected metatable")
+  end)
+  it("F21: the string metatable is locked", function()
+    local r = sandbox("getmetatable('').__index = {upper = function() return 'PWNED' end}", BUDGET)
+    expect(r.status):to_be("error")
+    expect(r.error):to_contain("attempt to index a boolean value")
+  end)
+  it("F21: methods on strings stay pristine in the next run", function()
+    sandbox("pcall(function() string.upper = nil end)", BUDGET)
+    local r = sandbox("return ('abc'):upper(), string.upper('x')", BUDGET)
+    expect(r.results):to_equal({ "ABC", "X" })
+  end)
+end)
+
+describe("F21: state that could leak between runs", function()
+  it("F21: math.randomseed in one run does not fix the next run's sequence", function()
+    local seeded = sandbox("math.randomseed(42) return math.random(1 << 40)", BUDGET)
+    local again = sandbox("math.randomseed(42) return math.random(1 << 40)", BUDGET)
+    local fresh = sandbox("return math.random(1 << 40)", BUDGET)
+    expect(seeded.results[1]):to_be(again.results[1])
+    expect(fresh.results[1]).never:to_be(seeded.results[1])
+  end)
+  it("F21: a task spawned by a run ends with it", function()
+    local r = sandbox([[vigil.spawn(function() while true do vigil.sleep("1s") end end)
+      return "done"]], BUDGET)
+    expect(r.status):to_be("ok")
+    local after = sandbox("return 1", BUDGET)
+    expect(after.results[1]):to_be(1)
+  end)
+  it("F21: memory used by one run is not charged to the next", function()
+    local big = sandbox("local s = ('x'):rep(8 << 20) return #s", { memory = 16 << 20 })
+    local small = sandbox("return 1", { memory = 16 << 20 })
+    expect(big.memory_peak):to_be_greater_than(8 << 20)
+    expect(small.memory_peak):to_be_less_than(8 << 20)
+  end)
+end)
