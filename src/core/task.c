@@ -282,7 +282,12 @@ static void kill_text(vg_task_t *t, char *buf, size_t len)
                (unsigned long long)lim->slice_ms);
       break;
     case VG_KILL_MEMORY:
-      snprintf(buf, len, "killed: memory limit reached (%zu MiB for this VM)", lim->memory >> 20);
+      if (t->vm->alloc_fail_at != 0 && t->vm->alloc_count >= t->vm->alloc_fail_at) {
+        snprintf(buf, len, "killed: out of memory (fault injection from allocation %llu)",
+                 (unsigned long long)t->vm->alloc_fail_at);
+      } else {
+        snprintf(buf, len, "killed: memory limit reached (%zu MiB for this VM)", lim->memory >> 20);
+      }
       break;
     default: {
       char why[96];

@@ -52,7 +52,8 @@ struct vg_vm {
 
   size_t mem_used, mem_peak;
   uint64_t alloc_count;   /* allocations so far */
-  uint64_t alloc_fail_at; /* fault injection: fail this allocation (1-based); 0 = never */
+  uint64_t alloc_fail_at; /* fault injection: fail this allocation (1-based) and every later
+                           * one, as a memory cap would; 0 = never */
   bool alloc_failed;
 
   vg_budget_t *budget;        /* enforced by the hook; NULL = trusted code, no limit */

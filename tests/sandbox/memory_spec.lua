@@ -80,6 +80,7 @@ describe("C15: allocation failure anywhere is a clean outcome", function()
       else
         expect(r.status):to_be("killed")
         expect(r.killed):to_be("memory")
+        expect(r.error):to_contain("fault injection from allocation " .. n)
         outcomes.killed = outcomes.killed + 1
       end
       -- the next run, without injection, is unaffected
