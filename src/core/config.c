@@ -34,6 +34,16 @@ void vg_config_defaults(vg_config_t *cfg)
   cfg->debounce_ms = 200;
   cfg->watchdog_ms = 5000;
   cfg->watchdog_hard_ms = 30000;
+  cfg->max_body = 8u << 20;
+  cfg->resolve_timeout_ms = 5 * 60 * 1000;
+  cfg->header_timeout_ms = 10 * 1000;
+  cfg->body_timeout_ms = 30 * 1000;
+  cfg->idle_timeout_ms = 60 * 1000;
+  cfg->max_connections = 1024;
+  cfg->max_policy_tasks = 256;
+  cfg->retention_ms = 30ull * 24 * 3600 * 1000;
+  cfg->max_alerts = 1000000;
+  cfg->reopen_grace_ms = 5 * 60 * 1000;
 }
 
 void vg_config_free(vg_config_t *cfg)
@@ -312,6 +322,69 @@ static void read_limits(lua_State *L, load_ctx_t *c, int tbl)
   lua_pop(L, 1);
 }
 
+static void read_intake(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = { "max_body",        "resolve_timeout",  "auth_reads",
+                                       "header_timeout",  "body_timeout",     "idle_timeout",
+                                       "max_connections", "max_policy_tasks", NULL };
+  check_known(L, c, tbl, "intake.", known);
+  vg_config_t *cfg = c->cfg;
+  if (lua_getfield(L, tbl, "max_body") != LUA_TNIL) {
+    cfg->max_body = opt_bytes(L, c, "max_body");
+  }
+  lua_pop(L, 1);
+  uint64_t *durations[] = { &cfg->resolve_timeout_ms, &cfg->header_timeout_ms,
+                            &cfg->body_timeout_ms, &cfg->idle_timeout_ms };
+  const char *const dnames[] = { "resolve_timeout", "header_timeout", "body_timeout",
+                                 "idle_timeout" };
+  for (int i = 0; i < 4; i++) {
+    if (lua_getfield(L, tbl, dnames[i]) != LUA_TNIL) {
+      *durations[i] = opt_duration(L, c, dnames[i]);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, tbl, "auth_reads") != LUA_TNIL) {
+    if (!lua_isboolean(L, -1)) {
+      key_error(L, c, "auth_reads", "intake.auth_reads must be true or false");
+    }
+    cfg->auth_reads = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  const char *const counts[] = { "max_connections", "max_policy_tasks" };
+  uint32_t *cslots[] = { &cfg->max_connections, &cfg->max_policy_tasks };
+  for (int i = 0; i < 2; i++) {
+    if (lua_getfield(L, tbl, counts[i]) != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1000000) {
+        key_error(L, c, counts[i], "intake.%s must be an integer from 1 to 1000000", counts[i]);
+      }
+      *cslots[i] = (uint32_t)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static void read_retention(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = { "horizon", "max_alerts", "reopen_grace", NULL };
+  check_known(L, c, tbl, "retention.", known);
+  vg_config_t *cfg = c->cfg;
+  if (lua_getfield(L, tbl, "horizon") != LUA_TNIL) {
+    cfg->retention_ms = opt_duration(L, c, "horizon");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "reopen_grace") != LUA_TNIL) {
+    cfg->reopen_grace_ms = opt_duration(L, c, "reopen_grace");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "max_alerts") != LUA_TNIL) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1000) {
+      key_error(L, c, "max_alerts", "retention.max_alerts must be an integer >= 1000");
+    }
+    cfg->max_alerts = (uint64_t)lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+}
+
 static int read_config_p(lua_State *L)
 {
   load_ctx_t *c = lua_touserdata(L, 1);
@@ -321,7 +394,7 @@ static int read_config_p(lua_State *L)
   static const char *const known[] = {
     "listen",   "store",         "policies",  "repl_socket",     "log_level", "token",
     "limits",   "policy_errors", "drain",     "reload_debounce", "watchdog",  "watchdog_hard",
-    "executor", "sources",       "notifiers", "intake",          NULL,
+    "executor", "sources",       "notifiers", "intake",          "retention", NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -416,8 +489,17 @@ static int read_config_p(lua_State *L)
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  for (const char *const *k = (const char *const[]){ "sources", "notifiers", "intake", NULL }; *k;
-       k++) {
+  if (lua_getfield(L, 2, "intake") == LUA_TTABLE) {
+    read_intake(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "retention") == LUA_TTABLE) {
+    read_retention(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  for (const char *const *k =
+           (const char *const[]){ "sources", "notifiers", "intake", "retention", NULL };
+       *k; k++) {
     int t = lua_getfield(L, 2, *k);
     if (t != LUA_TNIL && t != LUA_TTABLE) {
       key_error(L, c, *k, "%s must be a table", *k);

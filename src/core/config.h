@@ -25,6 +25,19 @@ typedef struct vg_config {
   uint64_t debounce_ms;
   uint64_t watchdog_ms;      /* loop stall that stops the running policy */
   uint64_t watchdog_hard_ms; /* stall that ends the process (stuck in C) */
+
+  /* intake = { ... } */
+  uint64_t max_body;           /* bytes of one request body */
+  uint64_t resolve_timeout_ms; /* endsAt of a v2 alert sent without one: now + this */
+  bool auth_reads;             /* the token also guards GET endpoints */
+  uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+  uint32_t max_connections;
+  uint32_t max_policy_tasks; /* per policy, beyond which alerts are dropped (counted) */
+
+  /* retention = { ... } */
+  uint64_t retention_ms;    /* resolved alerts and closed incidents older than this go */
+  uint64_t max_alerts;      /* rows kept at most */
+  uint64_t reopen_grace_ms; /* a resolved incident reopens when an alert fires within this */
 } vg_config_t;
 
 /* Fills `cfg` with the defaults. */

@@ -759,6 +759,7 @@ vg_policies_t *vg_policies_new(vg_runtime_t *rt, const char *dir)
   ps->budget.window_ms = 5 * 60 * 1000;
   ps->drain_ms = 30 * 1000;
   ps->debounce_ms = 200;
+  ps->max_inflight = 256;
   ps->limits = rt->limits;
   return ps;
 }
@@ -1391,6 +1392,17 @@ int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
       continue;
     }
     p->matched++;
+    if (ps->max_inflight != 0 && p->vm->ntasks >= (int)ps->max_inflight) {
+      p->dropped++;
+      if ((p->dropped & (p->dropped - 1)) == 0) { /* 1, 2, 4, 8...: visible, never a flood */
+        char n[24], t[16];
+        snprintf(n, sizeof(n), "%llu", (unsigned long long)p->dropped);
+        snprintf(t, sizeof(t), "%d", p->vm->ntasks);
+        vg_log(VG_LOG_WARN, "alert dropped: the policy is behind", "policy", p->name, "tasks",
+               t, "dropped_total", n, NULL);
+      }
+      continue;
+    }
     lua_State *L = p->vm->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->on_alert_ref);
     lua_pushcfunction(L, push_alert_p);

@@ -36,6 +36,7 @@ struct vg_policy {
   char *description;
 
   uint64_t runs, failures, kills, matched;
+  uint64_t dropped; /* alerts not run because the policy had max_inflight tasks already */
   uint64_t error_times[VG_ERROR_RING];
   int error_next;
   bool disabled;
@@ -57,6 +58,7 @@ struct vg_policies {
   vg_error_budget_t budget;
   uint64_t drain_ms;
   uint64_t debounce_ms;
+  uint32_t max_inflight; /* tasks per policy beyond which new alerts are dropped (counted) */
   vg_limits_t limits;
 
   uint64_t lib_hash;
@@ -85,7 +87,9 @@ int vg_policies_reload(vg_policies_t *ps, const char *why);
 int vg_policies_watch(vg_policies_t *ps);
 
 /* Offers an alert to every enabled policy whose matchers accept it; each runs on_alert as
- * its own task. Returns how many policies took it. */
+ * its own task. A policy that already has max_inflight tasks misses the alert: it is counted
+ * in p->dropped and logged, so a slow policy never holds intake back. Returns how many
+ * policies took it. */
 int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert);
 
 vg_policy_t *vg_policies_find(vg_policies_t *ps, const char *name);

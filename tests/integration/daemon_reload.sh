@@ -31,7 +31,7 @@ return {
 }
 LUA
 cat > "$dir/vigil.conf.lua" <<LUA
-return { store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", drain = "5s",
+return { listen = "127.0.0.1:0", store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", drain = "5s",
          reload_debounce = "300ms", log_level = "debug" }
 LUA
 

@@ -128,7 +128,7 @@ return { name = "seen", match = { team = "sre" }, on_alert = function(alert, ctx
 end }
 LUA
 cat > vigil.conf.lua <<LUA
-return { store = "$tmp/vigil.db", policies = "$tmp/policies", repl_socket = "$tmp/vigil.sock" }
+return { listen = "127.0.0.1:0", store = "$tmp/vigil.db", policies = "$tmp/policies", repl_socket = "$tmp/vigil.sock" }
 LUA
 "$VIGIL" run -c vigil.conf.lua 2>"$log" &
 pid=$!

@@ -16,7 +16,7 @@ start() {
 mkdir -p "$dir/policies"
 # Generous budgets so that only the watchdog can stop these loops.
 cat > "$dir/vigil.conf.lua" <<LUA
-return { store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", policies = "$dir/policies",
+return { listen = "127.0.0.1:0", store = "$dir/vigil.db", repl_socket = "$dir/vigil.sock", policies = "$dir/policies",
          watchdog = "300ms", limits = { instructions = 100000000000, slice = "1h",
          memory = "1GB" } }
 LUA
@@ -61,7 +61,7 @@ rm -f vigil.db.quarantine
 # and never reaches a hook. The soft limit sits above the longest slice (the last table
 # rehash, ~0.3 s, slower under ASan); the hard limit well below the sort (~5 s).
 cat > "$dir/vigil.conf.lua" <<CONF
-return { store = "$dir/vigil.db", policies = "$dir/policies", watchdog = "1200ms",
+return { listen = "127.0.0.1:0", store = "$dir/vigil.db", policies = "$dir/policies", watchdog = "1200ms",
          watchdog_hard = "2500ms", limits = { instructions = 100000000000, slice = "1h",
          memory = "1GB" } }
 CONF

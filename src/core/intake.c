@@ -1,0 +1,966 @@
+/* Alert intake and vigil's HTTP API. See intake.h and docs/intake.md.
+ *
+ * A write is answered only from the store's commit callback: 2xx means committed (G1). New and
+ * changed alerts then go to the policies, after the answer is on its way, so a slow policy
+ * never slows intake (the policies bound their own queues). */
+#include "core/intake.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/policy.h"
+#include "engine/alertdec.h"
+
+/* ---- routes and their counters ---- */
+
+typedef enum {
+  R_ALERTS_V2,
+  R_WEBHOOK,
+  R_EVENTS,
+  R_ALERTS,
+  R_INCIDENTS,
+  R_INCIDENT,
+  R_INCIDENT_ACTION,
+  R_HEALTHZ,
+  R_READYZ,
+  R_RELOAD,
+  R_METRICS,
+  R_OTHER,
+  R_COUNT
+} route_t;
+
+static const char *const ROUTE_NAMES[R_COUNT] = {
+  "alerts_v2",       "webhook", "events", "alerts", "incidents", "incident",
+  "incident_action", "healthz", "readyz", "reload", "metrics",   "other",
+};
+
+enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
+static const char *const OUTCOME_NAMES[OUT_COUNT] = { "new", "changed", "duplicate", "invalid" };
+
+#define LATENCY_BUCKETS 12
+static const double LATENCY_BOUNDS[LATENCY_BUCKETS - 1] = {
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+};
+
+struct vg_intake {
+  vg_runtime_t *rt;
+  vg_store_t *store;
+  vg_httpd_t *httpd;
+  char *token;
+  bool auth_reads;
+  double resolve_timeout;
+
+  uint64_t requests[R_COUNT][6]; /* by status class */
+  uint64_t alerts[3][OUT_COUNT]; /* [route: v2, webhook, events][outcome] */
+  uint64_t latency[LATENCY_BUCKETS];
+  double latency_sum;
+  uint64_t store_busy, store_failures, dispatched;
+  int inflight;  /* requests not answered yet: `in` outlives them */
+  bool stopping; /* freed when the last one is answered */
+};
+
+typedef struct {
+  vg_intake_t *in;
+  vg_http_exchange_t *x;
+  route_t route;
+  uint64_t started_ns;
+  vg_alert_batch_t batch;
+  vg_matchers_t *matchers;
+} req_t;
+
+static req_t *req_new(vg_intake_t *in, vg_http_exchange_t *x, route_t route)
+{
+  req_t *r = calloc(1, sizeof(*r));
+  if (r != NULL) {
+    in->inflight++;
+    r->in = in;
+    r->x = x;
+    r->route = route;
+    r->started_ns = vg_clock_mono_ns();
+  }
+  return r;
+}
+
+static void intake_free(vg_intake_t *in)
+{
+  if (in->token != NULL) {
+    memset(in->token, 0, strlen(in->token)); /* a secret: do not leave it in freed memory */
+  }
+  free(in->token);
+  free(in);
+}
+
+static void req_free(req_t *r)
+{
+  vg_intake_t *in = r->in;
+  vg_alert_batch_free(&r->batch);
+  labelmatch_free(r->matchers);
+  free(r);
+  if (--in->inflight == 0 && in->stopping) {
+    intake_free(in);
+  }
+}
+
+/* Every answer goes through here: it is counted, timed, sent. */
+static void reply(
+    req_t *r, int status, const char *type, const char *body, size_t len, const char *retry_after)
+{
+  vg_intake_t *in = r->in;
+  in->requests[r->route][status / 100 % 6]++;
+  double secs = (double)(vg_clock_mono_ns() - r->started_ns) / 1e9;
+  int b = 0;
+  while (b < LATENCY_BUCKETS - 1 && secs > LATENCY_BOUNDS[b]) {
+    b++;
+  }
+  in->latency[b]++;
+  in->latency_sum += secs;
+  vg_http_header_t h[2];
+  size_t nh = 0;
+  h[nh++] = (vg_http_header_t){ "content-type", type };
+  if (retry_after != NULL) {
+    h[nh++] = (vg_http_header_t){ "retry-after", retry_after };
+  }
+  vg_http_respond(r->x, status, h, nh, body, len);
+  r->x = NULL;
+}
+
+static void reply_json(req_t *r, int status, json_t *doc, const char *retry_after)
+{
+  char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+  json_decref(doc);
+  if (text == NULL) {
+    static const char oom[] = "{\"status\":\"error\",\"error\":\"out of memory\"}";
+    reply(r, 503, "application/json", oom, sizeof(oom) - 1, "5");
+    return;
+  }
+  reply(r, status, "application/json", text, strlen(text), retry_after);
+  free(text);
+}
+
+static void reply_error(req_t *r, int status, const char *message)
+{
+  reply_json(r, status, json_pack("{s:s, s:s}", "status", "error", "error", message),
+             status == 503 ? "5" : NULL);
+}
+
+/* ---- request helpers ---- */
+
+/* Constant-time comparison of the Authorization header with "Bearer <token>". */
+static bool authorized(const vg_intake_t *in, const vg_http_request_t *req)
+{
+  const char *h = vg_http_header(req, "authorization");
+  if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+    return false;
+  }
+  const char *given = h + 7;
+  size_t glen = strlen(given), tlen = strlen(in->token);
+  unsigned char diff = (unsigned char)(glen != tlen);
+  for (size_t i = 0; i < tlen; i++) {
+    diff |= (unsigned char)(in->token[i] ^ (i < glen ? given[i] : 0));
+  }
+  return diff == 0;
+}
+
+static bool is_json(const vg_http_request_t *req)
+{
+  const char *t = vg_http_header(req, "content-type");
+  return t != NULL && strncasecmp(t, "application/json", 16) == 0 &&
+         (t[16] == '\0' || t[16] == ';' || t[16] == ' ');
+}
+
+static int hexval(char c)
+{
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* Calls fn(name, value) for each `name=value` of a query string, percent-decoded. Returns -1
+ * when one is malformed (or fn says so). */
+static int each_param(const char *q,
+                      int (*fn)(void *ud, const char *name, const char *value),
+                      void *ud)
+{
+  while (*q != '\0') {
+    const char *end = strchr(q, '&');
+    size_t len = end != NULL ? (size_t)(end - q) : strlen(q);
+    char *pair = malloc(len + 1);
+    if (pair == NULL) {
+      return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < len; i++) {
+      char c = q[i];
+      if (c == '+') {
+        c = ' ';
+      } else if (c == '%') {
+        int hi = i + 2 < len + 1 && i + 1 < len ? hexval(q[i + 1]) : -1;
+        int lo = i + 2 < len ? hexval(q[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+          free(pair);
+          return -1;
+        }
+        c = (char)(hi * 16 + lo);
+        i += 2;
+      }
+      pair[k++] = c;
+    }
+    pair[k] = '\0';
+    char *eq = strchr(pair, '=');
+    int rc = 0;
+    if (k > 0) {
+      if (eq != NULL) {
+        *eq = '\0';
+      }
+      rc = fn(ud, pair, eq != NULL ? eq + 1 : "");
+    }
+    free(pair);
+    if (rc != 0) {
+      return -1;
+    }
+    q += len + (end != NULL ? 1 : 0);
+  }
+  return 0;
+}
+
+static bool parse_size(const char *s, size_t max, size_t *out)
+{
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || errno != 0 || v > max || *s == '-') {
+    return false;
+  }
+  *out = (size_t)v;
+  return true;
+}
+
+/* ---- writes: alerts in ---- */
+
+static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_result_t *res)
+{
+  vg_policies_t *ps = in->rt->policies;
+  if (ps == NULL || in->rt->stopping) {
+    return;
+  }
+  vg_alert_t alert = {
+    .labels = a->labels,
+    .nlabels = a->nlabels,
+    .annotations = a->annotations,
+    .nannotations = a->nannotations,
+    .status = a->status,
+    .starts_at = a->starts_at,
+    .ends_at = a->ends_at,
+    .fingerprint = a->fingerprint,
+    .generator_url = a->generator_url,
+  };
+  (void)res;
+  vg_policies_dispatch(ps, &alert);
+  in->dispatched++;
+}
+
+static int route_slot(route_t route)
+{
+  return route == R_ALERTS_V2 ? 0 : route == R_WEBHOOK ? 1 : 2;
+}
+
+static void committed(
+    void *ud, int status, const char *err, const vg_store_result_t *results, size_t n)
+{
+  req_t *r = ud;
+  vg_intake_t *in = r->in;
+  if (status < 0) {
+    in->store_failures++;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "the store cannot commit (%s): retry later", err ? err : "?");
+    vg_log(VG_LOG_ERROR, "alerts not stored", "route", ROUTE_NAMES[r->route], "error",
+           err ? err : "?", NULL);
+    reply_error(r, 503, msg);
+    req_free(r);
+    return;
+  }
+  uint64_t *counts = in->alerts[route_slot(r->route)];
+  for (size_t i = 0; i < n; i++) {
+    counts[results[i].outcome == VG_STORE_NEW       ? OUT_NEW
+           : results[i].outcome == VG_STORE_CHANGED ? OUT_CHANGED
+                                                    : OUT_DUPLICATE]++;
+  }
+  vg_alert_batch_t *b = &r->batch;
+  if (b->rejected == 0) {
+    reply_json(r, 200, json_pack("{s:s, s:I}", "status", "success", "accepted", (json_int_t)n),
+               NULL);
+  } else {
+    json_t *invalid = json_array();
+    for (size_t i = 0; i < b->nerrors; i++) {
+      json_array_append_new(invalid, json_string(b->errors[i]));
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%zu of %zu alerts are invalid; the %zu valid ones were stored",
+             b->rejected, b->total, n);
+    reply_json(r, 400,
+               json_pack("{s:s, s:s, s:I, s:o}", "status", "error", "error", msg, "accepted",
+                         (json_int_t)n, "invalid", invalid),
+               NULL);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (results[i].outcome != VG_STORE_UNCHANGED) {
+      dispatch(in, &b->alerts[i], &results[i]);
+    }
+  }
+  req_free(r);
+}
+
+typedef int (*decode_fn)(
+    const char *, size_t, const vg_alertdec_opts_t *, vg_alert_batch_t *, int *, char *, size_t);
+
+static void take_alerts(req_t *r, const vg_http_request_t *req, decode_fn decode)
+{
+  vg_intake_t *in = r->in;
+  vg_alertdec_opts_t opts = { .now = vg_clock_now(in->rt), .resolve_timeout = in->resolve_timeout };
+  int status = 400;
+  char err[512];
+  if (decode(req->body, req->body_len, &opts, &r->batch, &status, err, sizeof(err)) != 0) {
+    reply_error(r, status, err);
+    req_free(r);
+    return;
+  }
+  vg_alert_batch_t *b = &r->batch;
+  in->alerts[route_slot(r->route)][OUT_INVALID] += b->rejected;
+  if (b->n == 0) {
+    json_t *invalid = json_array();
+    for (size_t i = 0; i < b->nerrors; i++) {
+      json_array_append_new(invalid, json_string(b->errors[i]));
+    }
+    reply_json(r, 400,
+               json_pack("{s:s, s:s, s:i, s:o}", "status", "error", "error",
+                         b->total == 0 ? "no alerts in the request" : "no valid alert", "accepted",
+                         0, "invalid", invalid),
+               NULL);
+    req_free(r);
+    return;
+  }
+  int rc = vg_store_submit(in->store, b->alerts, b->n, committed, r);
+  if (rc != 0) {
+    in->store_busy++;
+    reply_error(r, 503,
+                rc == -EBUSY ? "too many alerts are waiting to be stored: retry later"
+                             : "the store cannot take the alerts now: retry later");
+    req_free(r);
+  }
+}
+
+/* ---- reads and incident actions ---- */
+
+static void store_answered(void *ud, int status, const char *json, size_t len)
+{
+  req_t *r = ud;
+  if (status == 0) {
+    reply(r, 200, "application/json", json, len, NULL);
+  } else {
+    int code = status == -ENOENT ? 404 : status == -EINVAL ? 409 : 503;
+    reply_error(r, code, json != NULL ? json : "the store failed");
+  }
+  req_free(r);
+}
+
+typedef struct {
+  req_t *r;
+  vg_store_alert_query_t *aq;
+  vg_store_incident_query_t *iq;
+  char *status, *severity;
+  char err[300];
+} params_t;
+
+static int alert_param(void *ud, const char *name, const char *value)
+{
+  params_t *p = ud;
+  if (strcmp(name, "status") == 0) {
+    if (strcmp(value, "firing") != 0 && strcmp(value, "resolved") != 0) {
+      snprintf(p->err, sizeof(p->err), "status must be firing or resolved");
+      return -1;
+    }
+    free(p->status);
+    p->status = strdup(value);
+    p->aq->status = p->status;
+  } else if (strcmp(name, "filter") == 0) {
+    char why[200];
+    if (p->r->matchers == NULL) {
+      p->r->matchers = labelmatch_new();
+    }
+    if (p->r->matchers == NULL ||
+        labelmatch_parse(p->r->matchers, value, strlen(value), why, sizeof(why)) != 0) {
+      snprintf(p->err, sizeof(p->err), "filter: %s", why);
+      return -1;
+    }
+    p->aq->matchers = p->r->matchers;
+  } else if (strcmp(name, "limit") == 0) {
+    if (!parse_size(value, 100000, &p->aq->limit)) {
+      snprintf(p->err, sizeof(p->err), "limit must be a number up to 100000");
+      return -1;
+    }
+  } else {
+    snprintf(p->err, sizeof(p->err), "unknown parameter '%.40s' (status, filter, limit)", name);
+    return -1;
+  }
+  return 0;
+}
+
+static int incident_param(void *ud, const char *name, const char *value)
+{
+  params_t *p = ud;
+  static const char *const states[] = { "open",     "investigating", "identified", "monitoring",
+                                        "resolved", "closed",        "active",     NULL };
+  if (strcmp(name, "status") == 0) {
+    bool ok = false;
+    for (int i = 0; states[i] != NULL; i++) {
+      ok = ok || strcmp(value, states[i]) == 0;
+    }
+    if (!ok) {
+      snprintf(p->err, sizeof(p->err),
+               "status must be one of open, investigating, identified, monitoring, resolved, "
+               "closed, active");
+      return -1;
+    }
+    free(p->status);
+    p->status = strdup(value);
+    p->iq->status = p->status;
+  } else if (strcmp(name, "severity") == 0) {
+    free(p->severity);
+    p->severity = strdup(vg_severity_of(value));
+    p->iq->severity = p->severity;
+  } else if (strcmp(name, "limit") == 0) {
+    if (!parse_size(value, 1000, &p->iq->limit)) {
+      snprintf(p->err, sizeof(p->err), "limit must be a number up to 1000");
+      return -1;
+    }
+  } else if (strcmp(name, "offset") == 0) {
+    if (!parse_size(value, (size_t)1 << 40, &p->iq->offset)) {
+      snprintf(p->err, sizeof(p->err), "offset must be a number");
+      return -1;
+    }
+  } else {
+    snprintf(p->err, sizeof(p->err), "unknown parameter '%.40s' (status, severity, limit, offset)",
+             name);
+    return -1;
+  }
+  return 0;
+}
+
+static void get_alerts(req_t *r, const vg_http_request_t *req)
+{
+  vg_store_alert_query_t q = { 0 };
+  params_t p = { .r = r, .aq = &q };
+  if (each_param(req->query, alert_param, &p) != 0) {
+    reply_error(r, 400, p.err[0] ? p.err : "malformed query string");
+    free(p.status);
+    req_free(r);
+    return;
+  }
+  int rc = vg_store_alerts(r->in->store, &q, store_answered, r);
+  free(p.status); /* the store copied what it keeps */
+  if (rc != 0) {
+    reply_error(r, 503, "the store cannot answer now");
+    req_free(r);
+  }
+}
+
+static void get_incidents(req_t *r, const vg_http_request_t *req)
+{
+  vg_store_incident_query_t q = { 0 };
+  params_t p = { .r = r, .iq = &q };
+  if (each_param(req->query, incident_param, &p) != 0) {
+    reply_error(r, 400, p.err[0] ? p.err : "malformed query string");
+  } else if (vg_store_incidents(r->in->store, &q, store_answered, r) == 0) {
+    r = NULL;
+  } else {
+    reply_error(r, 503, "the store cannot answer now");
+  }
+  free(p.status);
+  free(p.severity);
+  if (r != NULL) {
+    req_free(r);
+  }
+}
+
+/* POST /api/v1/incidents/{id}/{ack,resolve,close} with an optional body {"who","comment"}. */
+static void incident_action(req_t *r, const vg_http_request_t *req, int64_t id, const char *action)
+{
+  const char *who = "api", *comment = NULL;
+  json_t *doc = NULL;
+  if (req->body_len > 0) {
+    json_error_t je;
+    doc = is_json(req) ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    json_t *w = json_object_get(doc, "who"), *c = json_object_get(doc, "comment");
+    if (!is_json(req)) {
+      reply_error(r, 415, "send the body as Content-Type: application/json");
+    } else if (!json_is_object(doc)) {
+      reply_error(r, 400, "the body must be a JSON object {\"who\": ..., \"comment\": ...}");
+    } else if ((w != NULL && (!json_is_string(w) || json_string_length(w) == 0 ||
+                              json_string_length(w) > 256)) ||
+               (c != NULL && (!json_is_string(c) || json_string_length(c) > 4096))) {
+      reply_error(r, 400, "who must be a string of 1 to 256 bytes, comment at most 4096");
+    } else {
+      who = w != NULL ? json_string_value(w) : who;
+      comment = c != NULL ? json_string_value(c) : NULL;
+      goto run;
+    }
+    json_decref(doc);
+    req_free(r);
+    return;
+  }
+run:
+  if (vg_store_incident_action(r->in->store, id, action, who, comment, store_answered, r) != 0) {
+    reply_error(r, 503, "the store cannot take it now");
+    req_free(r);
+  }
+  json_decref(doc); /* the store copied who and comment */
+}
+
+/* ---- health, reload, metrics ---- */
+
+static void readyz(req_t *r)
+{
+  vg_intake_t *in = r->in;
+  const char *why = NULL;
+  if (!vg_store_writable(in->store)) {
+    why = "the store cannot commit";
+  } else if (in->rt->policies == NULL || in->rt->stopping) {
+    why = "policies are not loaded";
+  }
+  if (why != NULL) {
+    reply(r, 503, "text/plain; charset=utf-8", why, strlen(why), "5");
+  } else {
+    reply(r, 200, "text/plain; charset=utf-8", "ready\n", 6, NULL);
+  }
+  req_free(r);
+}
+
+static void reload(req_t *r)
+{
+  vg_policies_t *ps = r->in->rt->policies;
+  if (ps == NULL) {
+    reply_error(r, 503, "no policies are loaded");
+  } else {
+    int failed = vg_policies_reload(ps, "POST /-/reload");
+    if (failed == 0) {
+      reply_json(r, 200, json_pack("{s:s, s:i}", "status", "success", "failed", 0), NULL);
+    } else {
+      char msg[120];
+      snprintf(msg, sizeof(msg), "%d policy file%s failed to load (see the log)", failed,
+               failed == 1 ? "" : "s");
+      reply_json(r, 500,
+                 json_pack("{s:s, s:s, s:i}", "status", "error", "error", msg, "failed", failed),
+                 NULL);
+    }
+  }
+  req_free(r);
+}
+
+typedef struct {
+  char *buf;
+  size_t len, cap;
+  bool oom;
+} text_t;
+
+static void out(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void out(text_t *t, const char *fmt, ...)
+{
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->oom = true;
+      return;
+    }
+    if ((size_t)n < t->cap - t->len) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t cap = (t->cap + (size_t)n + 1) * 2;
+    char *b = realloc(t->buf, cap);
+    if (b == NULL) {
+      t->oom = true;
+      return;
+    }
+    t->buf = b;
+    t->cap = cap;
+  }
+}
+
+/* A label value in the exposition format: backslash, quote and newline escaped. */
+static void out_label(text_t *t, const char *v)
+{
+  for (; *v != '\0'; v++) {
+    if (*v == '\\' || *v == '"') {
+      out(t, "\\%c", *v);
+    } else if (*v == '\n') {
+      out(t, "\\n");
+    } else {
+      out(t, "%c", *v);
+    }
+  }
+}
+
+static void metric_head(text_t *t, const char *name, const char *type, const char *help)
+{
+  out(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void policy_counter(
+    text_t *t, vg_policies_t *ps, const char *name, const char *help, size_t offset)
+{
+  metric_head(t, name, "counter", help);
+  for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {
+    out(t, "%s{policy=\"", name);
+    out_label(t, p->name);
+    out(t, "\"} %llu\n", (unsigned long long)*(uint64_t *)((char *)p + offset));
+  }
+}
+
+static void histogram(text_t *t,
+                      const char *name,
+                      const char *help,
+                      const uint64_t *buckets,
+                      const double *bounds,
+                      int nb,
+                      double sum)
+{
+  metric_head(t, name, "histogram", help);
+  uint64_t cum = 0;
+  for (int i = 0; i < nb; i++) {
+    cum += buckets[i];
+    if (i < nb - 1) {
+      out(t, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+    } else {
+      out(t, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+  }
+  out(t, "%s_sum %.9g\n%s_count %llu\n", name, sum, name, (unsigned long long)cum);
+}
+
+static void metrics(req_t *r)
+{
+  vg_intake_t *in = r->in;
+  vg_runtime_t *rt = in->rt;
+  vg_policies_t *ps = rt->policies;
+  text_t t = { 0 };
+
+  metric_head(&t, "vigil_http_requests_total", "counter",
+              "HTTP requests answered, by route and status class.");
+  for (int i = 0; i < R_COUNT; i++) {
+    for (int c = 1; c < 6; c++) {
+      if (in->requests[i][c] != 0) {
+        out(&t, "vigil_http_requests_total{route=\"%s\",code=\"%dxx\"} %llu\n", ROUTE_NAMES[i], c,
+            (unsigned long long)in->requests[i][c]);
+      }
+    }
+  }
+  histogram(&t, "vigil_http_request_duration_seconds",
+            "Time from a complete request to its answer (a write includes the commit).",
+            in->latency, LATENCY_BOUNDS, LATENCY_BUCKETS, in->latency_sum);
+
+  vg_httpd_stats_t hs = { 0 };
+  if (in->httpd != NULL) {
+    vg_httpd_stats(in->httpd, &hs);
+  }
+  metric_head(&t, "vigil_http_connections_open", "gauge", "Open HTTP connections.");
+  out(&t, "vigil_http_connections_open %llu\n", (unsigned long long)hs.connections_open);
+  metric_head(&t, "vigil_http_connections_refused_total", "counter",
+              "Connections refused over the connection cap.");
+  out(&t, "vigil_http_connections_refused_total %llu\n",
+      (unsigned long long)hs.connections_refused);
+  metric_head(&t, "vigil_http_rejected_total", "counter",
+              "Requests the server refused itself (malformed, too large, too slow), by status.");
+  for (int i = 0; i < 200; i++) {
+    if (hs.rejected[i] != 0) {
+      out(&t, "vigil_http_rejected_total{code=\"%d\"} %llu\n", 400 + i,
+          (unsigned long long)hs.rejected[i]);
+    }
+  }
+
+  metric_head(&t, "vigil_intake_alerts_total", "counter",
+              "Alerts received, by endpoint and outcome (duplicates are harmless re-deliveries).");
+  static const char *const slots[3] = { "alerts_v2", "webhook", "events" };
+  for (int s = 0; s < 3; s++) {
+    for (int o = 0; o < OUT_COUNT; o++) {
+      out(&t, "vigil_intake_alerts_total{endpoint=\"%s\",outcome=\"%s\"} %llu\n", slots[s],
+          OUTCOME_NAMES[o], (unsigned long long)in->alerts[s][o]);
+    }
+  }
+  metric_head(&t, "vigil_intake_refused_total", "counter",
+              "Batches answered 503 because the store could not take or commit them.");
+  out(&t, "vigil_intake_refused_total{reason=\"busy\"} %llu\n", (unsigned long long)in->store_busy);
+  out(&t, "vigil_intake_refused_total{reason=\"commit_failed\"} %llu\n",
+      (unsigned long long)in->store_failures);
+
+  vg_store_stats_t ss;
+  vg_store_stats(in->store, &ss);
+  metric_head(&t, "vigil_store_pending_alerts", "gauge", "Alerts waiting for the next commit.");
+  out(&t, "vigil_store_pending_alerts %llu\n", (unsigned long long)ss.pending);
+  metric_head(&t, "vigil_store_commits_total", "counter", "Store transactions committed.");
+  out(&t, "vigil_store_commits_total %llu\n", (unsigned long long)ss.commits);
+  metric_head(&t, "vigil_store_commit_failures_total", "counter",
+              "Store transactions that failed.");
+  out(&t, "vigil_store_commit_failures_total %llu\n", (unsigned long long)ss.commit_failures);
+  static const double commit_bounds[11] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                            0.01,   0.025,   0.05,   0.1,   0.25 };
+  histogram(&t, "vigil_store_commit_duration_seconds", "Time of one group commit, fsync included.",
+            ss.commit_us_buckets, commit_bounds, 12, ss.commit_us_sum / 1e6);
+
+  policy_counter(&t, ps, "vigil_policy_matched_total", "Alerts a policy's matchers accepted.",
+                 offsetof(vg_policy_t, matched));
+  policy_counter(&t, ps, "vigil_policy_runs_total", "Runs of a policy (on_alert and every jobs).",
+                 offsetof(vg_policy_t, runs));
+  policy_counter(&t, ps, "vigil_policy_failures_total", "Runs that raised an error.",
+                 offsetof(vg_policy_t, failures));
+  policy_counter(&t, ps, "vigil_policy_kills_total",
+                 "Runs stopped by a budget (instructions, time, memory) or the watchdog.",
+                 offsetof(vg_policy_t, kills));
+  policy_counter(&t, ps, "vigil_policy_dropped_alerts_total",
+                 "Alerts a policy missed because it had too many tasks already.",
+                 offsetof(vg_policy_t, dropped));
+  metric_head(&t, "vigil_policy_enabled", "gauge", "1 when the policy runs, 0 when disabled.");
+  for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {
+    out(&t, "vigil_policy_enabled{policy=\"");
+    out_label(&t, p->name);
+    out(&t, "\"} %d\n", p->disabled ? 0 : 1);
+  }
+  metric_head(&t, "vigil_reloads_total", "counter", "Policy reloads.");
+  out(&t, "vigil_reloads_total %llu\n", (unsigned long long)(ps ? ps->reloads : 0));
+  metric_head(&t, "vigil_reload_failures_total", "counter", "Reloads in which a file failed.");
+  out(&t, "vigil_reload_failures_total %llu\n", (unsigned long long)(ps ? ps->reload_failures : 0));
+
+  int tasks = 0;
+  for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {
+    tasks += p->vm != NULL ? p->vm->ntasks : 0;
+  }
+  metric_head(&t, "vigil_tasks_running", "gauge", "Live tasks of the policies.");
+  out(&t, "vigil_tasks_running %d\n", tasks);
+  metric_head(&t, "vigil_tasks_spawned_total", "counter", "Tasks started.");
+  out(&t, "vigil_tasks_spawned_total %llu\n", (unsigned long long)rt->tasks_spawned);
+  metric_head(&t, "vigil_task_errors_total", "counter", "Tasks that failed or were killed.");
+  out(&t, "vigil_task_errors_total %llu\n", (unsigned long long)rt->task_errors);
+
+  if (t.oom) {
+    reply_error(r, 503, "out of memory");
+  } else {
+    reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len, NULL);
+  }
+  free(t.buf);
+  req_free(r);
+}
+
+/* ---- routing ---- */
+
+typedef struct {
+  route_t route;
+  int64_t id;
+  const char *action;
+} target_t;
+
+/* Which route a path is, whatever the method; R_OTHER for none. */
+static target_t resolve(const char *path)
+{
+  static const struct {
+    const char *path;
+    route_t route;
+  } fixed[] = {
+    { "/api/v2/alerts", R_ALERTS_V2 },
+    { "/api/v1/alertmanager", R_WEBHOOK },
+    { "/api/v1/events", R_EVENTS },
+    { "/api/v1/alerts", R_ALERTS },
+    { "/api/v1/incidents", R_INCIDENTS },
+    { "/healthz", R_HEALTHZ },
+    { "/readyz", R_READYZ },
+    { "/-/reload", R_RELOAD },
+    { "/metrics", R_METRICS },
+  };
+  for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+    if (strcmp(path, fixed[i].path) == 0) {
+      return (target_t){ fixed[i].route, 0, NULL };
+    }
+  }
+  static const char prefix[] = "/api/v1/incidents/";
+  if (strncmp(path, prefix, sizeof(prefix) - 1) == 0) {
+    const char *p = path + sizeof(prefix) - 1;
+    char *end;
+    errno = 0;
+    long long id = strtoll(p, &end, 10);
+    if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0) {
+      return (target_t){ R_OTHER, 0, NULL };
+    }
+    if (*end == '\0') {
+      return (target_t){ R_INCIDENT, id, NULL };
+    }
+    static const char *const actions[] = { "ack", "resolve", "close" };
+    for (int i = 0; i < 3; i++) {
+      if (end[0] == '/' && strcmp(end + 1, actions[i]) == 0) {
+        return (target_t){ R_INCIDENT_ACTION, id, actions[i] };
+      }
+    }
+  }
+  return (target_t){ R_OTHER, 0, NULL };
+}
+
+static bool is_write(route_t r)
+{
+  return r == R_ALERTS_V2 || r == R_WEBHOOK || r == R_EVENTS || r == R_INCIDENT_ACTION ||
+         r == R_RELOAD;
+}
+
+static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud)
+{
+  vg_intake_t *in = ud;
+  target_t t = resolve(req->path);
+  req_t *r = req_new(in, x, t.route);
+  if (r == NULL) {
+    vg_http_respond_error(x, 503, "out of memory");
+    return;
+  }
+  bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+  bool post = strcmp(req->method, "POST") == 0;
+  if (t.route == R_OTHER) {
+    reply_error(r, 404, "no such endpoint (see docs/intake.md)");
+    req_free(r);
+    return;
+  }
+  if ((is_write(t.route) && !post) || (!is_write(t.route) && !get)) {
+    char msg[80];
+    snprintf(msg, sizeof(msg), "method %s not allowed here: use %s", req->method,
+             is_write(t.route) ? "POST" : "GET");
+    reply_error(r, 405, msg);
+    req_free(r);
+    return;
+  }
+  if (in->token != NULL && t.route != R_HEALTHZ && t.route != R_READYZ &&
+      (is_write(t.route) || in->auth_reads) && !authorized(in, req)) {
+    reply_error(r, 401, "a valid bearer token is required (Authorization: Bearer ...)");
+    req_free(r);
+    return;
+  }
+  if ((t.route == R_ALERTS_V2 || t.route == R_WEBHOOK || t.route == R_EVENTS) && !is_json(req)) {
+    reply_error(r, 415, "send the body as Content-Type: application/json");
+    req_free(r);
+    return;
+  }
+  switch (t.route) {
+    case R_ALERTS_V2:
+      take_alerts(r, req, vg_alertdec_v2);
+      break;
+    case R_WEBHOOK:
+      take_alerts(r, req, vg_alertdec_webhook);
+      break;
+    case R_EVENTS:
+      take_alerts(r, req, vg_alertdec_event);
+      break;
+    case R_ALERTS:
+      get_alerts(r, req);
+      break;
+    case R_INCIDENTS:
+      get_incidents(r, req);
+      break;
+    case R_INCIDENT:
+      if (vg_store_incident(in->store, t.id, store_answered, r) != 0) {
+        reply_error(r, 503, "the store cannot answer now");
+        req_free(r);
+      }
+      break;
+    case R_INCIDENT_ACTION:
+      incident_action(r, req, t.id, t.action);
+      break;
+    case R_HEALTHZ:
+      reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
+      req_free(r);
+      break;
+    case R_READYZ:
+      readyz(r);
+      break;
+    case R_RELOAD:
+      reload(r);
+      break;
+    case R_METRICS:
+      metrics(r);
+      break;
+    default:
+      reply_error(r, 404, "no such endpoint");
+      req_free(r);
+      break;
+  }
+}
+
+/* ---- life ---- */
+
+void vg_intake_opts_default(vg_intake_opts_t *o)
+{
+  memset(o, 0, sizeof(*o));
+  o->listen = "127.0.0.1:9095";
+  o->resolve_timeout = 300;
+  vg_httpd_limits_default(&o->http);
+}
+
+vg_intake_t *vg_intake_start(
+    vg_runtime_t *rt, vg_store_t *store, const vg_intake_opts_t *o, char *err, size_t errlen)
+{
+  vg_intake_t *in = calloc(1, sizeof(*in));
+  if (in == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  in->rt = rt;
+  in->store = store;
+  in->auth_reads = o->auth_reads;
+  in->resolve_timeout = o->resolve_timeout;
+  in->token = o->token != NULL ? strdup(o->token) : NULL;
+  vg_httpd_limits_t limits = o->http;
+  char host[256];
+  const char *colon = strrchr(o->listen, ':');
+  char *end = NULL;
+  long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
+  if (colon == NULL || colon == o->listen || (size_t)(colon - o->listen) >= sizeof(host) ||
+      end == colon + 1 || *end != '\0' || port < 0 || port > 65535) {
+    snprintf(err, errlen, "listen: '%s' is not host:port (e.g. 127.0.0.1:9095)", o->listen);
+    free(in->token);
+    free(in);
+    return NULL;
+  }
+  snprintf(host, sizeof(host), "%.*s", (int)(colon - o->listen), o->listen);
+  limits.host = host;
+  limits.port = (int)port;
+  in->httpd = vg_httpd_start(rt->loop, &limits, handle, in, err, errlen);
+  if (in->httpd == NULL) {
+    free(in->token);
+    free(in);
+    return NULL;
+  }
+  return in;
+}
+
+int vg_intake_port(const vg_intake_t *in)
+{
+  return in->httpd != NULL ? vg_httpd_port(in->httpd) : -1;
+}
+
+void vg_intake_stop(vg_intake_t *in)
+{
+  if (in == NULL) {
+    return;
+  }
+  vg_httpd_stop(in->httpd);
+  in->httpd = NULL;
+  in->stopping = true;
+  if (in->inflight == 0) {
+    intake_free(in);
+  }
+}
