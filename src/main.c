@@ -12,6 +12,7 @@
 #include "vigil/version.h"
 
 #include "core/config.h"
+#include "core/ctl.h"
 #include "core/daemon.h"
 #include "core/log.h"
 #include "core/policy.h"
@@ -25,13 +26,19 @@ static void usage(FILE *out)
       "usage: vigil <command> [options]\n"
       "\n"
       "commands:\n"
-      "  run   [-c FILE]             the daemon: policies, REPL socket (and, later, intake)\n"
+      "  run   [-c FILE]             the daemon: HTTP intake, store, policies, REPL socket\n"
       "  repl  [-c FILE] [--attach SOCKET]\n"
       "                              a live Lua prompt, standalone or inside a daemon\n"
       "  test  [PATH...]             run policy specs (*_spec.lua); ends with \"N passed, N "
       "failed\"\n"
       "  check [-c FILE] [PATH...]   validate the config and policies without running them\n"
       "  version                     print the version\n"
+      "\n"
+      "against a running daemon (--url, or the config's listen):\n"
+      "  alerts    [--status S] [--filter M]...   the alerts it holds\n"
+      "  incidents [--status S] [--severity S]    its incidents\n"
+      "  incident ID                              one incident, its alerts and timeline\n"
+      "  ack|resolve|close ID [--who W] [--comment C]\n"
       "\n"
       "`vigil <command> --help` describes each command.\n",
       out);
@@ -320,6 +327,9 @@ int main(int argc, char **argv)
   }
   if (strcmp(cmd, "check") == 0) {
     return cmd_check(argc - 1, argv + 1);
+  }
+  if (vg_ctl_is_command(cmd)) {
+    return vg_ctl_main(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("vigil %s\n", VIGIL_VERSION);
