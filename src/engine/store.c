@@ -1212,6 +1212,17 @@ static sqlite3 *open_writer(const char *path, char *err, size_t errlen)
   }
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+  /* refuse a newer schema before changing anything (even the journal mode) */
+  char v[32];
+  if (pragma_text(db, "PRAGMA user_version", v, sizeof v) != SQLITE_OK) {
+    snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
+    goto fail;
+  }
+  if (strtol(v, NULL, 10) > STORE_SCHEMA_VERSION) {
+    snprintf(err, errlen, "%s: schema version %ld is newer than this vigil (%d)", path,
+             strtol(v, NULL, 10), STORE_SCHEMA_VERSION);
+    goto fail;
+  }
   char mode[16];
   if ((rc = pragma_text(db, "PRAGMA journal_mode = WAL", mode, sizeof mode)) != SQLITE_OK) {
     snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
