@@ -683,13 +683,17 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
   }
   const bool firing = strcmp(a->status, "firing") == 0;
   const int64_t starts_ms = secs_to_ms(a->starts_at), ends_ms = secs_to_ms(a->ends_at);
-  if (!p.found) {
-    res->outcome = VG_STORE_NEW;
-  } else if (streq(p.status, a->status) && p.starts_at == starts_ms && p.ends_at == ends_ms &&
-             streq(p.labels, labels) && streq(p.annotations, annotations) &&
-             streq(p.name, a->name) && streq(p.severity, a->severity) &&
-             streq(p.generator_url, a->generator_url) && streq(p.group_key, a->group_key)) {
-    /* G2: a duplicate delivery changes nothing but when it was last seen */
+  /* G2: a duplicate delivery changes nothing but when it was last seen */
+  const bool duplicate =
+      p.found && streq(p.status, a->status) && p.starts_at == starts_ms && p.ends_at == ends_ms &&
+      streq(p.labels, labels) && streq(p.annotations, annotations) && streq(p.name, a->name) &&
+      streq(p.severity, a->severity) && streq(p.generator_url, a->generator_url) &&
+      streq(p.group_key, a->group_key);
+  /* a firing delivery of an episode already resolved (same startsAt) is an HA peer or a retry
+     lagging behind the resolution: Prometheus gives a new episode a new startsAt */
+  const bool stale =
+      p.found && firing && streq(p.status, "resolved") && starts_ms > 0 && p.starts_at == starts_ms;
+  if (duplicate || stale) {
     res->outcome = VG_STORE_UNCHANGED;
     res->incident_id = p.incident_id;
     sqlite3_stmt *st = stmt(w, ST_ALERT_TOUCH);
@@ -697,9 +701,8 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
     sqlite3_bind_int64(st, 2, w->now);
     rc = step_done(st);
     goto out;
-  } else {
-    res->outcome = VG_STORE_CHANGED;
   }
+  res->outcome = p.found ? VG_STORE_CHANGED : VG_STORE_NEW;
 
   int64_t inc = 0, left = 0; /* left: an incident the alert moves away from */
   if (firing) {
@@ -905,7 +908,8 @@ static void run_jobs(writer_t *w, store_job_t *list)
       continue;
     }
     char msg[256];
-    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(db));
+    snprintf(msg, sizeof msg, "%s",
+             (rc & 0xff) == SQLITE_NOMEM ? sqlite3_errstr(rc) : sqlite3_errmsg(db));
     if (sqlite3_get_autocommit(db)) {
       break; /* SQLite rolled the whole transaction back */
     }
@@ -969,6 +973,7 @@ static bool prune_step(writer_t *w)
                           " AND (ends_at > 0 OR updated_at < ?1) LIMIT ?2)",
                           cutoff, PRUNE_STEP, &rc);
   int64_t n2 = 0, n3 = 0;
+  bool more_alerts = false;
   if (rc == SQLITE_OK) {
     n2 = changes_of(w,
                     "DELETE FROM incidents WHERE id IN (SELECT id FROM incidents"
@@ -990,9 +995,7 @@ static bool prune_step(writer_t *w)
                       "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts"
                       " WHERE status = 'resolved' ORDER BY ends_at, updated_at LIMIT ?1)",
                       excess < PRUNE_STEP ? excess : PRUNE_STEP, 0, &rc);
-      if (rc == SQLITE_OK && n3 < excess && n3 < PRUNE_STEP) {
-        n3 = -n3 - 1; /* nothing more can go: do not hurry back */
-      }
+      more_alerts = excess > PRUNE_STEP && n3 == PRUNE_STEP;
     }
   }
   if (rc == SQLITE_OK) {
@@ -1002,10 +1005,7 @@ static bool prune_step(writer_t *w)
     exec(w->db, "ROLLBACK");
     return false;
   }
-  bool more = n1 == PRUNE_STEP || n2 == PRUNE_STEP || n3 == PRUNE_STEP;
-  if (n3 < 0) {
-    n3 = -n3 - 1;
-  }
+  bool more = n1 == PRUNE_STEP || n2 == PRUNE_STEP || more_alerts;
   uv_mutex_lock(&s->mu);
   s->stats.pruned += (uint64_t)(n1 + n2 + n3);
   uv_mutex_unlock(&s->mu);
@@ -1262,6 +1262,15 @@ vg_store_t *vg_store_open(uv_loop_t *loop, const vg_store_opts_t *opts, char *er
   vg_store_opts_default(&s->opts);
   if (opts != NULL) {
     s->opts = *opts;
+  }
+  /* zero means "the default" where zero would make no sense */
+  vg_store_opts_t def;
+  vg_store_opts_default(&def);
+  if (s->opts.max_pending == 0) {
+    s->opts.max_pending = def.max_pending;
+  }
+  if (!(s->opts.retention_s > 0)) {
+    s->opts.retention_s = def.retention_s;
   }
   s->path = strdup(s->opts.path != NULL ? s->opts.path : "vigil.db");
   if (s->path == NULL) {

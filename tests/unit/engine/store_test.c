@@ -701,6 +701,14 @@ static void test_resolve_resolves_incident(void **state)
   commit_one(fx, &c, &b);
   assert_int_equal(c.res[0].outcome, VG_STORE_UNCHANGED);
   assert_false(c.res[0].incident_resolved);
+  /* a lagging HA peer still sends the same episode as firing: harmless, nothing reopens */
+  b.a.status = "firing";
+  b.a.ends_at = 0;
+  commit_one(fx, &c, &b);
+  assert_int_equal(c.res[0].outcome, VG_STORE_UNCHANGED);
+  assert_false(c.res[0].incident_reopened || c.res[0].incident_opened);
+  assert_int_equal(c.res[0].incident_id, inc);
+  assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts WHERE status = 'firing'"), 0);
 
   answer_t ans = { 0 };
   assert_int_equal(get_incident(fx, &ans, inc), 0);
