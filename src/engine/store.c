@@ -346,7 +346,7 @@ static const char *const stmt_sql[ST_COUNT] = {
   [ST_ALERT_GET] =
       "SELECT name, severity, status, labels, annotations, starts_at, ends_at,"
       " generator_url, group_key, incident_id FROM alerts WHERE fingerprint = ?1",
-  [ST_ALERT_TOUCH] = "UPDATE alerts SET last_seen = ?2 WHERE fingerprint = ?1",
+  [ST_ALERT_TOUCH] = "UPDATE alerts SET last_seen = ?2, ends_at = ?3 WHERE fingerprint = ?1",
   [ST_ALERT_UPSERT] =
       "INSERT INTO alerts (fingerprint, name, severity, status, labels, annotations, starts_at,"
       " ends_at, source, generator_url, group_key, incident_id, first_seen, last_seen,"
@@ -684,9 +684,11 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
   const bool firing = strcmp(a->status, "firing") == 0;
   const int64_t starts_ms = secs_to_ms(a->starts_at), ends_ms = secs_to_ms(a->ends_at);
   /* G2: a duplicate delivery changes nothing but when it was last seen */
+  /* A firing alert re-sent through API v2 carries a later endsAt each time (its expiry moves
+     on): that refreshes it, it does not change it. */
   const bool duplicate =
-      p.found && streq(p.status, a->status) && p.starts_at == starts_ms && p.ends_at == ends_ms &&
-      streq(p.labels, labels) && streq(p.annotations, annotations) && streq(p.name, a->name) &&
+      p.found && streq(p.status, a->status) && p.starts_at == starts_ms &&
+      (p.ends_at == ends_ms || (firing && ends_ms > p.ends_at)) && streq(p.labels, labels) && streq(p.annotations, annotations) && streq(p.name, a->name) &&
       streq(p.severity, a->severity) && streq(p.generator_url, a->generator_url) &&
       streq(p.group_key, a->group_key);
   /* a firing delivery of an episode already resolved (same startsAt) is an HA peer or a retry
@@ -699,6 +701,7 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
     sqlite3_stmt *st = stmt(w, ST_ALERT_TOUCH);
     bind_text(st, 1, a->fingerprint);
     sqlite3_bind_int64(st, 2, w->now);
+    sqlite3_bind_int64(st, 3, duplicate && ends_ms > p.ends_at ? ends_ms : p.ends_at);
     rc = step_done(st);
     goto out;
   }
