@@ -735,6 +735,23 @@ static void test_reader_split_invariance(void **state)
       vg_http_reader_free(r);
     }
   }
+  /* the reasons name the fault (obs-fold would also fail as a bad field name) */
+  static const struct {
+    const char *raw, *why;
+  } reasons[] = {
+    { "GET / HTTP/1.1\r\nX-A: b\r\n c\r\n\r\n", "obsolete line folding in the headers" },
+    { "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", "bare CR in the request head" },
+    { "GET / HTTP/1.1\nHost: a\n\n", "bare LF in the request head" },
+    { "PRI * HTTP/2.0\r\n\r\n", "HTTP/2 connection preface on an HTTP/1.1 server" },
+  };
+  for (size_t i = 0; i < COUNT(reasons); i++) {
+    vg_http_reader_t *r = vg_http_reader_new(&lim, NULL);
+    assert_int_equal(vg_http_reader_feed(r, reasons[i].raw, strlen(reasons[i].raw)), 0);
+    assert_int_equal(vg_http_reader_next(r), 400);
+    assert_string_equal(vg_http_reader_error(r), reasons[i].why);
+    assert_int_equal(vg_http_reader_next(r), 400); /* it stays failed */
+    vg_http_reader_free(r);
+  }
   /* two pipelined requests, byte by byte: two messages, then nothing left */
   static const char two[] =
       "\r\nPOST /a?q HTTP/1.1\r\nHost: h\r\nX-Mixed-Case:  v v \r\nContent-Length: 2\r\n\r\nxy"
