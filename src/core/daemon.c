@@ -1,5 +1,6 @@
-/* The daemon. Start: runtime, policies (load + watch), watchdog, REPL socket. Stop (SIGINT or
- * SIGTERM): no new work, close the REPL socket, cancel every task, close every VM, close the
+/* The daemon. Start: runtime, store, policies (load + watch), watchdog, HTTP intake, REPL
+ * socket. Stop (SIGINT or SIGTERM): no new requests, close the REPL socket, cancel every task,
+ * close every VM, let the store finish every batch it took (each gets its answer), close the
  * loop with no handle left behind. */
 #include "core/daemon.h"
 
@@ -10,6 +11,7 @@
 
 #include "vigil/version.h"
 
+#include "core/intake.h"
 #include "core/log.h"
 #include "core/policy.h"
 #include "core/runtime.h"
@@ -20,6 +22,8 @@ typedef struct {
   vg_runtime_t *rt;
   uv_signal_t sigint, sigterm;
   vg_repl_server_t *repl;
+  vg_store_t *store;
+  vg_intake_t *intake;
 } daemon_t;
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -30,8 +34,14 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   }
   vg_log(VG_LOG_INFO, "shutting down", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", NULL);
   d->rt->stopping = true;
+  vg_intake_stop(d->intake);
+  d->intake = NULL;
   vg_repl_server_stop(d->repl);
   d->repl = NULL;
+  if (d->store != NULL) {
+    vg_store_close(d->store, NULL, NULL); /* answers what it took, then closes */
+  }
+  d->store = NULL;
   vg_policies_free(d->rt->policies);
   d->rt->policies = NULL;
   uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -77,11 +87,26 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   rt->config = cfg;
   rt->limits = cfg->limits;
 
+  vg_store_opts_t so;
+  vg_store_opts_default(&so);
+  so.path = cfg->store;
+  so.retention_s = (double)cfg->retention_ms / 1000.0;
+  so.max_alerts = cfg->max_alerts;
+  so.reopen_grace_s = (double)cfg->reopen_grace_ms / 1000.0;
+  char err[512];
+  d.store = vg_store_open(rt->loop, &so, err, sizeof(err));
+  if (d.store == NULL) {
+    fprintf(stderr, "vigil: cannot open the store: %s\n", err);
+    vg_runtime_free(rt);
+    return 1;
+  }
+
   vg_policies_t *ps = vg_policies_new(rt, cfg->policies);
   ps->budget.max = cfg->error_budget;
   ps->budget.window_ms = cfg->error_window_ms;
   ps->drain_ms = cfg->drain_ms;
   ps->debounce_ms = cfg->debounce_ms;
+  ps->max_inflight = cfg->max_policy_tasks;
   size_t qlen = strlen(cfg->store) + 12;
   ps->quarantine_path = malloc(qlen);
   snprintf(ps->quarantine_path, qlen, "%s.quarantine", cfg->store);
@@ -91,6 +116,33 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
 
   rt->watchdog = vg_watchdog_start(rt, cfg->watchdog_ms, cfg->watchdog_hard_ms);
   d.repl = vg_repl_server_start(rt, cfg->repl_socket);
+
+  vg_intake_opts_t io;
+  vg_intake_opts_default(&io);
+  io.listen = cfg->listen;
+  io.token = cfg->token;
+  io.auth_reads = cfg->auth_reads;
+  io.resolve_timeout = (double)cfg->resolve_timeout_ms / 1000.0;
+  io.http.max_body = cfg->max_body;
+  io.http.header_timeout_ms = cfg->header_timeout_ms;
+  io.http.body_timeout_ms = cfg->body_timeout_ms;
+  io.http.idle_timeout_ms = cfg->idle_timeout_ms;
+  io.http.max_connections = cfg->max_connections;
+  d.intake = vg_intake_start(rt, d.store, &io, err, sizeof(err));
+  if (d.intake == NULL) {
+    fprintf(stderr, "vigil: cannot listen: %s\n", err);
+    rt->stopping = true;
+    vg_watchdog_stop(rt->watchdog);
+    vg_repl_server_stop(d.repl);
+    vg_policies_free(rt->policies);
+    rt->policies = NULL;
+    vg_store_close(d.store, NULL, NULL);
+    vg_runtime_run(rt, -1);
+    vg_runtime_free(rt);
+    return 1;
+  }
+  char port[16];
+  snprintf(port, sizeof(port), "%d", vg_intake_port(d.intake));
 
   uv_signal_init(rt->loop, &d.sigint);
   uv_signal_init(rt->loop, &d.sigterm);
@@ -106,8 +158,9 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   snprintf(n, sizeof(n), "%d", npolicies);
   snprintf(ms, sizeof(ms), "%.1f", (double)(uv_hrtime() - t0) / 1e6);
   vg_log(VG_LOG_INFO, "vigil started", "version", VIGIL_VERSION, "policies", n, "dir",
-         cfg->policies, "repl_socket", d.repl ? cfg->repl_socket : "(off)", "executor",
-         cfg->executor_mode, "startup_ms", ms, NULL);
+         cfg->policies, "listen", cfg->listen, "port", port, "store", cfg->store, "repl_socket",
+         d.repl ? cfg->repl_socket : "(off)", "executor", cfg->executor_mode, "startup_ms", ms,
+         NULL);
   if (hello) {
     print_hello(cfg, npolicies);
   }
@@ -119,6 +172,10 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     vg_policies_free(rt->policies);
   }
   vg_repl_server_stop(d.repl);
+  vg_intake_stop(d.intake);
+  if (d.store != NULL) {
+    vg_store_close(d.store, NULL, NULL);
+  }
   vg_runtime_free(rt);
   vg_log(VG_LOG_INFO, "stopped", NULL);
   return 0;

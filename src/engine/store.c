@@ -685,12 +685,16 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
   const int64_t starts_ms = secs_to_ms(a->starts_at), ends_ms = secs_to_ms(a->ends_at);
   /* G2: a duplicate delivery changes nothing but when it was last seen */
   /* A firing alert re-sent through API v2 carries a later endsAt each time (its expiry moves
-     on): that refreshes it, it does not change it. */
-  const bool duplicate =
-      p.found && streq(p.status, a->status) && p.starts_at == starts_ms &&
-      (p.ends_at == ends_ms || (firing && ends_ms > p.ends_at)) && streq(p.labels, labels) && streq(p.annotations, annotations) && streq(p.name, a->name) &&
-      streq(p.severity, a->severity) && streq(p.generator_url, a->generator_url) &&
-      streq(p.group_key, a->group_key);
+     on), and without a startsAt it gets "now" again: while it fires, that refreshes it (the
+     first startsAt stays, as Alertmanager merges them), it does not change it. */
+  const bool same_episode = p.starts_at == starts_ms && p.ends_at == ends_ms;
+  const bool refresh = firing && streq(p.status, "firing") && starts_ms >= p.starts_at &&
+                       ends_ms >= p.ends_at && p.ends_at != 0;
+  const bool duplicate = p.found && streq(p.status, a->status) && (same_episode || refresh) &&
+                         streq(p.labels, labels) && streq(p.annotations, annotations) &&
+                         streq(p.name, a->name) && streq(p.severity, a->severity) &&
+                         streq(p.generator_url, a->generator_url) &&
+                         streq(p.group_key, a->group_key);
   /* a firing delivery of an episode already resolved (same startsAt) is an HA peer or a retry
      lagging behind the resolution: Prometheus gives a new episode a new startsAt */
   const bool stale =
@@ -701,7 +705,7 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
     sqlite3_stmt *st = stmt(w, ST_ALERT_TOUCH);
     bind_text(st, 1, a->fingerprint);
     sqlite3_bind_int64(st, 2, w->now);
-    sqlite3_bind_int64(st, 3, duplicate && ends_ms > p.ends_at ? ends_ms : p.ends_at);
+    sqlite3_bind_int64(st, 3, duplicate && refresh ? ends_ms : p.ends_at);
     rc = step_done(st);
     goto out;
   }
