@@ -1,0 +1,582 @@
+/* Isolation forest: fitting random isolation trees into one flat preorder node array (left child
+ * = next node), scoring batches tree by tree over blocks of rows so a tree stays in cache, the
+ * contamination threshold, and a versioned binary format. */
+#include "engine/iforest.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EULER_GAMMA 0.5772156649015329
+/* Rows scored per tree before moving to the next tree: small enough that the block's rows and
+ * its path-length sums stay in L1, large enough to amortise loading a tree. */
+#define SCORE_BLOCK 64
+#define LEAF (-1)
+
+/* One node: a split (feat >= 0: x[feat] <= v goes to the next node, else to `right`) or a leaf
+ * (feat = LEAF, v = its depth + c(training rows that reached it)). 16 bytes. */
+typedef struct {
+  double v;
+  int32_t feat;
+  uint32_t right;
+} if_node_t;
+
+struct vg_iforest {
+  uint32_t d, ntrees, psi;
+  double contamination, threshold, cpsi;
+  uint64_t seed;
+  uint32_t nnodes;
+  uint32_t *root; /* ntrees offsets into nodes */
+  if_node_t *nodes;
+};
+
+/* ---- a small PRNG: splitmix64 to seed xoshiro256** (no rand(): deterministic everywhere) ---- */
+
+typedef struct {
+  uint64_t s[4];
+} if_rng_t;
+
+static uint64_t splitmix64(uint64_t *x)
+{
+  uint64_t z = (*x += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+static void rng_seed(if_rng_t *r, uint64_t seed)
+{
+  for (int i = 0; i < 4; i++) {
+    r->s[i] = splitmix64(&seed);
+  }
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+  return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(if_rng_t *r)
+{
+  uint64_t *s = r->s;
+  uint64_t out = rotl(s[1] * 5, 7) * 9;
+  uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl(s[3], 45);
+  return out;
+}
+
+/* Uniform in [0, 1). */
+static double rng_unit(if_rng_t *r)
+{
+  return (double)(rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+/* Uniform in [0, n), n > 0 (Lemire's multiply-shift; the bias for n < 2^32 is negligible). */
+static uint32_t rng_below(if_rng_t *r, uint32_t n)
+{
+  return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  if (err == NULL || errlen == 0) {
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+void iforest_opts_default(vg_iforest_opts_t *o)
+{
+  memset(o, 0, sizeof(*o));
+  o->n_estimators = 100;
+  o->max_features = 1.0;
+}
+
+double iforest_c(double n)
+{
+  if (n <= 1) {
+    return 0.0;
+  }
+  if (n <= 2) {
+    return 1.0;
+  }
+  return 2.0 * (log(n - 1.0) + EULER_GAMMA) - 2.0 * (n - 1.0) / n;
+}
+
+/* ---- fitting ---- */
+
+typedef struct {
+  const double *x;
+  uint32_t d;
+  uint32_t *rows;  /* the tree's sample, partitioned in place */
+  uint32_t *feats; /* the tree's columns */
+  uint32_t nfeats;
+  uint32_t *cand; /* max_depth+1 rows of nfeats: candidates still untried at each depth */
+  uint32_t max_depth;
+  if_node_t *nodes; /* room for 2*psi - 1 nodes */
+  uint32_t nn;
+  if_rng_t *rng;
+} if_build_t;
+
+static uint32_t build(if_build_t *b, uint32_t lo, uint32_t hi, uint32_t depth)
+{
+  uint32_t id = b->nn++;
+  if_node_t *node = &b->nodes[id];
+  uint32_t size = hi - lo;
+  node->feat = LEAF;
+  node->right = 0;
+  node->v = (double)depth + iforest_c((double)size);
+  if (depth >= b->max_depth || size <= 1) {
+    return id;
+  }
+  /* Draw columns without replacement until one is not constant on this node (sklearn's random
+   * splitter with max_features=1 does the same); all constant makes a leaf. */
+  uint32_t *cand = b->cand + (size_t)depth * b->nfeats;
+  memcpy(cand, b->feats, b->nfeats * sizeof(*cand));
+  uint32_t m = b->nfeats, f = 0;
+  double lo_v = 0, hi_v = 0;
+  bool found = false;
+  while (m > 0 && !found) {
+    uint32_t j = rng_below(b->rng, m);
+    f = cand[j];
+    cand[j] = cand[m - 1];
+    m--;
+    lo_v = hi_v = b->x[(size_t)b->rows[lo] * b->d + f];
+    for (uint32_t i = lo + 1; i < hi; i++) {
+      double v = b->x[(size_t)b->rows[i] * b->d + f];
+      lo_v = v < lo_v ? v : lo_v;
+      hi_v = v > hi_v ? v : hi_v;
+    }
+    found = hi_v > lo_v;
+  }
+  if (!found) {
+    return id;
+  }
+  double thr = lo_v + (hi_v - lo_v) * rng_unit(b->rng);
+  if (thr >= hi_v) { /* rounding; sklearn falls back to the minimum too */
+    thr = lo_v;
+  }
+  /* partition: x <= thr first; both sides are non-empty since lo_v <= thr < hi_v */
+  uint32_t i = lo, k = hi;
+  while (i < k) {
+    if (b->x[(size_t)b->rows[i] * b->d + f] <= thr) {
+      i++;
+    } else {
+      uint32_t t = b->rows[i];
+      b->rows[i] = b->rows[--k];
+      b->rows[k] = t;
+    }
+  }
+  node->feat = (int32_t)f;
+  node->v = thr;
+  build(b, lo, i, depth + 1);
+  uint32_t right = build(b, i, hi, depth + 1);
+  b->nodes[id].right = right;
+  return id;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+vg_iforest_t *iforest_fit(
+    const double *x, size_t n, size_t d, const vg_iforest_opts_t *opts, char *err, size_t errlen)
+{
+  vg_iforest_opts_t o;
+  if (opts != NULL) {
+    o = *opts;
+  } else {
+    iforest_opts_default(&o);
+  }
+  if (o.n_estimators == 0) {
+    o.n_estimators = 100;
+  }
+  if (o.max_features == 0) {
+    o.max_features = 1.0;
+  }
+  if (n == 0 || d == 0) {
+    set_err(err, errlen, "no data (%zu rows of %zu columns)", n, d);
+    return NULL;
+  }
+  if (n > UINT32_MAX / 2 || d > INT32_MAX) {
+    set_err(err, errlen, "too much data (%zu rows of %zu columns)", n, d);
+    return NULL;
+  }
+  if (!(o.contamination >= 0 && o.contamination <= 0.5)) {
+    set_err(err, errlen, "contamination must be 'auto' (0) or in (0, 0.5], got %g",
+            o.contamination);
+    return NULL;
+  }
+  if (!(o.max_features > 0 && o.max_features <= 1)) {
+    set_err(err, errlen, "max_features must be in (0, 1], got %g", o.max_features);
+    return NULL;
+  }
+  for (size_t i = 0; i < n * d; i++) {
+    if (!isfinite(x[i])) {
+      set_err(err, errlen, "row %zu column %zu is not a finite number", i / d + 1, i % d + 1);
+      return NULL;
+    }
+  }
+  uint32_t psi = o.max_samples == 0 ? (n < 256 ? (uint32_t)n : 256)
+                                    : (o.max_samples > n ? (uint32_t)n : o.max_samples);
+  uint32_t max_depth = (uint32_t)ceil(log2(psi > 2 ? (double)psi : 2.0));
+  uint32_t nfeats = (uint32_t)floor(o.max_features * (double)d);
+  nfeats = nfeats < 1 ? 1 : nfeats;
+  size_t max_nodes = 2 * (size_t)psi - 1;
+
+  vg_iforest_t *f = calloc(1, sizeof(*f));
+  uint32_t *all = malloc(n * sizeof(*all));
+  uint32_t *rows = malloc(psi * sizeof(*rows));
+  uint32_t *feats = malloc(d * sizeof(*feats));
+  uint32_t *cand = malloc((size_t)(max_depth + 1) * nfeats * sizeof(*cand));
+  double *train = NULL;
+  if (f == NULL || all == NULL || rows == NULL || feats == NULL || cand == NULL) {
+    goto oom;
+  }
+  f->d = (uint32_t)d;
+  f->ntrees = o.n_estimators;
+  f->psi = psi;
+  f->cpsi = iforest_c(psi);
+  f->contamination = o.contamination;
+  f->seed = o.random_state;
+  f->root = malloc(f->ntrees * sizeof(*f->root));
+  f->nodes = malloc(f->ntrees * max_nodes * sizeof(*f->nodes));
+  if (f->root == NULL || f->nodes == NULL) {
+    goto oom;
+  }
+  for (size_t i = 0; i < n; i++) {
+    all[i] = (uint32_t)i;
+  }
+  for (size_t j = 0; j < d; j++) {
+    feats[j] = (uint32_t)j;
+  }
+  if_rng_t rng;
+  rng_seed(&rng, o.random_state);
+  if_build_t b = { .x = x,
+                   .d = (uint32_t)d,
+                   .rows = rows,
+                   .feats = feats,
+                   .nfeats = nfeats,
+                   .cand = cand,
+                   .max_depth = max_depth,
+                   .rng = &rng };
+  for (uint32_t t = 0; t < f->ntrees; t++) {
+    /* the sample: a partial Fisher-Yates shuffle of the row indices (without replacement) */
+    for (uint32_t i = 0; i < psi; i++) {
+      uint32_t j = i + rng_below(&rng, (uint32_t)(n - i));
+      uint32_t tmp = all[i];
+      all[i] = all[j];
+      all[j] = tmp;
+    }
+    memcpy(rows, all, psi * sizeof(*rows));
+    if (nfeats < d) { /* the tree's columns come first in feats */
+      for (uint32_t i = 0; i < nfeats; i++) {
+        uint32_t j = i + rng_below(&rng, (uint32_t)(d - i));
+        uint32_t tmp = feats[i];
+        feats[i] = feats[j];
+        feats[j] = tmp;
+      }
+    }
+    f->root[t] = f->nnodes;
+    b.nodes = f->nodes + f->nnodes;
+    b.nn = 0;
+    build(&b, 0, psi, 0);
+    for (uint32_t k = 0; k < b.nn; k++) { /* make `right` absolute */
+      if (b.nodes[k].feat != LEAF) {
+        b.nodes[k].right += f->nnodes;
+      }
+    }
+    f->nnodes += b.nn;
+  }
+  if_node_t *shrunk = realloc(f->nodes, f->nnodes * sizeof(*f->nodes));
+  if (shrunk != NULL) {
+    f->nodes = shrunk;
+  }
+  f->threshold = 0.5;
+  if (o.contamination > 0) {
+    train = malloc(n * sizeof(*train));
+    if (train == NULL) {
+      goto oom;
+    }
+    iforest_score(f, x, n, train);
+    qsort(train, n, sizeof(*train), cmp_double);
+    /* numpy.percentile(score_samples, 100 * c), linear interpolation, on s = -score_samples */
+    double pos = (double)(n - 1) * (1.0 - o.contamination);
+    size_t lo = (size_t)floor(pos);
+    size_t hi = lo + 1 < n ? lo + 1 : lo;
+    f->threshold = train[lo] + (train[hi] - train[lo]) * (pos - (double)lo);
+  }
+  free(train);
+  free(all);
+  free(rows);
+  free(feats);
+  free(cand);
+  return f;
+oom:
+  set_err(err, errlen, "out of memory");
+  free(train);
+  free(all);
+  free(rows);
+  free(feats);
+  free(cand);
+  iforest_free(f);
+  return NULL;
+}
+
+/* ---- scoring ---- */
+
+void iforest_score(const vg_iforest_t *f, const double *x, size_t n, double *out)
+{
+  const if_node_t *nodes = f->nodes;
+  const size_t d = f->d;
+  for (size_t b0 = 0; b0 < n; b0 += SCORE_BLOCK) {
+    size_t bn = n - b0 < SCORE_BLOCK ? n - b0 : SCORE_BLOCK;
+    const double *xb = x + b0 * d;
+    double *ob = out + b0;
+    for (size_t i = 0; i < bn; i++) {
+      ob[i] = 0;
+    }
+    for (uint32_t t = 0; t < f->ntrees; t++) {
+      const if_node_t *root = nodes + f->root[t];
+      for (size_t i = 0; i < bn; i++) {
+        const double *row = xb + i * d;
+        const if_node_t *p = root;
+        while (p->feat != LEAF) {
+          p = row[p->feat] <= p->v ? p + 1 : nodes + p->right;
+        }
+        ob[i] += p->v;
+      }
+    }
+    double k = -1.0 / ((double)f->ntrees * f->cpsi);
+    for (size_t i = 0; i < bn; i++) {
+      /* psi = 1 makes c(psi) 0: every point is equally (un)isolated, s = 2^0 = 1 as sklearn */
+      ob[i] = f->cpsi > 0 ? exp2(ob[i] * k) : 1.0;
+    }
+  }
+}
+
+void iforest_decision(const vg_iforest_t *f, const double *x, size_t n, double *out)
+{
+  if (x != NULL) {
+    iforest_score(f, x, n, out);
+  }
+  for (size_t i = 0; i < n; i++) {
+    out[i] = f->threshold - out[i];
+  }
+}
+
+void iforest_predict(const vg_iforest_t *f, const double *x, size_t n, int8_t *out, double *scratch)
+{
+  if (scratch != NULL) {
+    iforest_score(f, x, n, scratch);
+  }
+  for (size_t i = 0; i < n; i++) {
+    double s;
+    if (scratch != NULL) {
+      s = scratch[i];
+    } else {
+      iforest_score(f, x + i * f->d, 1, &s);
+    }
+    out[i] = f->threshold - s < 0 ? -1 : 1;
+  }
+}
+
+double iforest_threshold(const vg_iforest_t *f)
+{
+  return f->threshold;
+}
+
+size_t iforest_n_features(const vg_iforest_t *f)
+{
+  return f->d;
+}
+
+size_t iforest_n_estimators(const vg_iforest_t *f)
+{
+  return f->ntrees;
+}
+
+size_t iforest_max_samples(const vg_iforest_t *f)
+{
+  return f->psi;
+}
+
+size_t iforest_node_count(const vg_iforest_t *f)
+{
+  return f->nnodes;
+}
+
+void iforest_free(vg_iforest_t *f)
+{
+  if (f == NULL) {
+    return;
+  }
+  free(f->root);
+  free(f->nodes);
+  free(f);
+}
+
+/* ---- serialisation: little-endian, fixed-width fields ---- */
+
+#define HEADER_SIZE (4 + 4 * 5 + 8 * 3)
+#define NODE_SIZE 16
+
+static void put_u32(uint8_t **p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++) {
+    *(*p)++ = (uint8_t)(v >> (8 * i));
+  }
+}
+
+static void put_u64(uint8_t **p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++) {
+    *(*p)++ = (uint8_t)(v >> (8 * i));
+  }
+}
+
+static void put_f64(uint8_t **p, double v)
+{
+  uint64_t u;
+  memcpy(&u, &v, sizeof(u));
+  put_u64(p, u);
+}
+
+static uint32_t get_u32(const uint8_t **p)
+{
+  uint32_t v = 0;
+  for (int i = 0; i < 4; i++) {
+    v |= (uint32_t) * (*p)++ << (8 * i);
+  }
+  return v;
+}
+
+static uint64_t get_u64(const uint8_t **p)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) {
+    v |= (uint64_t) * (*p)++ << (8 * i);
+  }
+  return v;
+}
+
+static double get_f64(const uint8_t **p)
+{
+  uint64_t u = get_u64(p);
+  double v;
+  memcpy(&v, &u, sizeof(v));
+  return v;
+}
+
+uint8_t *iforest_save(const vg_iforest_t *f, size_t *len)
+{
+  size_t size = HEADER_SIZE + (size_t)f->ntrees * 4 + (size_t)f->nnodes * NODE_SIZE;
+  uint8_t *buf = malloc(size);
+  if (buf == NULL) {
+    return NULL;
+  }
+  uint8_t *p = buf;
+  memcpy(p, "VGIF", 4);
+  p += 4;
+  put_u32(&p, VG_IFOREST_FORMAT);
+  put_u32(&p, f->d);
+  put_u32(&p, f->ntrees);
+  put_u32(&p, f->psi);
+  put_u32(&p, f->nnodes);
+  put_f64(&p, f->contamination);
+  put_f64(&p, f->threshold);
+  put_u64(&p, f->seed);
+  for (uint32_t t = 0; t < f->ntrees; t++) {
+    put_u32(&p, f->root[t]);
+  }
+  for (uint32_t k = 0; k < f->nnodes; k++) {
+    put_f64(&p, f->nodes[k].v);
+    put_u32(&p, (uint32_t)f->nodes[k].feat);
+    put_u32(&p, f->nodes[k].right);
+  }
+  *len = size;
+  return buf;
+}
+
+vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+  const uint8_t *p = buf;
+  if (len < HEADER_SIZE || memcmp(p, "VGIF", 4) != 0) {
+    set_err(err, errlen, "not an isolation forest blob");
+    return NULL;
+  }
+  p += 4;
+  uint32_t version = get_u32(&p);
+  if (version != VG_IFOREST_FORMAT) {
+    set_err(err, errlen, "isolation forest format %u, this build reads %d", version,
+            VG_IFOREST_FORMAT);
+    return NULL;
+  }
+  uint32_t d = get_u32(&p), ntrees = get_u32(&p), psi = get_u32(&p), nnodes = get_u32(&p);
+  double contamination = get_f64(&p), threshold = get_f64(&p);
+  uint64_t seed = get_u64(&p);
+  if (d == 0 || ntrees == 0 || psi == 0 || nnodes < ntrees ||
+      len != HEADER_SIZE + (size_t)ntrees * 4 + (size_t)nnodes * NODE_SIZE) {
+    set_err(err, errlen, "corrupt isolation forest blob (sizes)");
+    return NULL;
+  }
+  vg_iforest_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (f->root = malloc(ntrees * sizeof(*f->root))) == NULL ||
+      (f->nodes = malloc(nnodes * sizeof(*f->nodes))) == NULL) {
+    iforest_free(f);
+    set_err(err, errlen, "out of memory");
+    return NULL;
+  }
+  f->d = d;
+  f->ntrees = ntrees;
+  f->psi = psi;
+  f->nnodes = nnodes;
+  f->cpsi = iforest_c(psi);
+  f->contamination = contamination;
+  f->threshold = threshold;
+  f->seed = seed;
+  for (uint32_t t = 0; t < ntrees; t++) {
+    f->root[t] = get_u32(&p);
+  }
+  for (uint32_t k = 0; k < nnodes; k++) {
+    f->nodes[k].v = get_f64(&p);
+    f->nodes[k].feat = (int32_t)get_u32(&p);
+    f->nodes[k].right = get_u32(&p);
+  }
+  /* Scoring trusts the structure, so check it: roots in range, splits on a known column that
+   * point forward (preorder: the tree is finite), leaves with a finite path length. */
+  bool ok = true;
+  for (uint32_t t = 0; t < ntrees && ok; t++) {
+    ok = f->root[t] < nnodes;
+  }
+  for (uint32_t k = 0; k < nnodes && ok; k++) {
+    const if_node_t *nd = &f->nodes[k];
+    if (nd->feat == LEAF) {
+      ok = isfinite(nd->v) && nd->v >= 0;
+    } else {
+      ok = nd->feat >= 0 && (uint32_t)nd->feat < d && k + 1 < nnodes && nd->right > k + 1 &&
+           nd->right < nnodes && !isnan(nd->v);
+    }
+  }
+  if (!ok) {
+    iforest_free(f);
+    set_err(err, errlen, "corrupt isolation forest blob (nodes)");
+    return NULL;
+  }
+  return f;
+}
