@@ -63,6 +63,9 @@ void vg_alert_batch_free(vg_alert_batch_t *b)
 }
 
 static void add_error(vg_alert_batch_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void add_error(vg_alert_batch_t *b, const char *fmt, ...)
 {
   b->rejected++;
   if (b->nerrors >= VG_BATCH_MAX_ERRORS) {
