@@ -48,22 +48,26 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   uv_close((uv_handle_t *)&d->sigterm, NULL);
 }
 
-static void print_hello(const vg_config_t *cfg, int npolicies)
+static void print_hello(const vg_config_t *cfg, int npolicies, int port)
 {
   printf(
       "\n"
-      "vigil %s is running with %d polic%s from %s/ (executor: %s).\n"
+      "vigil %s is running with %d polic%s from %s/ (executor: %s),\n"
+      "taking alerts on http://127.0.0.1:%d and storing them in %s.\n"
       "Logs go to stderr as logfmt. Try, in another terminal:\n"
       "\n"
+      "  curl -XPOST localhost:%d/api/v2/alerts -H 'Content-Type: application/json' \\\n"
+      "       -d '[{\"labels\": {\"alertname\": \"HighCPU\", \"severity\": \"critical\", "
+      "\"pod\": \"api-7d9f\"}}]'\n"
+      "  build/dev/vigil incidents --url http://127.0.0.1:%d\n"
       "  build/dev/vigil repl --attach %s\n"
       "  > vigil.runtime.policies()\n"
-      "  > vigil.runtime.dispatch{ labels = { alertname = \"HighCPU\", severity = \"critical\",\n"
-      "                                       pod = \"api-7d9f\" } }\n"
       "  > vigil.sleep(1); print(\"tasks run on the loop\")\n"
       "\n"
+      "Point Alertmanager at http://127.0.0.1:%d/api/v1/alertmanager (docs/intake.md).\n"
       "Edit a file in %s/ and it reloads within a second. Ctrl-C stops the daemon.\n\n",
       VIGIL_VERSION, npolicies, npolicies == 1 ? "y" : "ies", cfg->policies, cfg->executor_mode,
-      cfg->repl_socket, cfg->policies);
+      port, cfg->store, port, port, cfg->repl_socket, port, cfg->policies);
   fflush(stdout);
 }
 
@@ -162,7 +166,7 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
          d.repl ? cfg->repl_socket : "(off)", "executor", cfg->executor_mode, "startup_ms", ms,
          NULL);
   if (hello) {
-    print_hello(cfg, npolicies);
+    print_hello(cfg, npolicies, vg_intake_port(d.intake));
   }
 
   vg_runtime_run(rt, -1);
