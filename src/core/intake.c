@@ -62,7 +62,7 @@ struct vg_intake {
   uint64_t alerts[3][OUT_COUNT]; /* [route: v2, webhook, events][outcome] */
   uint64_t latency[LATENCY_BUCKETS];
   double latency_sum;
-  uint64_t store_busy, store_failures, dispatched;
+  uint64_t store_busy, store_failures, dispatched, expired;
   int inflight;  /* requests not answered yet: `in` outlives them */
   bool stopping; /* freed when the last one is answered */
 };
@@ -266,6 +266,22 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_
   (void)res;
   vg_policies_dispatch(ps, &alert);
   in->dispatched++;
+}
+
+/* Alerts the store resolved because their endsAt passed unrefreshed: the policies hear of it
+ * as of any resolution. */
+static void on_expired(void *ud,
+                       const vg_store_alert_t *alerts,
+                       const vg_store_result_t *results,
+                       size_t n)
+{
+  vg_intake_t *in = ud;
+  for (size_t i = 0; i < n; i++) {
+    if (results[i].outcome != VG_STORE_UNCHANGED) {
+      in->expired++;
+      dispatch(in, &alerts[i], &results[i]);
+    }
+  }
 }
 
 static int route_slot(route_t route)
@@ -699,6 +715,9 @@ static void metrics(req_t *r)
           OUTCOME_NAMES[o], (unsigned long long)in->alerts[s][o]);
     }
   }
+  metric_head(&t, "vigil_alerts_expired_total", "counter",
+              "Firing alerts resolved because their endsAt passed and nobody re-sent them.");
+  out(&t, "vigil_alerts_expired_total %llu\n", (unsigned long long)in->expired);
   metric_head(&t, "vigil_intake_refused_total", "counter",
               "Batches answered 503 because the store could not take or commit them.");
   out(&t, "vigil_intake_refused_total{reason=\"busy\"} %llu\n", (unsigned long long)in->store_busy);
@@ -944,6 +963,7 @@ vg_intake_t *vg_intake_start(
     free(in);
     return NULL;
   }
+  vg_store_on_expired(store, on_expired, in);
   return in;
 }
 
@@ -959,6 +979,7 @@ void vg_intake_stop(vg_intake_t *in)
   }
   vg_httpd_stop(in->httpd);
   in->httpd = NULL;
+  vg_store_on_expired(in->store, NULL, NULL);
   in->stopping = true;
   if (in->inflight == 0) {
     intake_free(in);

@@ -18,6 +18,7 @@
 
 #define PRUNE_EVERY_MS 60000
 #define PRUNE_STEP 500          /* rows of each kind deleted per prune transaction */
+#define EXPIRY_EVERY_MS 1000    /* how often firing alerts past their endsAt are resolved */
 #define GATHER_MAX_ALERTS 20000 /* stop waiting for more once a transaction holds this many */
 #define BUSY_TIMEOUT_MS 5000
 
@@ -95,6 +96,7 @@ struct store_job {
   void *ud;
   int status;
   char err[256];
+  bool expiry; /* a JOB_BATCH the writer made of alerts whose endsAt passed */
   /* JOB_BATCH: alerts, results and labels live in the same allocation */
   vg_store_alert_t *alerts;
   vg_store_result_t *results;
@@ -398,6 +400,7 @@ typedef struct {
   sqlite3_stmt *st[ST_COUNT];
   int64_t now;
   int64_t next_prune;
+  int64_t next_expiry;
 } writer_t;
 
 static sqlite3_stmt *stmt(writer_t *w, int which)
@@ -882,6 +885,124 @@ static void record_commit(vg_store_t *s, store_job_t *list, bool ok, uint64_t us
   atomic_store(&s->writable, ok);
 }
 
+/* ---- expiry ---- */
+
+/* Resolves one expired alert, unless a delivery in the same transaction refreshed it. */
+static int apply_expiry(writer_t *w, const vg_store_alert_t *a, vg_store_result_t *res)
+{
+  prior_t p;
+  memset(&p, 0, sizeof p);
+  int rc = prior_load(w, a->fingerprint, &p);
+  bool still = rc == SQLITE_OK && p.found && streq(p.status, "firing") && p.ends_at > 0 &&
+               p.ends_at <= w->now;
+  res->incident_id = p.incident_id;
+  prior_free(&p);
+  if (rc != SQLITE_OK) {
+    return rc;
+  }
+  if (!still) {
+    res->outcome = VG_STORE_UNCHANGED;
+    return SQLITE_OK;
+  }
+  return apply_alert(w, a, res);
+}
+
+static int labels_from_text(const char *text, json_t **doc, vg_label_t **out, size_t *n)
+{
+  *doc = json_loads(text != NULL ? text : "{}", JSON_ALLOW_NUL, NULL);
+  *out = NULL;
+  *n = 0;
+  if (!json_is_object(*doc)) {
+    return -1;
+  }
+  *out = calloc(json_object_size(*doc) + 1, sizeof(vg_label_t));
+  if (*out == NULL) {
+    return -1;
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach(*doc, k, v)
+  {
+    if (json_is_string(v)) {
+      (*out)[(*n)++] = (vg_label_t){ k, strlen(k), json_string_value(v), json_string_length(v) };
+    }
+  }
+  return 0;
+}
+
+/* A batch of the firing alerts whose endsAt has passed, as resolutions; NULL when none. */
+static store_job_t *expiry_job(writer_t *w)
+{
+  enum { EXPIRY_MAX = 500 };
+  sqlite3_stmt *st = NULL;
+  int64_t now = store_now_ms();
+  if (sqlite3_prepare_v2(w->db,
+                         "SELECT fingerprint, name, severity, labels, annotations, starts_at,"
+                         " ends_at, source, generator_url, group_key FROM alerts"
+                         " WHERE status = 'firing' AND ends_at > 0 AND ends_at <= ?1 LIMIT ?2",
+                         -1, &st, NULL) != SQLITE_OK) {
+    return NULL;
+  }
+  sqlite3_bind_int64(st, 1, now);
+  sqlite3_bind_int(st, 2, EXPIRY_MAX);
+  vg_store_alert_t alerts[EXPIRY_MAX];
+  json_t *docs[2 * EXPIRY_MAX];
+  vg_label_t *arrays[2 * EXPIRY_MAX];
+  char *strs[5 * EXPIRY_MAX];
+  size_t n = 0, nd = 0, ns = 0;
+  bool ok = true;
+  while (ok && sqlite3_step(st) == SQLITE_ROW) {
+    vg_store_alert_t *a = &alerts[n];
+    memset(a, 0, sizeof *a);
+    char *fp = col_dup(st, 0), *name = col_dup(st, 1), *sev = col_dup(st, 2);
+    char *src = col_dup(st, 7), *gk = col_dup(st, 9);
+    strs[ns++] = fp, strs[ns++] = name, strs[ns++] = sev, strs[ns++] = src, strs[ns++] = gk;
+    char *url = sqlite3_column_type(st, 8) == SQLITE_NULL ? NULL : col_dup(st, 8);
+    if (url != NULL) {
+      strs[ns++] = url;
+    }
+    ok = fp != NULL && name != NULL && sev != NULL && src != NULL && gk != NULL &&
+         labels_from_text((const char *)sqlite3_column_text(st, 3), &docs[nd], &arrays[nd],
+                          &a->nlabels) == 0;
+    a->labels = arrays[nd++];
+    ok = ok && labels_from_text((const char *)sqlite3_column_text(st, 4), &docs[nd], &arrays[nd],
+                                &a->nannotations) == 0;
+    a->annotations = arrays[nd++];
+    a->fingerprint = fp;
+    a->name = name;
+    a->severity = sev;
+    a->status = "resolved";
+    a->starts_at = (double)sqlite3_column_int64(st, 5) / 1000.0;
+    a->ends_at = (double)sqlite3_column_int64(st, 6) / 1000.0;
+    a->source = src;
+    a->generator_url = url;
+    a->group_key = gk;
+    n++;
+    if (ns + 6 > 5 * EXPIRY_MAX) {
+      break;
+    }
+  }
+  sqlite3_finalize(st);
+  store_job_t *j = ok && n > 0 ? job_copy_batch(alerts, n) : NULL;
+  if (j != NULL) {
+    j->expiry = true;
+  }
+  for (size_t i = 0; i < nd; i++) {
+    json_decref(docs[i]);
+    free(arrays[i]);
+  }
+  for (size_t i = 0; i < ns; i++) {
+    free(strs[i]);
+  }
+  return j;
+}
+
+void vg_store_on_expired(vg_store_t *s, vg_store_expired_fn fn, void *ud)
+{
+  s->expired_fn = fn;
+  s->expired_ud = ud;
+}
+
 /* One transaction for every job taken: each job in a savepoint, so a job whose statements
  * fail is undone alone; when the transaction itself is lost (I/O error, disk full) or COMMIT
  * fails, every job fails. Nothing reports success before COMMIT returned. */
@@ -902,7 +1023,8 @@ static void run_jobs(writer_t *w, store_job_t *list)
     }
     if (j->kind == JOB_BATCH) {
       for (size_t i = 0; i < j->n && rc == SQLITE_OK; i++) {
-        rc = apply_alert(w, &j->alerts[i], &j->results[i]);
+        rc = j->expiry ? apply_expiry(w, &j->alerts[i], &j->results[i])
+                       : apply_alert(w, &j->alerts[i], &j->results[i]);
       }
     } else {
       rc = apply_action(w, j);
@@ -1028,7 +1150,8 @@ static void writer_main(void *arg)
   uv_mutex_lock(&s->mu);
   for (;;) {
     while (s->q_head == NULL && !s->stop) {
-      int64_t due = w->next_prune - store_now_ms();
+      int64_t next = w->next_prune < w->next_expiry ? w->next_prune : w->next_expiry;
+      int64_t due = next - store_now_ms();
       if (due <= 0) {
         break;
       }
@@ -1036,6 +1159,21 @@ static void writer_main(void *arg)
     }
     if (s->q_head == NULL && s->stop) {
       break;
+    }
+    if (store_now_ms() >= w->next_expiry && !s->stop) {
+      uv_mutex_unlock(&s->mu);
+      store_job_t *ej = expiry_job(w);
+      w->next_expiry = store_now_ms() + EXPIRY_EVERY_MS;
+      uv_mutex_lock(&s->mu);
+      if (ej != NULL) { /* queued like a submission: it commits with the next group */
+        s->stats.pending += ej->n;
+        if (s->q_tail != NULL) {
+          s->q_tail->next = ej;
+        } else {
+          s->q_head = ej;
+        }
+        s->q_tail = ej;
+      }
     }
     if (store_now_ms() >= w->next_prune) {
       uv_mutex_unlock(&s->mu);
@@ -1132,7 +1270,11 @@ static void on_async(uv_async_t *a)
   while (list != NULL) {
     store_job_t *j = list;
     list = j->next;
-    if (j->kind == JOB_BATCH) {
+    if (j->kind == JOB_BATCH && j->expiry) {
+      if (j->status == 0 && s->expired_fn != NULL) {
+        s->expired_fn(s->expired_ud, j->alerts, j->results, j->n);
+      }
+    } else if (j->kind == JOB_BATCH) {
       j->commit_cb(j->ud, j->status, j->status == 0 ? NULL : j->err, j->results, j->n);
     } else if (j->status == 0) {
       j->json_cb(j->ud, 0, j->json, j->json_len);

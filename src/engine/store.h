@@ -22,7 +22,7 @@
 typedef struct vg_store vg_store_t;
 
 typedef struct {
-  const char *path;        /* "vigil.db" */
+  const char *path;         /* "vigil.db" */
   uint64_t group_commit_ms; /* 2: how long the writer waits to gather more batches */
   size_t max_pending;       /* 100000 alerts queued and not yet committed: beyond, busy */
   double reopen_grace_s;    /* 300 */
@@ -46,10 +46,10 @@ void vg_store_close(vg_store_t *s, void (*done)(void *ud), void *ud);
 /* One normalised alert. Strings are copied by vg_store_submit. Labels and annotations are
  * sorted by name, without empty values. */
 typedef struct {
-  const char *fingerprint;   /* 16 hex digits, Alertmanager's (see vg_fingerprint) */
-  const char *name;          /* labels.alertname */
-  const char *severity;      /* critical|high|medium|low|info */
-  const char *status;        /* firing|resolved */
+  const char *fingerprint; /* 16 hex digits, Alertmanager's (see vg_fingerprint) */
+  const char *name;        /* labels.alertname */
+  const char *severity;    /* critical|high|medium|low|info */
+  const char *status;      /* firing|resolved */
   const vg_label_t *labels;
   size_t nlabels;
   const vg_label_t *annotations;
@@ -75,14 +75,24 @@ typedef struct {
 
 /* status 0: committed, results[i] for alerts[i]. status < 0: nothing of the batch was
  * committed (err says why: "disk I/O error", "database is locked", ...). */
-typedef void (*vg_store_commit_fn)(void *ud, int status, const char *err,
-                                   const vg_store_result_t *results, size_t n);
+typedef void (*vg_store_commit_fn)(
+    void *ud, int status, const char *err, const vg_store_result_t *results, size_t n);
 
 /* Queues a batch for the next group commit. Returns 0, or -EBUSY when max_pending alerts are
  * already waiting (answer 503 + Retry-After), or -ENOMEM. The callback always runs once when
  * 0 is returned, never from inside this call. */
-int vg_store_submit(vg_store_t *s, const vg_store_alert_t *alerts, size_t n,
-                    vg_store_commit_fn done, void *ud);
+int vg_store_submit(
+    vg_store_t *s, const vg_store_alert_t *alerts, size_t n, vg_store_commit_fn done, void *ud);
+
+/* Alerts whose endsAt passes while they fire and nobody re-sends them (API v2's resolve
+ * timeout) resolve by themselves: the writer checks about once a second, commits the change
+ * as it would a submitted resolution (incidents follow), and reports the alerts, now
+ * "resolved", to `fn` on the loop. */
+typedef void (*vg_store_expired_fn)(void *ud,
+                                    const vg_store_alert_t *alerts,
+                                    const vg_store_result_t *results,
+                                    size_t n);
+void vg_store_on_expired(vg_store_t *s, vg_store_expired_fn fn, void *ud);
 
 /* ---- reading and incident actions (answers are JSON documents, ready to send) ---- */
 
@@ -100,7 +110,9 @@ typedef struct {
 /* [{"fingerprint":..,"name":..,"severity":..,"status":..,"labels":{..},"annotations":{..},
  *   "startsAt":"RFC3339","endsAt":..,"source":..,"generatorURL":..,"incidentId":..,
  *   "firstSeen":..,"lastSeen":..}, ...] newest first */
-int vg_store_alerts(vg_store_t *s, const vg_store_alert_query_t *q, vg_store_json_fn done,
+int vg_store_alerts(vg_store_t *s,
+                    const vg_store_alert_query_t *q,
+                    vg_store_json_fn done,
                     void *ud);
 
 typedef struct {
@@ -112,7 +124,9 @@ typedef struct {
 
 /* {"incidents":[{"id":..,"title":..,"groupKey":..,"severity":..,"status":..,"openedAt":..,
  *   "updatedAt":..,"resolvedAt":..,"alerts":N,"firing":N}, ...],"total":N} newest first */
-int vg_store_incidents(vg_store_t *s, const vg_store_incident_query_t *q, vg_store_json_fn done,
+int vg_store_incidents(vg_store_t *s,
+                       const vg_store_incident_query_t *q,
+                       vg_store_json_fn done,
                        void *ud);
 
 /* One incident with "alerts":[...] and "timeline":[{"at":..,"who":..,"event":..,
@@ -122,8 +136,13 @@ int vg_store_incident(vg_store_t *s, int64_t id, vg_store_json_fn done, void *ud
 /* An operator's transition: action "ack" (-> investigating, records who), "resolve",
  * "close"; recorded on the timeline with who and comment. Answers with the incident as
  * vg_store_incident does. */
-int vg_store_incident_action(vg_store_t *s, int64_t id, const char *action, const char *who,
-                             const char *comment, vg_store_json_fn done, void *ud);
+int vg_store_incident_action(vg_store_t *s,
+                             int64_t id,
+                             const char *action,
+                             const char *who,
+                             const char *comment,
+                             vg_store_json_fn done,
+                             void *ud);
 
 /* ---- health and metrics ---- */
 

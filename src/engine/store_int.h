@@ -40,6 +40,8 @@ struct vg_store {
   size_t reads_inflight;
   void (*close_done)(void *ud);
   void *close_ud;
+  vg_store_expired_fn expired_fn;
+  void *expired_ud;
 };
 
 /* Wall-clock milliseconds since the epoch. */

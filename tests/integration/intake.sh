@@ -153,6 +153,15 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "$base/api/v2/alerts"
 [[ $(raw flood 40) -ge 15 ]] || fail "connection flood: fewer than 15 of 40 got 503"
 kill -0 "$pid" || fail "the daemon died under bad input"
 
+echo "a v2 alert nobody re-sends resolves by itself at its endsAt"
+ends=$(date -u -d '+2 seconds' +%Y-%m-%dT%H:%M:%SZ)
+post /api/v2/alerts "[{\"labels\":{\"alertname\":\"Expiring\",\"team\":\"sre\"},\"endsAt\":\"$ends\"}]"
+expect 200 "expiring alert"
+wait_for 'msg="seen Expiring firing"' 1 3
+wait_for 'msg="seen Expiring resolved"' 1 8
+get '/api/v1/alerts?filter=alertname%3D%22Expiring%22'
+[[ $body == *'"status":"resolved"'* ]] || fail "expired alert: $body"
+
 echo "health, readiness, reload, metrics"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/healthz")
 [[ $code == 200 ]] || fail "healthz $code"
@@ -169,6 +178,7 @@ grep -q '^vigil_intake_alerts_total{endpoint="alerts_v2",outcome="duplicate"} 1$
 grep -q '^vigil_http_rejected_total{code="431"} 1$' <<<"$body" || fail "metrics: 431"
 grep -q '^vigil_policy_runs_total{policy="seen"} [1-9]' <<<"$body" || fail "metrics: policy runs"
 grep -q '^vigil_store_commit_duration_seconds_count [1-9]' <<<"$body" || fail "metrics: commits"
+grep -q '^vigil_alerts_expired_total 1$' <<<"$body" || fail "metrics: expired"
 
 echo "the CLI client"
 export VIGIL_URL=$base VIGIL_TOKEN=$TEST_TOKEN
