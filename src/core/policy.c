@@ -1398,8 +1398,8 @@ int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
         char n[24], t[16];
         snprintf(n, sizeof(n), "%llu", (unsigned long long)p->dropped);
         snprintf(t, sizeof(t), "%d", p->vm->ntasks);
-        vg_log(VG_LOG_WARN, "alert dropped: the policy is behind", "policy", p->name, "tasks",
-               t, "dropped_total", n, NULL);
+        vg_log(VG_LOG_WARN, "alert dropped: the policy is behind", "policy", p->name, "tasks", t,
+               "dropped_total", n, NULL);
       }
       continue;
     }

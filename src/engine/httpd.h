@@ -19,7 +19,7 @@ typedef struct vg_httpd vg_httpd_t;
 typedef struct vg_http_exchange vg_http_exchange_t; /* one request waiting for its response */
 
 typedef struct {
-  const char *name; /* lower-cased, NUL-terminated */
+  const char *name;  /* lower-cased, NUL-terminated */
   const char *value; /* NUL-terminated; surrounding whitespace removed */
 } vg_http_header_t;
 
@@ -95,9 +95,9 @@ typedef struct {
   uint64_t connections_accepted;
   uint64_t connections_refused; /* over max_connections */
   uint64_t connections_open;
-  uint64_t requests;            /* handed to the handler */
-  uint64_t rejected[200];       /* answered by the server itself, by status - 400 */
-  uint64_t responses[6];        /* by class: [2] = 2xx ... [5] = 5xx, handler and server */
+  uint64_t requests;      /* handed to the handler */
+  uint64_t rejected[200]; /* answered by the server itself, by status - 400 */
+  uint64_t responses[6];  /* by class: [2] = 2xx ... [5] = 5xx, handler and server */
 } vg_httpd_stats_t;
 
 void vg_httpd_stats(const vg_httpd_t *srv, vg_httpd_stats_t *out);

@@ -1,21 +1,29 @@
 /* Intake payload decoding: Alertmanager's v2 alerts and webhook, the generic event, times,
  * severities and fingerprints (Alertmanager's own values). */
+#include "engine/alertdec.h"
+
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/alertdec.h"
-
 static const vg_alertdec_opts_t OPTS = { .now = 1700000000.0, .resolve_timeout = 300 };
 
-static int decode(int (*fn)(const char *, size_t, const vg_alertdec_opts_t *, vg_alert_batch_t *,
-                            int *, char *, size_t),
-                  const char *body, vg_alert_batch_t *b, int *status, char *err)
+static int decode(int (*fn)(const char *,
+                            size_t,
+                            const vg_alertdec_opts_t *,
+                            vg_alert_batch_t *,
+                            int *,
+                            char *,
+                            size_t),
+                  const char *body,
+                  vg_alert_batch_t *b,
+                  int *status,
+                  char *err)
 {
   return fn(body, strlen(body), &OPTS, b, status, err, 256);
 }
@@ -182,19 +190,20 @@ static void test_v2_partly_invalid_batch_keeps_the_valid(void **state)
   vg_alert_batch_t b;
   int status;
   char err[256];
-  assert_int_equal(decode(vg_alertdec_v2,
-                          "[{\"labels\":{\"alertname\":\"ok1\"}},"
-                          " {\"annotations\":{}},"
-                          " {\"labels\":{}},"
-                          " {\"labels\":{\"a\":\"\"}},"
-                          " {\"labels\":{\"a\":1}},"
-                          " {\"labels\":{\"alertname\":\"x\"},\"startsAt\":\"2023-11-14T22:00:00Z\","
-                          "  \"endsAt\":\"2023-11-14T21:00:00Z\"},"
-                          " {\"labels\":{\"alertname\":\"x\"},\"startsAt\":\"soon\"},"
-                          " 42,"
-                          " {\"labels\":{\"alertname\":\"ok2\"}}]",
-                          &b, &status, err),
-                   0);
+  assert_int_equal(
+      decode(vg_alertdec_v2,
+             "[{\"labels\":{\"alertname\":\"ok1\"}},"
+             " {\"annotations\":{}},"
+             " {\"labels\":{}},"
+             " {\"labels\":{\"a\":\"\"}},"
+             " {\"labels\":{\"a\":1}},"
+             " {\"labels\":{\"alertname\":\"x\"},\"startsAt\":\"2023-11-14T22:00:00Z\","
+             "  \"endsAt\":\"2023-11-14T21:00:00Z\"},"
+             " {\"labels\":{\"alertname\":\"x\"},\"startsAt\":\"soon\"},"
+             " 42,"
+             " {\"labels\":{\"alertname\":\"ok2\"}}]",
+             &b, &status, err),
+      0);
   assert_int_equal(b.total, 9);
   assert_int_equal(b.n, 2);
   assert_int_equal(b.index[0], 0);
@@ -289,7 +298,8 @@ static void test_v2_bounds(void **state)
 /* ---- the webhook ---- */
 
 static const char WEBHOOK[] =
-    "{\"version\":\"4\",\"groupKey\":\"{}/{severity=\\\"critical\\\"}:{alertname=\\\"HighLatency\\\"}\","
+    "{\"version\":\"4\",\"groupKey\":\"{}/"
+    "{severity=\\\"critical\\\"}:{alertname=\\\"HighLatency\\\"}\","
     "\"truncatedAlerts\":0,\"status\":\"firing\",\"receiver\":\"vigil\","
     "\"groupLabels\":{\"alertname\":\"HighLatency\"},\"commonLabels\":{},"
     "\"commonAnnotations\":{},\"externalURL\":\"http://am:9093\","
@@ -396,7 +406,10 @@ static void test_event(void **state)
   assert_true(b.alerts[0].ends_at == OPTS.now);
   vg_alert_batch_free(&b);
 
-  const char *bad[] = { "{}", "{\"name\":\"\"}", "{\"name\":1}", "{\"name\":\"x\",\"severity\":2}",
+  const char *bad[] = { "{}",
+                        "{\"name\":\"\"}",
+                        "{\"name\":1}",
+                        "{\"name\":\"x\",\"severity\":2}",
                         "{\"name\":\"x\",\"status\":\"maybe\"}",
                         "{\"name\":\"x\",\"timestamp\":\"now\"}" };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
