@@ -4,6 +4,7 @@
 local core = require("vigil.core")
 local json = require("vigil.json")
 local inspect = require("vigil.inspect")
+local http = require("vigil.http")
 
 local M = {
   version = core.version,
@@ -15,6 +16,7 @@ local M = {
   every = core.every,
   json = json,
   inspect = inspect.inspect,
+  http = http,
 }
 
 --- Runs each function of `fns` as its own task, all at once, and waits for them.

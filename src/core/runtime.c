@@ -8,6 +8,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/task.h"
+#include "engine/httpc.h"
 
 void vg_limits_default(vg_limits_t *limits)
 {
@@ -59,6 +60,8 @@ void vg_runtime_free(vg_runtime_t *rt)
     return;
   }
   vg_sched_run_deferred(rt);
+  vg_httpc_free(rt->httpc); /* its handles close in the runs below */
+  rt->httpc = NULL;
   uv_close((uv_handle_t *)&rt->sched_idle, NULL);
   uv_run(rt->loop, UV_RUN_DEFAULT); /* let close callbacks free their memory */
   uv_walk(rt->loop, close_walk_cb, NULL);
@@ -71,4 +74,12 @@ void vg_runtime_free(vg_runtime_t *rt)
     vg_timer_stop(t);
   }
   free(rt);
+}
+
+struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt)
+{
+  if (rt->httpc == NULL && !rt->stopping) {
+    rt->httpc = vg_httpc_new(rt->loop);
+  }
+  return rt->httpc;
 }

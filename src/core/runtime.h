@@ -38,6 +38,8 @@ struct vg_runtime {
   _Atomic(lua_State *) running_co;
   vg_watchdog_t *watchdog;
 
+  struct vg_httpc *httpc; /* the HTTP client, made on first use (vg_runtime_httpc) */
+
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
   vg_policies_t *policies;
@@ -54,6 +56,10 @@ void vg_runtime_free(vg_runtime_t *rt);
 /* Runs the loop until nothing is left to do; on a virtual clock, keeps jumping to the next
  * timer while there is one (not past limit_s when limit_s >= 0). */
 void vg_runtime_run(vg_runtime_t *rt, double limit_s);
+
+/* The runtime's HTTP client (one curl multi handle for every VM), created on first use.
+ * NULL when curl cannot be initialised. */
+struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt);
 
 /* Default limits for policy VMs (config `limits`): 64 MiB, 100M instructions per task, 1 s
  * slice, 5 min deadline. */

@@ -1,0 +1,106 @@
+-- vigil.http: HTTP requests from policies, specs and the REPL. The C half (vigil.httpc, on
+-- the runtime's libcurl multi handle) does the I/O without blocking the loop; this file
+-- shapes requests and responses. Documented in docs/lua-api.md.
+local httpc = require("vigil.httpc")
+local core = require("vigil.core")
+local json = require("vigil.json")
+
+local M = {}
+
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
+
+local function urlencode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+--- Encodes a table as a query string, keys sorted so the URL is stable; a list value repeats
+-- its key (filter=a&filter=b).
+function M.query_string(q)
+  local keys = {}
+  for k in pairs(q) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = q[k]
+    if type(v) == "table" then
+      for _, item in ipairs(v) do parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(item) end
+    else
+      parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(v)
+    end
+  end
+  return table.concat(parts, "&")
+end
+
+local function check(cond, msg)
+  if not cond then error("vigil.http.request: " .. msg, 3) end
+end
+
+--- request{ method, url, headers, query, body | json, timeout, max_bytes } waits for the
+-- answer and returns { status, headers, body, json?, elapsed }, or nil, "ENAME: detail" when
+-- there is no answer (ECONNREFUSED, ETIMEDOUT, ETOOBIG, ENOTFOUND, ETLS, EPROTO, EINVAL...).
+-- A 4xx or 5xx is an answer.
+function M.request(opts)
+  check(type(opts) == "table", "takes a table { url = ..., ... }")
+  local method = (opts.method or "GET"):upper()
+  check(METHODS[method], "unknown method '" .. tostring(opts.method) .. "'")
+  check(type(opts.url) == "string", "url must be a string")
+  local url = opts.url
+  if opts.query ~= nil then
+    check(type(opts.query) == "table", "query must be a table")
+    local qs = M.query_string(opts.query)
+    if qs ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. qs end
+  end
+  local headers, has_type = {}, false
+  if opts.headers ~= nil then
+    check(type(opts.headers) == "table", "headers must be a table")
+    for k, v in pairs(opts.headers) do
+      check(type(k) == "string" and (type(v) == "string" or type(v) == "number"),
+        "headers must map names to strings")
+      headers[#headers + 1] = k .. ": " .. tostring(v)
+      has_type = has_type or k:lower() == "content-type"
+    end
+  end
+  local body = opts.body
+  if opts.json ~= nil then
+    check(body == nil, "give body or json, not both")
+    body = json.encode(opts.json)
+    if not has_type then headers[#headers + 1] = "Content-Type: application/json" end
+  end
+  check(body == nil or type(body) == "string", "body must be a string")
+  local timeout = opts.timeout and core.duration(opts.timeout) or 30
+  local status, raw, text, elapsed = httpc.request(method, url, headers, body,
+    math.max(1, math.floor(timeout * 1000 + 0.5)), opts.max_bytes or 0)
+  if not status then return nil, raw end
+  local h = {}
+  for line in raw:gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+    if name then
+      name = name:lower()
+      h[name] = h[name] and (h[name] .. ", " .. value) or value
+    end
+  end
+  local resp = { status = status, headers = h, body = text, elapsed = elapsed }
+  local ct = h["content-type"]
+  if ct and ct:find("json", 1, true) and text ~= "" then
+    local ok, decoded = pcall(json.decode, text)
+    if ok then resp.json = decoded end
+  end
+  return resp
+end
+
+--- Shorthands: get(url, opts), post(url, opts).
+function M.get(url, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.url, o.method = url, "GET"
+  return M.request(o)
+end
+
+function M.post(url, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.url, o.method = url, "POST"
+  return M.request(o)
+end
+
+return M
