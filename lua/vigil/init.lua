@@ -5,6 +5,7 @@ local core = require("vigil.core")
 local json = require("vigil.json")
 local inspect = require("vigil.inspect")
 local http = require("vigil.http")
+local prom = require("vigil.prom")
 
 local M = {
   version = core.version,
@@ -17,6 +18,7 @@ local M = {
   json = json,
   inspect = inspect.inspect,
   http = http,
+  prom = prom.new,
 }
 
 --- Runs each function of `fns` as its own task, all at once, and waits for them.
