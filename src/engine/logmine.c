@@ -595,7 +595,9 @@ static bool out_mask(lm_out_t *o, size_t ostart, size_t oend)
 
 static void out_byte(lm_out_t *o, size_t i)
 {
-  o->m->mbuf[o->j] = (char)o->s[i];
+  unsigned char c = o->s[i];
+  /* control bytes are blanks anyway; as spaces they never reach a template (NUL, escapes) */
+  o->m->mbuf[o->j] = (char)((c < ' ' && c != '\t') || c == 0x7f ? ' ' : c);
   o->m->omap[o->j] = (uint32_t)i;
   o->j++;
 }
@@ -1184,7 +1186,10 @@ static lm_cluster_t *cluster_from_line(vg_logmine_t *m, size_t nt)
     lm_tok_t *ct = &c->toks[i];
     ct->soff = (uint32_t)p;
     ct->slen = i > 0 ? t->slen : 0;
-    memcpy(c->text + p, m->mbuf + t->soff, ct->slen);
+    for (size_t k = 0; k < ct->slen; k++) {
+      char b = m->mbuf[t->soff + k]; /* keep spaces and tabs; other control bytes read as ' ' */
+      c->text[p + k] = b == '\t' ? '\t' : ' ';
+    }
     p += ct->slen;
     ct->off = (uint32_t)p;
     ct->len = t->len;
