@@ -5,7 +5,7 @@ local testing = require("vigil.testing")
 local sandbox = testing.sandbox
 
 local FIX = "tests/fixtures/policies/boundary/"
-local BUDGET = { instructions = 2000000 }
+local BUDGET = { instructions = 2000000, slice = "1h" } -- only the budget may stop these
 local LOOP = "function() while true do end end"
 
 local function returned(code)

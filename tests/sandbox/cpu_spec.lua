@@ -2,7 +2,7 @@
 -- instruction budget, wherever it hides; C-level work is bounded or charged.
 local sandbox = require("vigil.testing").sandbox
 
-local BUDGET = { instructions = 2000000 }
+local BUDGET = { instructions = 2000000, slice = "1h" } -- only the budget may stop these
 
 local function killed(code, opts)
   local r = sandbox(code, opts or BUDGET)
@@ -162,7 +162,8 @@ describe("B13: C-level CPU", function()
   end)
   it("B13: pattern steps count against the task's instructions", function()
     local r = sandbox([[local s = ("a"):rep(200)
-      while true do pcall(string.find, s, ".-.-.-b") end]], { instructions = 20000000 })
+      while true do pcall(string.find, s, ".-.-.-b") end]],
+      { instructions = 20000000, slice = "1h" })
     expect(r.status):to_be("killed")
     expect(r.elapsed):to_be_less_than(5)
   end)

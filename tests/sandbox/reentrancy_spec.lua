@@ -4,7 +4,7 @@
 -- vigil.every, vigil.all). None calls back into Lua outside one.
 local sandbox = require("vigil.testing").sandbox
 
-local BUDGET = { instructions = 2000000 }
+local BUDGET = { instructions = 2000000, slice = "1h" } -- only the budget may stop these
 
 local function killed(code)
   local r = sandbox(code, BUDGET)
