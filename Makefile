@@ -3,7 +3,7 @@ PRESET ?= dev
 JOBS   ?= $(shell nproc)
 BUILD  := build/$(PRESET)
 
-.PHONY: all deps test-deps build run test asan ci release bench format format-check lint clean
+.PHONY: all deps test-deps build run test asan ci release bench bench-intake format format-check lint clean
 
 all: build
 
@@ -36,6 +36,10 @@ release:
 
 bench: release
 	@bench/core/run build/release/vigil
+
+# vigil vs Alertmanager on POST /api/v2/alerts (wrk; bench/intake/run --quick for a short run)
+bench-intake: release
+	@bench/intake/run build/release/vigil
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 
