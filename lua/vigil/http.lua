@@ -8,6 +8,7 @@ local json = require("vigil.json")
 local M = {}
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true, HEAD = true }
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true }
 
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -38,7 +39,10 @@ end
 --- request{ method, url, headers, query, body | json, timeout, max_bytes } waits for the
 -- answer and returns { status, headers, body, json?, elapsed }, or nil, "ENAME: detail" when
 -- there is no answer (ECONNREFUSED, ETIMEDOUT, ETOOBIG, ENOTFOUND, ETLS, EPROTO, EINVAL...).
--- A 4xx or 5xx is an answer.
+-- A 4xx or 5xx is an answer. With `source = "name"` (and optionally `policy = { retries,
+-- max_concurrency, breaker_failures, breaker_cooldown, backoff, backoff_max }`) the request
+-- goes through that source's policy in C: retries when `idempotent` (GET, HEAD, PUT, DELETE
+-- by default), a concurrency limit, and a circuit breaker (ECIRCUIT while open).
 function M.request(opts)
   check(type(opts) == "table", "takes a table { url = ..., ... }")
   local method = (opts.method or "GET"):upper()
@@ -68,8 +72,12 @@ function M.request(opts)
   end
   check(body == nil or type(body) == "string", "body must be a string")
   local timeout = opts.timeout and core.duration(opts.timeout) or 30
+  check(opts.source == nil or type(opts.source) == "string", "source must be a name")
+  local idempotent = opts.idempotent
+  if idempotent == nil then idempotent = IDEMPOTENT[method] end
   local status, raw, text, elapsed = httpc.request(method, url, headers, body,
-    math.max(1, math.floor(timeout * 1000 + 0.5)), opts.max_bytes or 0)
+    math.max(1, math.floor(timeout * 1000 + 0.5)), opts.max_bytes or 0,
+    opts.source, opts.policy, idempotent)
   if not status then return nil, raw end
   local h = {}
   for line in raw:gmatch("[^\r\n]+") do

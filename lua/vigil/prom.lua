@@ -68,7 +68,8 @@ end
 
 --- Calls one endpoint; returns the `data` of a success, with the warnings beside it.
 function Client:call(path, params, method)
-  local opts = { timeout = self.timeout, headers = self.headers, max_bytes = self.max_bytes }
+  local opts = { timeout = self.timeout, headers = self.headers, max_bytes = self.max_bytes,
+    source = self.source, policy = self.policy, idempotent = true }
   local r, err
   if method == "POST" then
     opts.body = http.query_string(params or {})
@@ -147,16 +148,32 @@ function Client:targets()
   return self:call("/api/v1/targets", {})
 end
 
---- vigil.prom{ url = "http://prometheus:9090", timeout = "5s", headers = {...} }
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+--- vigil.prom{ url = "http://prometheus:9090", timeout = "5s", headers = {...}, name = ...,
+-- retries = 2, max_concurrency = 8, breaker_failures = 5, breaker_cooldown = "30s" }. Every
+-- client of the same `name` (the URL by default) shares one policy in C: its breaker and
+-- concurrency outlive policy reloads.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("vigil.prom: takes { url = \"http://...\" }", 2)
   end
+  local url = opts.url:gsub("/+$", "")
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
   return setmetatable({
-    url = opts.url:gsub("/+$", ""),
+    url = url,
     timeout = opts.timeout or "10s",
     headers = opts.headers,
     max_bytes = opts.max_bytes,
+    source = opts.name or ("prometheus " .. url),
+    policy = policy,
   }, Client)
 end
 

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/policy.h"
 #include "engine/alertdec.h"
+#include "engine/source.h"
 
 /* ---- routes and their counters ---- */
 
@@ -666,6 +667,32 @@ static void histogram(text_t *t,
   out(t, "%s_sum %.9g\n%s_count %llu\n", name, sum, name, (unsigned long long)cum);
 }
 
+static void source_breaker(void *ud, const char *name, const vg_source_stats_t *st)
+{
+  text_t *t = ud;
+  out(t, "vigil_source_breaker_open{source=\"");
+  out_label(t, name);
+  out(t, "\"} %s\n",
+      st->breaker == VG_BREAKER_OPEN        ? "1"
+      : st->breaker == VG_BREAKER_HALF_OPEN ? "0.5"
+                                            : "0");
+}
+
+static void source_counts(void *ud, const char *name, const vg_source_stats_t *st)
+{
+  text_t *t = ud;
+  const char *outcomes[] = {
+    "ok", "failed", "short_circuited", "rejected", "cancelled", "retried"
+  };
+  uint64_t values[] = { st->ok,       st->failures,  st->short_circuited,
+                        st->rejected, st->cancelled, st->retries };
+  for (int i = 0; i < 6; i++) {
+    out(t, "vigil_source_requests_total{source=\"");
+    out_label(t, name);
+    out(t, "\",outcome=\"%s\"} %llu\n", outcomes[i], (unsigned long long)values[i]);
+  }
+}
+
 static void metrics(req_t *r)
 {
   vg_intake_t *in = r->in;
@@ -760,6 +787,14 @@ static void metrics(req_t *r)
   out(&t, "vigil_reloads_total %llu\n", (unsigned long long)(ps ? ps->reloads : 0));
   metric_head(&t, "vigil_reload_failures_total", "counter", "Reloads in which a file failed.");
   out(&t, "vigil_reload_failures_total %llu\n", (unsigned long long)(ps ? ps->reload_failures : 0));
+
+  metric_head(&t, "vigil_source_breaker_open", "gauge",
+              "1 while a data source's circuit breaker is open (0.5 half-open).");
+  vg_sources_each(rt->sources, source_breaker, &t);
+  metric_head(&t, "vigil_source_requests_total", "counter",
+              "Requests to a data source by outcome: ok, failed (after retries), "
+              "short_circuited (breaker open), rejected (queue full); retries counted apart.");
+  vg_sources_each(rt->sources, source_counts, &t);
 
   int tasks = 0;
   for (vg_policy_t *p = ps != NULL ? ps->list : NULL; p != NULL; p = p->next) {

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/task.h"
 #include "engine/httpc.h"
+#include "engine/source.h"
 
 void vg_limits_default(vg_limits_t *limits)
 {
@@ -60,6 +61,8 @@ void vg_runtime_free(vg_runtime_t *rt)
     return;
   }
   vg_sched_run_deferred(rt);
+  vg_sources_free(rt->sources); /* cancels their requests, before the client goes */
+  rt->sources = NULL;
   vg_httpc_free(rt->httpc); /* its handles close in the runs below */
   rt->httpc = NULL;
   uv_close((uv_handle_t *)&rt->sched_idle, NULL);
@@ -82,4 +85,12 @@ struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt)
     rt->httpc = vg_httpc_new(rt->loop);
   }
   return rt->httpc;
+}
+
+struct vg_sources *vg_runtime_sources(vg_runtime_t *rt)
+{
+  if (rt->sources == NULL && vg_runtime_httpc(rt) != NULL) {
+    rt->sources = vg_sources_new(rt->loop, rt->httpc);
+  }
+  return rt->sources;
 }

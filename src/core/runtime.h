@@ -38,7 +38,8 @@ struct vg_runtime {
   _Atomic(lua_State *) running_co;
   vg_watchdog_t *watchdog;
 
-  struct vg_httpc *httpc; /* the HTTP client, made on first use (vg_runtime_httpc) */
+  struct vg_httpc *httpc;     /* the HTTP client, made on first use (vg_runtime_httpc) */
+  struct vg_sources *sources; /* named data sources' request policies (vg_runtime_sources) */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -60,6 +61,10 @@ void vg_runtime_run(vg_runtime_t *rt, double limit_s);
 /* The runtime's HTTP client (one curl multi handle for every VM), created on first use.
  * NULL when curl cannot be initialised. */
 struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt);
+
+/* The registry of data sources (breakers, retries, concurrency), created on first use; it
+ * lives as long as the runtime, so a policy reload keeps each source's state. */
+struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
 
 /* Default limits for policy VMs (config `limits`): 64 MiB, 100M instructions per task, 1 s
  * slice, 5 min deadline. */

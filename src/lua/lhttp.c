@@ -9,13 +9,15 @@
 #include "core/runtime.h"
 #include "core/task.h"
 #include "engine/httpc.h"
+#include "engine/source.h"
 #include "lua/lvigil.h"
 
 #define MAX_HEADERS 64
 
 typedef struct {
   vg_task_t *task;
-  vg_httpc_req_t *req; /* NULL once answered */
+  vg_httpc_req_t *req;   /* NULL once answered */
+  vg_source_req_t *sreq; /* the same, through a source's policy */
   long status;
   char *headers, *body, *error;
   size_t headers_len, body_len;
@@ -35,6 +37,7 @@ static void op_cancel(void *ud)
 {
   http_op_t *op = ud;
   vg_httpc_cancel(op->req);
+  vg_source_cancel(op->sreq);
   op_free(op);
 }
 
@@ -72,6 +75,7 @@ static void on_done(void *ud, const vg_httpc_resp_t *r)
 {
   http_op_t *op = ud;
   op->req = NULL;
+  op->sreq = NULL;
   if (r->error != NULL) {
     size_t len = strlen(r->error) + strlen(r->detail) + 3;
     op->error = malloc(len);
@@ -92,7 +96,37 @@ static void on_done(void *ud, const vg_httpc_resp_t *r)
   vg_task_wake(op->task, op_push);
 }
 
-/* request(method, url, headers, body|nil, timeout_ms, max_bytes) [-6, +(2|4), e] */
+/* Reads the source policy table at idx over the defaults. */
+static void read_source_opts(lua_State *L, int idx, vg_source_opts_t *o)
+{
+  vg_source_opts_default(o);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    return;
+  }
+  static const char *const ints[] = { "max_concurrency", "max_queue", "retries",
+                                      "breaker_failures" };
+  uint32_t *islots[] = { &o->max_concurrency, &o->max_queue, &o->retries, &o->breaker_failures };
+  for (int i = 0; i < 4; i++) {
+    if (lua_getfield(L, idx, ints[i]) != LUA_TNIL) {
+      lua_Integer v = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, v >= 0 && v <= 100000, idx, ints[i]);
+      *islots[i] = (uint32_t)v;
+    }
+    lua_pop(L, 1);
+  }
+  static const char *const durs[] = { "backoff", "backoff_max", "breaker_cooldown" };
+  uint64_t *dslots[] = { &o->backoff_ms, &o->backoff_max_ms, &o->breaker_cooldown_ms };
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, idx, durs[i]) != LUA_TNIL) {
+      *dslots[i] = vg_check_duration_ms(L, lua_gettop(L));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* request(method, url, headers, body|nil, timeout_ms, max_bytes [, source, policy,
+ * idempotent]) [-9, +(2|4), e]: with a source name, the request goes through that source's
+ * policy (concurrency, retries when idempotent, circuit breaker). */
 static int l_request(lua_State *L)
 {
   const char *method = luaL_checkstring(L, 1);
@@ -140,8 +174,22 @@ static int l_request(lua_State *L)
     .max_redirects = 5,
   };
   char err[256];
-  op->req = vg_httpc_start(c, &o, on_done, op, err, sizeof(err));
-  if (op->req == NULL) {
+  const char *source = luaL_optstring(L, 7, NULL);
+  if (source != NULL) {
+    vg_source_opts_t so;
+    read_source_opts(L, 8, &so);
+    vg_sources_t *ss = vg_runtime_sources(vg_vm_of(L)->rt);
+    vg_source_t *src =
+        ss != NULL ? vg_sources_get(ss, source, lua_istable(L, 8) ? &so : NULL) : NULL;
+    if (src == NULL) {
+      free(op);
+      return luaL_error(L, "vigil.http.request: out of memory");
+    }
+    op->sreq = vg_source_request(src, &o, lua_toboolean(L, 9), on_done, op, err, sizeof(err));
+  } else {
+    op->req = vg_httpc_start(c, &o, on_done, op, err, sizeof(err));
+  }
+  if (op->req == NULL && op->sreq == NULL) {
     free(op);
     lua_pushnil(L);
     lua_pushstring(L, err);

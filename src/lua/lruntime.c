@@ -9,6 +9,7 @@
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/task.h"
+#include "engine/source.h"
 #include "lua/lvigil.h"
 
 static vg_policies_t *policies(lua_State *L)
@@ -157,12 +158,42 @@ static int l_stats(lua_State *L)
   return 1;
 }
 
+static void push_source(void *ud, const char *name, const vg_source_stats_t *st)
+{
+  lua_State *L = ud;
+  lua_createtable(L, 0, 13);
+  set_str(L, "name", name);
+  set_str(L, "breaker", vg_breaker_name(st->breaker));
+  set_int(L, "consecutive_failures", st->consecutive_failures);
+  set_int(L, "inflight", st->inflight);
+  set_int(L, "queued", st->queued);
+  set_int(L, "requests", (lua_Integer)st->requests);
+  set_int(L, "attempts", (lua_Integer)st->attempts);
+  set_int(L, "retries", (lua_Integer)st->retries);
+  set_int(L, "ok", (lua_Integer)st->ok);
+  set_int(L, "failures", (lua_Integer)st->failures);
+  set_int(L, "cancelled", (lua_Integer)st->cancelled);
+  set_int(L, "short_circuited", (lua_Integer)st->short_circuited);
+  set_int(L, "rejected", (lua_Integer)st->rejected);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+/* vigil.runtime.sources() [-0, +1, m]: each data source's policy state: { name, breaker
+ * ("closed", "open", "half-open"), consecutive_failures, inflight, queued, requests,
+ * attempts, retries, failures, short_circuited, rejected }. */
+static int l_sources(lua_State *L)
+{
+  lua_newtable(L);
+  vg_sources_each(vg_vm_of(L)->rt->sources, push_source, L);
+  return 1;
+}
+
 int vg_open_vigil_runtime(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
     { "policies", l_policies }, { "tasks", l_tasks },     { "reload", l_reload },
     { "enable", l_enable },     { "disable", l_disable }, { "dispatch", l_dispatch },
-    { "stats", l_stats },       { NULL, NULL },
+    { "stats", l_stats },       { "sources", l_sources }, { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   return 1;
