@@ -1,0 +1,328 @@
+/* Streaming detectors: EWMA, robust (median/MAD over a ring), CUSUM, the seed's z-score over the
+ * last 5 values, and the default ensemble. Each update scores the point against the state before
+ * it, then absorbs it; all state is in vg_detector_t. */
+#include "engine/detect.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAD_TO_SIGMA 1.4826 /* MAD of a normal distribution times this is its sigma */
+
+static const char *const kind_names[] = { "default", "ewma", "robust", "cusum", "zscore5" };
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+  if (err == NULL || errlen == 0) {
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+const char *detect_kind_name(vg_detect_kind_t kind)
+{
+  return (unsigned)kind < sizeof(kind_names) / sizeof(kind_names[0]) ? kind_names[kind] : NULL;
+}
+
+int detect_kind_parse(const char *name)
+{
+  for (size_t i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++) {
+    if (strcmp(name, kind_names[i]) == 0) {
+      return (int)i;
+    }
+  }
+  return -1;
+}
+
+static void fill_defaults(vg_detect_opts_t *o)
+{
+  if (o->alpha == 0) {
+    o->alpha = 0.02;
+  }
+  if (o->kind == VG_DETECT_ZSCORE5) {
+    o->window = 5;
+  } else if (o->window == 0) {
+    o->window = VG_DETECT_WINDOW_MAX;
+  }
+  if (o->warmup == 0) {
+    switch (o->kind) {
+      case VG_DETECT_DEFAULT:
+      case VG_DETECT_ROBUST:
+        o->warmup = o->window / 2;
+        break;
+      case VG_DETECT_ZSCORE5:
+        o->warmup = 5;
+        break;
+      default:
+        o->warmup = 30;
+    }
+  }
+  if (o->threshold == 0) {
+    o->threshold = 0.5;
+  }
+  if (o->cusum_k == 0) {
+    o->cusum_k = 0.5;
+  }
+  if (o->cusum_h == 0) {
+    o->cusum_h = 8;
+  }
+  if (o->half_life == 0) {
+    o->half_life = 350;
+  }
+}
+
+void detect_opts_default(vg_detect_opts_t *o, vg_detect_kind_t kind)
+{
+  memset(o, 0, sizeof(*o));
+  o->kind = kind;
+  fill_defaults(o);
+}
+
+int detect_init(vg_detector_t *d, const vg_detect_opts_t *opts, char *err, size_t errlen)
+{
+  vg_detect_opts_t o = *opts;
+  if (detect_kind_name(o.kind) == NULL) {
+    set_err(err, errlen, "unknown detector kind %d", (int)o.kind);
+    return -1;
+  }
+  fill_defaults(&o);
+  if (!(o.alpha > 0 && o.alpha < 1)) {
+    set_err(err, errlen, "alpha must be in (0, 1), got %g", o.alpha);
+    return -1;
+  }
+  if (o.window < 3 || o.window > VG_DETECT_WINDOW_MAX) {
+    set_err(err, errlen, "window must be in [3, %d], got %u", VG_DETECT_WINDOW_MAX, o.window);
+    return -1;
+  }
+  if (!(o.threshold > 0 && o.threshold <= 1)) {
+    set_err(err, errlen, "threshold must be in (0, 1], got %g", o.threshold);
+    return -1;
+  }
+  if (!(o.cusum_k >= 0 && o.cusum_h > 0 && isfinite(o.cusum_k) && isfinite(o.cusum_h))) {
+    set_err(err, errlen, "cusum_k must be >= 0 and cusum_h > 0");
+    return -1;
+  }
+  if (!(o.half_life >= 1 && o.half_life <= 1e9)) {
+    set_err(err, errlen, "half_life must be in [1, 1e9] points, got %g", o.half_life);
+    return -1;
+  }
+  if (o.warmup > 1000000) {
+    set_err(err, errlen, "warmup must be at most 1000000, got %u", o.warmup);
+    return -1;
+  }
+  memset(d, 0, sizeof(*d));
+  d->o = o;
+  d->decay = exp2(-1.0 / o.half_life);
+  return 0;
+}
+
+bool detect_warm(const vg_detector_t *d)
+{
+  return d->n >= d->o.warmup;
+}
+
+double detect_score_of_z(double z)
+{
+  if (!(z > 0)) {
+    return 0.0;
+  }
+  if (isinf(z)) {
+    return 1.0;
+  }
+  return z * z / (z * z + 9.0);
+}
+
+/* A scale never below a tiny fraction of the level, so float noise on a flat series is not a
+ * 1e12-sigma event (a real step on a flat series still is). */
+static double floor_scale(double scale, double level)
+{
+  double lo = 1e-9 * fabs(level) + 1e-12;
+  return scale > lo ? scale : lo;
+}
+
+/* k-th smallest of v[0..n-1], leaving v[0..k-1] <= v[k] (Wirth's selection; reorders v). */
+static double select_kth(double *v, int n, int k)
+{
+  int l = 0, m = n - 1;
+  while (l < m) {
+    double x = v[k];
+    int i = l, j = m;
+    do {
+      while (v[i] < x) {
+        i++;
+      }
+      while (x < v[j]) {
+        j--;
+      }
+      if (i <= j) {
+        double t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+        i++;
+        j--;
+      }
+    } while (i <= j);
+    if (j < k) {
+      l = i;
+    }
+    if (k < i) {
+      m = j;
+    }
+  }
+  return v[k];
+}
+
+static double median_of(double *v, uint32_t n)
+{
+  int k = (int)n / 2;
+  double m = select_kth(v, (int)n, k);
+  if (n % 2 == 0) { /* the lower middle is the largest of v[0..k-1] */
+    double lo = v[0];
+    for (int i = 1; i < k; i++) {
+      lo = v[i] > lo ? v[i] : lo;
+    }
+    m = (m + lo) / 2;
+  }
+  return m;
+}
+
+static uint32_t ring_count(const vg_detector_t *d)
+{
+  return d->n < d->o.window ? (uint32_t)d->n : d->o.window;
+}
+
+/* z of x against the median and MAD of the ring. */
+static double robust_z(const vg_detector_t *d, double x)
+{
+  uint32_t n = ring_count(d);
+  if (n == 0) {
+    return 0;
+  }
+  double v[VG_DETECT_WINDOW_MAX];
+  memcpy(v, d->ring, n * sizeof(*v));
+  double med = median_of(v, n);
+  double mean_ad = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    v[i] = fabs(v[i] - med);
+    mean_ad += v[i];
+  }
+  double mad = median_of(v, n) * MAD_TO_SIGMA;
+  /* more than half the window equal (MAD 0): fall back on the mean absolute deviation */
+  double scale = mad > 0 ? mad : mean_ad / n * 1.2533;
+  return fabs(x - med) / floor_scale(scale, med);
+}
+
+static double ewma_sd(const vg_detector_t *d)
+{
+  /* the variance starts at 0: divide by the weight accumulated so far (bias correction) */
+  double w = 1.0 - pow(1.0 - d->o.alpha, (double)d->n);
+  return floor_scale(sqrt(w > 0 ? d->var / w : 0), d->mean);
+}
+
+static void ewma_absorb(vg_detector_t *d, double x)
+{
+  if (d->n == 0) {
+    d->mean = x;
+    return;
+  }
+  double diff = x - d->mean, incr = d->o.alpha * diff;
+  d->mean += incr;
+  d->var = (1.0 - d->o.alpha) * (d->var + diff * incr);
+}
+
+/* CUSUM on the residual of x against the EWMA; returns the statistic in z units (h -> 3). */
+static double cusum_step(vg_detector_t *d, double x, double sd)
+{
+  double r = d->n > 0 ? (x - d->mean) / sd : 0;
+  r = r > 10 ? 10 : (r < -10 ? -10 : r); /* one wild point is a spike, not a shift */
+  d->cpos = fmax(0, d->cpos + r - d->o.cusum_k);
+  d->cneg = fmax(0, d->cneg - r - d->o.cusum_k);
+  return 3.0 * fmax(d->cpos, d->cneg) / d->o.cusum_h;
+}
+
+static double zscore5(const vg_detector_t *d, double x)
+{
+  uint32_t n = ring_count(d);
+  if (n == 0) {
+    return 0;
+  }
+  double mean = 0, ss = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    mean += d->ring[i];
+  }
+  mean /= n;
+  for (uint32_t i = 0; i < n; i++) {
+    ss += (d->ring[i] - mean) * (d->ring[i] - mean);
+  }
+  double sd = sqrt(ss / n); /* numpy's std (ddof 0), as the seed computed it */
+  if (sd == 0) {
+    return x == mean ? 0 : INFINITY;
+  }
+  return fabs(x - mean) / sd;
+}
+
+double detect_update(vg_detector_t *d, double x, bool *flag)
+{
+  if (flag != NULL) {
+    *flag = false;
+  }
+  if (!isfinite(x)) {
+    return 0;
+  }
+  double z = 0;
+  bool warm = detect_warm(d);
+  switch (d->o.kind) {
+    case VG_DETECT_EWMA:
+      z = d->n > 0 ? fabs(x - d->mean) / ewma_sd(d) : 0;
+      ewma_absorb(d, x);
+      break;
+    case VG_DETECT_ROBUST:
+      z = robust_z(d, x);
+      break;
+    case VG_DETECT_ZSCORE5:
+      z = zscore5(d, x);
+      break;
+    case VG_DETECT_CUSUM: {
+      z = cusum_step(d, x, ewma_sd(d));
+      ewma_absorb(d, x);
+      break;
+    }
+    case VG_DETECT_DEFAULT:
+      z = cusum_step(d, x, ewma_sd(d));
+      ewma_absorb(d, x);
+      break;
+  }
+  if (d->o.kind != VG_DETECT_EWMA && d->o.kind != VG_DETECT_CUSUM) {
+    d->ring[d->head] = x;
+    d->head = (d->head + 1) % d->o.window;
+  }
+  d->n++;
+  if (!warm) {
+    d->cpos = d->cneg = 0; /* sums built on a half-learnt scale mean nothing */
+    return 0;
+  }
+  double score = detect_score_of_z(z);
+  if ((d->o.kind == VG_DETECT_CUSUM || d->o.kind == VG_DETECT_DEFAULT) && z >= 3.0) {
+    d->cpos = d->cneg = 0; /* a shift was seen: start over at the new level */
+    d->mean = x;
+  }
+  if (d->o.kind == VG_DETECT_DEFAULT) {
+    /* Report the onset of an episode, not each of its points: a score counts only when it
+     * rises above the decaying peak of the scores before it. */
+    double raw = score;
+    score = raw > d->peak ? raw : 0.0;
+    d->peak = fmax(d->peak * d->decay, raw);
+  }
+  bool hit = score >= d->o.threshold;
+  if (flag != NULL) {
+    *flag = hit;
+  }
+  return score;
+}

@@ -1,0 +1,71 @@
+/* Streaming anomaly detectors for metric series: fixed-size state per series (no allocation,
+ * under 1 KB), updated point by point, each update giving a score in [0, 1] and a flag.
+ * Scores share one scale: a deviation of z standard deviations scores z^2 / (z^2 + 9), so 0.5 is
+ * "3 sigma" and the default flag threshold; 0.8 is 6 sigma, 0.9 is 9 sigma. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest window of the robust detector (and of the default one): the ring of past values. */
+#define VG_DETECT_WINDOW_MAX 64
+
+typedef enum {
+  VG_DETECT_DEFAULT, /* no tuning: CUSUM on EWMA residuals (a level shift, or a spike of about
+                      * 9 sigma in one point), reporting only the onset of an episode: a score
+                      * counts when it exceeds the peak of earlier scores, which halves every
+                      * half_life points (see docs/detectors.md, measured on NAB) */
+  VG_DETECT_EWMA,    /* z against an exponentially weighted mean and variance */
+  VG_DETECT_ROBUST,  /* z against the median and MAD of the last `window` values */
+  VG_DETECT_CUSUM,   /* two-sided CUSUM of EWMA-standardised residuals: level shifts */
+  VG_DETECT_ZSCORE5, /* the seed's rule: z against mean and std of the previous 5 values */
+} vg_detect_kind_t;
+
+typedef struct {
+  vg_detect_kind_t kind;
+  double alpha;     /* EWMA weight of a new point, (0, 1); 0 means 0.02 */
+  uint32_t window;  /* robust window, 3..VG_DETECT_WINDOW_MAX; 0 means 64 */
+  uint32_t warmup;  /* points absorbed before scoring (score 0, no flag); 0 means the kind's
+                     * default: window/2 for robust and default, 30 for EWMA and CUSUM, 5 for
+                     * zscore5 */
+  double threshold; /* flag when score >= threshold, (0, 1]; 0 means 0.5 (3 sigma) */
+  double cusum_k;   /* CUSUM slack in sigmas; 0 means 0.5 */
+  double cusum_h;   /* CUSUM decision interval in sigmas; 0 means 8 */
+  double half_life; /* default detector: half-life in points of the reported peak; 0 means 350 */
+} vg_detect_opts_t;
+
+/* One series' detector. Plain data: copy it, store it, memcpy it to disk (snapshot/resume). */
+typedef struct {
+  vg_detect_opts_t o; /* with defaults filled in */
+  uint64_t n;         /* points absorbed */
+  double mean, var;   /* EWMA of the values and of the squared deviations */
+  double cpos, cneg;  /* CUSUM sums */
+  double peak, decay; /* default detector: decaying peak of raw scores, its factor per point */
+  uint32_t head;      /* ring: next slot to write */
+  double ring[VG_DETECT_WINDOW_MAX];
+} vg_detector_t;
+
+/* Fills `o` with the defaults of `kind`. */
+void detect_opts_default(vg_detect_opts_t *o, vg_detect_kind_t kind);
+
+/* Checks `o` (after filling zeros with defaults) and initialises `d`. Returns 0, or -1 with a
+ * message in `err` for an option out of range. */
+int detect_init(vg_detector_t *d, const vg_detect_opts_t *o, char *err, size_t errlen);
+
+/* Absorbs one point and returns its score in [0, 1] (0 while warming up); *flag (if not NULL)
+ * tells whether score >= threshold. A NaN or infinite value is ignored: state unchanged, score 0,
+ * no flag. The point is scored against the state before it, then absorbed. */
+double detect_update(vg_detector_t *d, double value, bool *flag);
+
+/* True once the warm-up is over. */
+bool detect_warm(const vg_detector_t *d);
+
+/* The shared scale: z^2 / (z^2 + 9) for z >= 0 (NaN -> 0, +inf -> 1). */
+double detect_score_of_z(double z);
+
+/* "default", "ewma", "robust", "cusum", "zscore5"; NULL for an unknown kind. */
+const char *detect_kind_name(vg_detect_kind_t kind);
+
+/* The kind named `name`, or -1. */
+int detect_kind_parse(const char *name);

@@ -1,0 +1,264 @@
+/* Tests for src/engine/detect.c: the shared score scale, warm-up, each kind on constructed
+ * series (exact values where the arithmetic is simple), the default's onset-only reporting,
+ * NaN handling, option errors, and that a copied state resumes identically. */
+#include "engine/detect.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "test_support.h"
+
+static uint64_t lcg_state;
+
+static double gauss(void)
+{
+  lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+  double u = ((double)(lcg_state >> 11) + 0.5) * 0x1.0p-53;
+  lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+  double v = ((double)(lcg_state >> 11) + 0.5) * 0x1.0p-53;
+  return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+static void init_kind(vg_detector_t *d, vg_detect_kind_t kind)
+{
+  vg_detect_opts_t o;
+  detect_opts_default(&o, kind);
+  char err[128] = "";
+  if (detect_init(d, &o, err, sizeof(err)) != 0) {
+    fail_msg("init: %s", err);
+  }
+}
+
+static void test_score_scale(void **state)
+{
+  (void)state;
+  assert_float_equal(detect_score_of_z(0), 0, 0);
+  assert_float_equal(detect_score_of_z(-2), 0, 0);
+  assert_float_equal(detect_score_of_z(NAN), 0, 0);
+  assert_float_equal(detect_score_of_z(3), 0.5, 1e-15);
+  assert_float_equal(detect_score_of_z(6), 0.8, 1e-15);
+  assert_float_equal(detect_score_of_z(9), 0.9, 1e-15);
+  assert_float_equal(detect_score_of_z(INFINITY), 1, 0);
+  assert_true(detect_score_of_z(2.9) < 0.5 && detect_score_of_z(3.1) > 0.5);
+}
+
+static void test_zscore5_is_the_seed_rule(void **state)
+{
+  (void)state;
+  vg_detector_t d;
+  init_kind(&d, VG_DETECT_ZSCORE5);
+  assert_int_equal(d.o.window, 5);
+  bool flag = true;
+  for (int i = 1; i <= 5; i++) { /* warm-up: scored 0, never flagged */
+    assert_false(detect_warm(&d));
+    assert_float_equal(detect_update(&d, i, &flag), 0, 0);
+    assert_false(flag);
+  }
+  assert_true(detect_warm(&d));
+  /* previous five 1..5: mean 3, population sd sqrt(2); 10 is z = 7/sqrt(2) */
+  double z = 7.0 / sqrt(2.0);
+  assert_float_equal(detect_update(&d, 10, &flag), z * z / (z * z + 9), 1e-12);
+  assert_true(flag);
+  /* previous five 2,3,4,5,10: mean 4.8; 4.8 itself scores 0 */
+  assert_float_equal(detect_update(&d, 4.8, &flag), 0, 1e-12);
+  assert_false(flag);
+  /* a flat history: any change is infinitely many sigmas (the seed divided by 0) */
+  init_kind(&d, VG_DETECT_ZSCORE5);
+  for (int i = 0; i < 5; i++) {
+    detect_update(&d, 7, NULL);
+  }
+  assert_float_equal(detect_update(&d, 7, &flag), 0, 0);
+  assert_float_equal(detect_update(&d, 7.5, &flag), 1, 0);
+  assert_true(flag);
+}
+
+static void test_ewma_flags_a_spike_not_noise(void **state)
+{
+  (void)state;
+  vg_detector_t d;
+  init_kind(&d, VG_DETECT_EWMA);
+  lcg_state = 1;
+  int flags = 0;
+  for (int i = 0; i < 500; i++) {
+    bool flag;
+    double s = detect_update(&d, 100 + gauss(), &flag);
+    assert_true(s >= 0 && s <= 1);
+    flags += flag;
+    if (i < 30) {
+      assert_float_equal(s, 0, 0);
+    }
+  }
+  assert_true(flags <= 3); /* 3 sigma on 470 normal points: about 1.3 expected */
+  vg_detector_t copy = d;
+  bool flag;
+  double s = detect_update(&d, 120, &flag);
+  assert_true(flag);
+  assert_true(s > 0.9); /* ~20 sigma */
+  s = detect_update(&copy, 80, &flag);
+  assert_true(flag);
+  assert_true(s > 0.9); /* two-sided */
+}
+
+static void test_robust_ignores_outliers_in_its_window(void **state)
+{
+  (void)state;
+  vg_detector_t d;
+  init_kind(&d, VG_DETECT_ROBUST);
+  for (int i = 0; i < 63; i++) {
+    detect_update(&d, i % 2 ? 11 : 10, NULL);
+  }
+  detect_update(&d, 1000, NULL); /* one wild value in the window */
+  /* median 10.5 (or 10/11), MAD 0.5: 10.5 is normal, 20 is ~13 sigma */
+  bool flag;
+  assert_true(detect_update(&d, 10.5, &flag) < 0.1);
+  assert_false(flag);
+  assert_true(detect_update(&d, 20, &flag) > 0.9);
+  assert_true(flag);
+}
+
+static void test_cusum_finds_a_small_level_shift(void **state)
+{
+  (void)state;
+  vg_detector_t c, e;
+  init_kind(&c, VG_DETECT_CUSUM);
+  init_kind(&e, VG_DETECT_EWMA);
+  lcg_state = 5;
+  int before = 0, first = -1, ewma_flags = 0;
+  for (int i = 0; i < 600; i++) {
+    double v = gauss() + (i >= 400 ? 1.5 : 0); /* 1.5 sigma up at 400 */
+    bool fc, fe;
+    detect_update(&c, v, &fc);
+    detect_update(&e, v, &fe);
+    if (i < 400) {
+      before += fc;
+    } else {
+      ewma_flags += fe;
+      if (fc && first < 0) {
+        first = i;
+      }
+    }
+  }
+  assert_int_equal(before, 0);
+  assert_true(first >= 400 && first < 440);
+  assert_true(ewma_flags <= 3); /* the point-wise z barely sees it */
+}
+
+static void test_default_reports_the_onset(void **state)
+{
+  (void)state;
+  vg_detector_t d;
+  init_kind(&d, VG_DETECT_DEFAULT);
+  assert_true(sizeof(d) <= 1024);
+  lcg_state = 9;
+  int flags = 0;
+  for (int i = 0; i < 1000; i++) {
+    bool flag;
+    double s = detect_update(&d, 50 + gauss(), &flag);
+    assert_true(s >= 0 && s <= 1);
+    flags += flag;
+  }
+  assert_int_equal(flags, 0);
+  bool flag;
+  double s = detect_update(&d, 50 + 20, &flag); /* a 20 sigma spike: its onset */
+  assert_true(flag);
+  assert_true(s > 0.5);
+  for (int i = 0; i < 5; i++) {
+    detect_update(&d, 50 + gauss(), NULL);
+  }
+  /* the same spike again soon is the same episode: scored 0, not re-flagged */
+  assert_float_equal(detect_update(&d, 50 + 20, &flag), 0, 0);
+  assert_false(flag);
+  /* a level shift of 5 sigma is reported once */
+  init_kind(&d, VG_DETECT_DEFAULT);
+  for (int i = 0; i < 500; i++) {
+    detect_update(&d, 50 + gauss(), NULL);
+  }
+  flags = 0;
+  for (int i = 0; i < 300; i++) {
+    detect_update(&d, 55 + gauss(), &flag);
+    flags += flag;
+  }
+  assert_true(flags >= 1 && flags <= 2);
+}
+
+static void test_nan_is_ignored(void **state)
+{
+  (void)state;
+  vg_detector_t d, before;
+  init_kind(&d, VG_DETECT_DEFAULT);
+  for (int i = 0; i < 100; i++) {
+    detect_update(&d, i % 3, NULL);
+  }
+  memcpy(&before, &d, sizeof(d));
+  bool flag = true;
+  assert_float_equal(detect_update(&d, NAN, &flag), 0, 0);
+  assert_false(flag);
+  assert_float_equal(detect_update(&d, INFINITY, &flag), 0, 0);
+  assert_memory_equal(&d, &before, sizeof(d));
+}
+
+static void test_copied_state_resumes_identically(void **state)
+{
+  (void)state;
+  for (int k = 0; k <= VG_DETECT_ZSCORE5; k++) {
+    vg_detector_t a, b;
+    init_kind(&a, (vg_detect_kind_t)k);
+    lcg_state = 77;
+    for (int i = 0; i < 300; i++) {
+      detect_update(&a, 10 * gauss(), NULL);
+    }
+    memcpy(&b, &a, sizeof(a)); /* a snapshot, as the store keeps it */
+    for (int i = 0; i < 300; i++) {
+      double v = 10 * gauss() + (i == 150 ? 200 : 0);
+      assert_float_equal(detect_update(&a, v, NULL), detect_update(&b, v, NULL), 0);
+    }
+  }
+}
+
+static void expect_init_error(vg_detect_opts_t o, const char *want)
+{
+  vg_detector_t d;
+  char err[128] = "";
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), -1);
+  assert_string_equal(err, want);
+}
+
+static void test_bad_options(void **state)
+{
+  (void)state;
+  vg_detect_opts_t o;
+  detect_opts_default(&o, VG_DETECT_EWMA);
+  o.alpha = 1.5;
+  expect_init_error(o, "alpha must be in (0, 1), got 1.5");
+  detect_opts_default(&o, VG_DETECT_ROBUST);
+  o.window = 65;
+  expect_init_error(o, "window must be in [3, 64], got 65");
+  o.window = 2;
+  expect_init_error(o, "window must be in [3, 64], got 2");
+  detect_opts_default(&o, VG_DETECT_DEFAULT);
+  o.threshold = 1.5;
+  expect_init_error(o, "threshold must be in (0, 1], got 1.5");
+  detect_opts_default(&o, VG_DETECT_DEFAULT);
+  o.kind = (vg_detect_kind_t)42;
+  expect_init_error(o, "unknown detector kind 42");
+  assert_int_equal(detect_kind_parse("cusum"), VG_DETECT_CUSUM);
+  assert_int_equal(detect_kind_parse("nope"), -1);
+  assert_string_equal(detect_kind_name(VG_DETECT_DEFAULT), "default");
+  assert_null(detect_kind_name((vg_detect_kind_t)9));
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_score_scale),
+    cmocka_unit_test(test_zscore5_is_the_seed_rule),
+    cmocka_unit_test(test_ewma_flags_a_spike_not_noise),
+    cmocka_unit_test(test_robust_ignores_outliers_in_its_window),
+    cmocka_unit_test(test_cusum_finds_a_small_level_shift),
+    cmocka_unit_test(test_default_reports_the_onset),
+    cmocka_unit_test(test_nan_is_ignored),
+    cmocka_unit_test(test_copied_state_resumes_identically),
+    cmocka_unit_test(test_bad_options),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
