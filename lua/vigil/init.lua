@@ -6,6 +6,10 @@ local json = require("vigil.json")
 local inspect = require("vigil.inspect")
 local http = require("vigil.http")
 local prom = require("vigil.prom")
+local loki = require("vigil.loki")
+local jaeger = require("vigil.jaeger")
+local datadog = require("vigil.datadog")
+local alertmanager = require("vigil.alertmanager")
 
 local M = {
   version = core.version,
@@ -19,6 +23,11 @@ local M = {
   inspect = inspect.inspect,
   http = http,
   prom = prom.new,
+  loki = loki.new,
+  jaeger = jaeger.new,
+  datadog = datadog.new,
+  alertmanager = alertmanager.new,
+  logs = require("vigil.logs"),
 }
 
 --- Runs each function of `fns` as its own task, all at once, and waits for them.
@@ -54,6 +63,48 @@ function M.all(fns, opts)
     results[i] = value
   end
   return results, errors
+end
+
+--- A client of kind "http": requests relative to the source's URL, under its policy.
+local function http_source(info)
+  local src = { url = info.url:gsub("/+$", ""), name = info.name, timeout = info.timeout }
+  function src.request(opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.url = src.url .. (o.path or "")
+    o.path = nil
+    o.source = src.name
+    o.timeout = o.timeout or src.timeout
+    return http.request(o)
+  end
+  function src.get(path, opts)
+    local o = { path = path, method = "GET" }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return src.request(o)
+  end
+  function src.post(path, opts)
+    local o = { path = path, method = "POST" }
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return src.request(o)
+  end
+  return src
+end
+
+--- The data source the config declares under `name` (`sources = { name = { kind, url, ... } }`)
+-- as a client of its kind: vigil.prom for "prometheus", a relative-URL HTTP client for "http",
+-- the vigil.<kind> client otherwise. Its policy and credentials stay in C. Returns nil,
+-- "ENOSOURCE: ..." when the config declares no such source.
+function M.source(name)
+  local info = core.source_info(tostring(name))
+  if not info then
+    return nil, ("ENOSOURCE: no source '%s' in the config"):format(tostring(name))
+  end
+  local opts = { url = info.url, name = info.name, timeout = info.timeout }
+  if info.kind == "prometheus" then return prom.new(opts) end
+  if info.kind == "http" then return http_source(opts) end
+  local ok, mod = pcall(require, "vigil." .. info.kind)
+  if ok and type(mod) == "table" and type(mod.new) == "function" then return mod.new(opts) end
+  return nil, ("ENOSOURCE: no client for kind '%s' in this vigil"):format(info.kind)
 end
 
 local function logger(level)

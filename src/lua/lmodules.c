@@ -9,6 +9,7 @@ void vg_open_modules(lua_State *L)
   static const luaL_Reg modules[] = {
     { "vigil.core", vg_open_vigil_core },
     { "vigil.httpc", vg_open_vigil_httpc },
+    { "vigil.logs.core", vg_open_vigil_logs },
     { NULL, NULL },
   };
   for (const luaL_Reg *m = modules; m->name != NULL; m++) {
