@@ -58,7 +58,42 @@ void vg_config_free(vg_config_t *cfg)
     memset(cfg->token, 0, strlen(cfg->token));
     free(cfg->token);
   }
+  for (size_t i = 0; i < cfg->nsources; i++) {
+    vg_source_config_t *sc = &cfg->sources[i];
+    free(sc->name);
+    free(sc->kind);
+    free(sc->url);
+    for (size_t k = 0; k < sc->nheaders; k++) {
+      memset(sc->headers[k], 0, strlen(sc->headers[k]));
+      free(sc->headers[k]);
+    }
+    free(sc->headers);
+  }
+  free(cfg->sources);
   memset(cfg, 0, sizeof(*cfg));
+}
+
+int vg_config_apply_sources(const vg_config_t *cfg, struct vg_sources *ss)
+{
+  for (size_t i = 0; i < cfg->nsources; i++) {
+    const vg_source_config_t *sc = &cfg->sources[i];
+    vg_source_t *s = vg_sources_get(ss, sc->name, NULL);
+    if (s == NULL ||
+        vg_source_configure(s, &sc->policy, (const char *const *)sc->headers, sc->nheaders) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *name)
+{
+  for (size_t i = 0; cfg != NULL && i < cfg->nsources; i++) {
+    if (strcmp(cfg->sources[i].name, name) == 0) {
+      return &cfg->sources[i];
+    }
+  }
+  return NULL;
 }
 
 /* ---- secrets ---- */
@@ -363,6 +398,209 @@ static void read_intake(lua_State *L, load_ctx_t *c, int tbl)
   }
 }
 
+/* Adds "Name: value" to a source's headers; value may be a secret. */
+static void add_header(
+    lua_State *L, load_ctx_t *c, vg_source_config_t *sc, const char *name, const char *value)
+{
+  size_t len = strlen(name) + strlen(value) + 3;
+  char *h = malloc(len);
+  char **grown = realloc(sc->headers, (sc->nheaders + 1) * sizeof(char *));
+  if (h == NULL || grown == NULL) {
+    free(h);
+    if (grown != NULL) {
+      sc->headers = grown;
+    }
+    key_error(L, c, name, "out of memory");
+  }
+  sc->headers = grown;
+  snprintf(h, len, "%s: %s", name, value);
+  sc->headers[sc->nheaders++] = h;
+}
+
+/* A header value from the config: a plain string, or a secret (env/file). */
+static const char *header_value(
+    lua_State *L, load_ctx_t *c, int idx, const char *key, bool must_be_secret)
+{
+  secret_t *sec = luaL_testudata(L, idx, SECRET_MT);
+  if (sec != NULL) {
+    return sec->value;
+  }
+  if (must_be_secret || lua_type(L, idx) != LUA_TSTRING) {
+    key_error(L, c, key, "%s must come from env \"NAME\" or file \"PATH\"%s", key,
+              must_be_secret ? ", never a literal in the config file" : " or be a string");
+  }
+  const char *v = lua_tostring(L, idx);
+  if (strpbrk(v, "\r\n") != NULL) {
+    key_error(L, c, key, "%s must not contain CR or LF", key);
+  }
+  return v;
+}
+
+static void read_source(lua_State *L, load_ctx_t *c, int tbl, vg_source_config_t *sc)
+{
+  static const char *const known[] = {
+    "kind",
+    "url",
+    "timeout",
+    "max_concurrency",
+    "max_queue",
+    "retries",
+    "backoff",
+    "backoff_max",
+    "breaker_failures",
+    "breaker_cooldown",
+    "token",
+    "api_key",
+    "app_key",
+    "site",
+    "headers",
+    NULL,
+  };
+  char prefix[96];
+  snprintf(prefix, sizeof(prefix), "sources.%s.", sc->name);
+  check_known(L, c, tbl, prefix, known);
+  static const char *const kinds[] = { "prometheus",   "loki", "jaeger", "datadog",
+                                       "alertmanager", "http", NULL };
+  if (lua_getfield(L, tbl, "kind") != LUA_TSTRING) {
+    key_error(L, c, "kind",
+              "sources.%s.kind must be one of prometheus, loki, jaeger, datadog, alertmanager, "
+              "http",
+              sc->name);
+  }
+  bool known_kind = false;
+  for (int i = 0; kinds[i] != NULL; i++) {
+    known_kind = known_kind || strcmp(lua_tostring(L, -1), kinds[i]) == 0;
+  }
+  if (!known_kind) {
+    key_error(L, c, "kind",
+              "sources.%s.kind must be one of prometheus, loki, jaeger, datadog, alertmanager, "
+              "http",
+              sc->name);
+  }
+  sc->kind = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  bool datadog = strcmp(sc->kind, "datadog") == 0;
+  if (lua_getfield(L, tbl, "url") == LUA_TSTRING) {
+    const char *u = lua_tostring(L, -1);
+    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+      key_error(L, c, "url", "sources.%s.url must start with http:// or https://", sc->name);
+    }
+    sc->url = strdup(u);
+  } else if (!lua_isnil(L, -1)) {
+    key_error(L, c, "url", "sources.%s.url must be a string", sc->name);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "site") == LUA_TSTRING && datadog && sc->url == NULL) {
+    char u[300];
+    snprintf(u, sizeof(u), "https://api.%s", lua_tostring(L, -1));
+    sc->url = strdup(u);
+  }
+  lua_pop(L, 1);
+  if (sc->url == NULL) {
+    sc->url = datadog ? strdup("https://api.datadoghq.com") : NULL;
+    if (sc->url == NULL) {
+      key_error(L, c, "url", "sources.%s needs a url", sc->name);
+    }
+  }
+  vg_source_opts_default(&sc->policy);
+  sc->timeout_ms = 10000;
+  if (lua_getfield(L, tbl, "timeout") != LUA_TNIL) {
+    sc->timeout_ms = opt_duration(L, c, "timeout");
+  }
+  lua_pop(L, 1);
+  const char *const ints[] = { "max_concurrency", "max_queue", "retries", "breaker_failures" };
+  uint32_t *islots[] = { &sc->policy.max_concurrency, &sc->policy.max_queue, &sc->policy.retries,
+                         &sc->policy.breaker_failures };
+  for (int i = 0; i < 4; i++) {
+    if (lua_getfield(L, tbl, ints[i]) != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 100000) {
+        key_error(L, c, ints[i], "sources.%s.%s must be an integer from 0 to 100000", sc->name,
+                  ints[i]);
+      }
+      *islots[i] = (uint32_t)lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+  }
+  const char *const durs[] = { "backoff", "backoff_max", "breaker_cooldown" };
+  uint64_t *dslots[] = { &sc->policy.backoff_ms, &sc->policy.backoff_max_ms,
+                         &sc->policy.breaker_cooldown_ms };
+  for (int i = 0; i < 3; i++) {
+    if (lua_getfield(L, tbl, durs[i]) != LUA_TNIL) {
+      *dslots[i] = opt_duration(L, c, durs[i]);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, tbl, "token") != LUA_TNIL) {
+    char bearer[16] = "Bearer ";
+    const char *v = header_value(L, c, -1, "token", true);
+    size_t len = strlen(bearer) + strlen(v) + 1;
+    char *val = malloc(len);
+    if (val == NULL) {
+      key_error(L, c, "token", "out of memory");
+    }
+    snprintf(val, len, "%s%s", bearer, v);
+    add_header(L, c, sc, "Authorization", val);
+    memset(val, 0, len);
+    free(val);
+  }
+  lua_pop(L, 1);
+  const char *const dd[] = { "api_key", "app_key" };
+  const char *const dd_headers[] = { "DD-API-KEY", "DD-APPLICATION-KEY" };
+  for (int i = 0; i < 2; i++) {
+    if (lua_getfield(L, tbl, dd[i]) != LUA_TNIL) {
+      add_header(L, c, sc, dd_headers[i], header_value(L, c, -1, dd[i], true));
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, tbl, "headers") == LUA_TTABLE) {
+    int ht = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, ht) != 0) {
+      if (lua_type(L, -2) != LUA_TSTRING || strpbrk(lua_tostring(L, -2), ":\r\n ") != NULL) {
+        key_error(L, c, "headers", "sources.%s.headers must map header names to values", sc->name);
+      }
+      add_header(L, c, sc, lua_tostring(L, -2), header_value(L, c, -1, "headers", false));
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, -1)) {
+    key_error(L, c, "headers", "sources.%s.headers must be a table", sc->name);
+  }
+  lua_pop(L, 1);
+}
+
+static void read_sources(lua_State *L, load_ctx_t *c, int tbl)
+{
+  vg_config_t *cfg = c->cfg;
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    bool ok = name != NULL && *name != '\0' && strlen(name) < 64;
+    for (const char *p = name; ok && *p; p++) {
+      ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '_' || *p == '-';
+    }
+    if (!ok) {
+      key_error(L, c, "sources",
+                "sources must map names (letters, digits, _ and -) to tables { kind = ..., url "
+                "= ... }");
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "sources", "sources.%s must be a table { kind = ..., url = ... }", name);
+    }
+    vg_source_config_t *grown =
+        realloc(cfg->sources, (cfg->nsources + 1) * sizeof(vg_source_config_t));
+    if (grown == NULL) {
+      key_error(L, c, "sources", "out of memory");
+    }
+    cfg->sources = grown;
+    vg_source_config_t *sc = &cfg->sources[cfg->nsources++];
+    memset(sc, 0, sizeof(*sc));
+    sc->name = strdup(name);
+    read_source(L, c, lua_gettop(L), sc);
+    lua_pop(L, 1);
+  }
+}
+
 static void read_retention(lua_State *L, load_ctx_t *c, int tbl)
 {
   static const char *const known[] = { "horizon", "max_alerts", "reopen_grace", NULL };
@@ -495,6 +733,10 @@ static int read_config_p(lua_State *L)
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "retention") == LUA_TTABLE) {
     read_retention(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "sources") == LUA_TTABLE) {
+    read_sources(L, c, lua_gettop(L));
   }
   lua_pop(L, 1);
   for (const char *const *k =

@@ -8,6 +8,18 @@
 #include <stdint.h>
 
 #include "core/vm.h"
+#include "engine/source.h"
+
+/* A data source declared in the config (`sources = { name = { kind = ..., url = ... } }`). */
+typedef struct {
+  char *name;
+  char *kind; /* prometheus | loki | jaeger | datadog | alertmanager | http */
+  char *url;
+  uint64_t timeout_ms;
+  vg_source_opts_t policy;
+  char **headers; /* "Name: value" added by C to every request; may hold secrets */
+  size_t nheaders;
+} vg_source_config_t;
 
 typedef struct vg_config {
   char *path; /* the file it came from, or NULL for defaults */
@@ -38,6 +50,9 @@ typedef struct vg_config {
   uint64_t retention_ms;    /* resolved alerts and closed incidents older than this go */
   uint64_t max_alerts;      /* rows kept at most */
   uint64_t reopen_grace_ms; /* a resolved incident reopens when an alert fires within this */
+
+  vg_source_config_t *sources;
+  size_t nsources;
 } vg_config_t;
 
 /* Fills `cfg` with the defaults. */
@@ -47,3 +62,10 @@ void vg_config_defaults(vg_config_t *cfg);
 int vg_config_load(vg_config_t *cfg, const char *path, char *err, size_t errlen);
 
 void vg_config_free(vg_config_t *cfg);
+
+/* Gives each declared source its policy and headers in the runtime's registry. Returns 0, or
+ * -1 when out of memory. */
+int vg_config_apply_sources(const vg_config_t *cfg, struct vg_sources *ss);
+
+/* The declared source called `name`, or NULL. */
+const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *name);

@@ -105,6 +105,11 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     return 1;
   }
 
+  if (cfg->nsources > 0 && (vg_runtime_sources(rt) == NULL ||
+                            vg_config_apply_sources(cfg, rt->sources) != 0)) {
+    fprintf(stderr, "vigil: cannot set up the data sources (out of memory?)\n");
+  }
+
   vg_policies_t *ps = vg_policies_new(rt, cfg->policies);
   ps->budget.max = cfg->error_budget;
   ps->budget.window_ms = cfg->error_window_ms;

@@ -26,6 +26,9 @@ struct vg_source {
   bool probe_inflight;
   vg_source_req_t *reqs;
   vg_source_req_t *q_head, *q_tail;
+  bool configured;
+  char **headers; /* added to every request (configured sources) */
+  size_t nheaders;
   vg_source_t *next;
 };
 
@@ -97,7 +100,10 @@ static void req_free(vg_source_req_t *r)
   if (r->next != NULL) {
     r->next->prev = r->prev;
   }
-  for (size_t i = 0; i < r->o.nheaders; i++) {
+  for (size_t i = 0; r->headers != NULL && i < r->o.nheaders; i++) {
+    if (r->headers[i] != NULL) {
+      memset(r->headers[i], 0, strlen(r->headers[i])); /* a configured header may be a secret */
+    }
     free(r->headers[i]);
   }
   free(r->headers);
@@ -340,13 +346,14 @@ vg_source_req_t *vg_source_request(vg_source_t *s,
   r->method = o->method ? strdup(o->method) : NULL;
   r->url = o->url ? strdup(o->url) : NULL;
   r->body = o->body ? dup_n(o->body, o->body_len) : NULL;
-  r->headers = calloc(o->nheaders + 1, sizeof(char *));
+  r->headers = calloc(o->nheaders + s->nheaders + 1, sizeof(char *));
   bool ok = r->url != NULL && r->headers != NULL && (o->method == NULL || r->method != NULL) &&
             (o->body == NULL || r->body != NULL);
-  for (size_t i = 0; ok && i < o->nheaders; i++) {
-    r->headers[i] = strdup(o->headers[i]);
+  for (size_t i = 0; ok && i < o->nheaders + s->nheaders; i++) {
+    r->headers[i] = strdup(i < o->nheaders ? o->headers[i] : s->headers[i - o->nheaders]);
     ok = r->headers[i] != NULL;
   }
+  r->o.nheaders = o->nheaders + s->nheaders;
   r->o.method = r->method;
   r->o.url = r->url;
   r->o.body = r->body;
@@ -443,7 +450,7 @@ vg_source_t *vg_sources_get(vg_sources_t *ss, const char *name, const vg_source_
     s->next = ss->list;
     ss->list = s;
   }
-  if (o != NULL) {
+  if (o != NULL && !s->configured) {
     s->o = *o;
   } else if (s->o.max_concurrency == 0) {
     vg_source_opts_default(&s->o);
@@ -453,6 +460,39 @@ vg_source_t *vg_sources_get(vg_sources_t *ss, const char *name, const vg_source_
   }
   pump(s);
   return s;
+}
+
+int vg_source_configure(vg_source_t *s,
+                        const vg_source_opts_t *o,
+                        const char *const *headers,
+                        size_t nheaders)
+{
+  char **copy = calloc(nheaders + 1, sizeof(char *));
+  if (copy == NULL) {
+    return -1;
+  }
+  for (size_t i = 0; i < nheaders; i++) {
+    if ((copy[i] = strdup(headers[i])) == NULL) {
+      while (i-- > 0) {
+        free(copy[i]);
+      }
+      free(copy);
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < s->nheaders; i++) {
+    free(s->headers[i]);
+  }
+  free(s->headers);
+  s->headers = copy;
+  s->nheaders = nheaders;
+  s->o = *o;
+  if (s->o.max_concurrency == 0) {
+    s->o.max_concurrency = 1;
+  }
+  s->configured = true;
+  pump(s);
+  return 0;
 }
 
 void vg_sources_each(vg_sources_t *ss,
@@ -486,6 +526,11 @@ void vg_sources_free(vg_sources_t *ss)
     while (s->reqs != NULL) {
       vg_source_cancel(s->reqs);
     }
+    for (size_t i = 0; i < s->nheaders; i++) {
+      memset(s->headers[i], 0, strlen(s->headers[i])); /* may hold a secret */
+      free(s->headers[i]);
+    }
+    free(s->headers);
     free(s->name);
     free(s);
   }

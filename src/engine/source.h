@@ -51,6 +51,14 @@ void vg_sources_free(vg_sources_t *ss);
  * one, with its state; `o` then updates its settings). NULL when out of memory. */
 vg_source_t *vg_sources_get(vg_sources_t *ss, const char *name, const vg_source_opts_t *o);
 
+/* Fixes a source's policy and extra request headers (from the config: tokens and API keys
+ * stay in C, never reach Lua): later vg_sources_get calls no longer change its policy.
+ * Returns 0, or -1 when out of memory. */
+int vg_source_configure(vg_source_t *s,
+                        const vg_source_opts_t *o,
+                        const char *const *headers,
+                        size_t nheaders);
+
 /* Visits every source (for /metrics and the REPL). */
 void vg_sources_each(vg_sources_t *ss,
                      void (*fn)(void *ud, const char *name, const vg_source_stats_t *st),

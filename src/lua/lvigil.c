@@ -10,6 +10,7 @@
 #include "vigil/version.h"
 
 #include "core/clock.h"
+#include "core/config.h"
 #include "core/every.h"
 #include "core/log.h"
 #include "core/runtime.h"
@@ -84,6 +85,28 @@ static int l_sleep(lua_State *L)
   }
   vg_task_suspend(t, op, sleep_release);
   return vg_task_yield(L);
+}
+
+/* vigil.core.source_info(name) [-1, +1, m]: what the config declares of a data source, without
+ * its secrets: { name, kind, url, timeout (seconds) }, or nil when it declares none. */
+static int l_source_info(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  const vg_source_config_t *sc = vg_config_source(vg_vm_of(L)->rt->config, name);
+  if (sc == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, sc->name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, sc->kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, sc->url);
+  lua_setfield(L, -2, "url");
+  lua_pushnumber(L, (lua_Number)sc->timeout_ms / 1000.0);
+  lua_setfield(L, -2, "timeout");
+  return 1;
 }
 
 /* vigil.now() [-0, +1, -]: seconds since the epoch, millisecond precision (virtual in specs). */
@@ -416,7 +439,8 @@ int vg_open_vigil_core(lua_State *L)
 
   static const luaL_Reg funcs[] = {
     { "sleep", l_sleep }, { "now", l_now },     { "duration", l_duration }, { "spawn", l_spawn },
-    { "wait", l_wait },   { "every", l_every }, { "log", l_log },           { NULL, NULL },
+    { "wait", l_wait },   { "every", l_every }, { "log", l_log },
+    { "source_info", l_source_info },               { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   lua_pushliteral(L, VIGIL_VERSION);

@@ -8,6 +8,7 @@
 
 #include "vigil/version.h"
 
+#include "core/config.h"
 #include "core/policy.h"
 #include "repl/frontend.h"
 #include "repl/session.h"
@@ -80,6 +81,11 @@ int vg_repl_standalone(const vg_config_t *cfg, bool load_policies)
     return 1;
   }
   rt->limits = cfg->limits;
+  rt->config = (vg_config_t *)cfg;
+  if (cfg->nsources > 0 && (vg_runtime_sources(rt) == NULL ||
+                            vg_config_apply_sources(cfg, rt->sources) != 0)) {
+    fputs("vigil repl: cannot set up the data sources\n", stderr);
+  }
   vg_policies_t *ps = NULL;
   int npolicies = 0;
   if (load_policies) {

@@ -30,6 +30,8 @@ class H(http.server.BaseHTTPRequestHandler):
         with lock:
             state["hits"][path] = state["hits"].get(path, 0) + 1
             hits = state["hits"][path]
+        if path == "/echo":
+            return self.answer(200, {k.lower(): v for k, v in self.headers.items()})
         if path == "/stats":
             return self.answer(200, {"hits": state["hits"], "max": state["max"]})
         if path.startswith("/set/"):  # /set/<name>/<n>: the next n hits of /<name> fail
@@ -130,4 +132,55 @@ print("policy ok")
 LUA
 out=$("$VIGIL" repl < policy.lua 2>&1) || fail "the script failed: $out"
 [[ $out == *"policy ok"* ]] || fail "policy: $out"
+echo "sources declared in the config: policy and credentials stay in C"
+mkdir -p policies
+cat > policies/uses_source.lua <<'LUA'
+return { name = "uses-source", match = { team = "sre" }, on_alert = function(alert, ctx)
+  local r = assert(ctx.sources.fixture.get("/echo"))
+  ctx.log.info("source answered " .. r.status .. " team=" .. tostring(r.json["x-team"]))
+end }
+LUA
+cat > vigil.conf.lua <<CONF
+return {
+  listen = "127.0.0.1:0", store = "$tmp/vigil.db", policies = "$tmp/policies",
+  repl_socket = "$tmp/vigil.sock",
+  sources = {
+    fixture = { kind = "http", url = "http://127.0.0.1:$port", retries = 0, breaker_failures = 2,
+                breaker_cooldown = "1h", token = env "FIXTURE_TOKEN",
+                headers = { ["X-Team"] = "sre" } },
+    prom = { kind = "prometheus", url = "http://127.0.0.1:1", timeout = "2s" },
+  },
+}
+CONF
+export FIXTURE_TOKEN=t0ps3cret
+cat > configured.lua <<'LUA'
+src = assert(vigil.source("fixture"))
+r = assert(src.get("/echo"))
+assert(r.json.authorization == "Bearer t0ps3cret" and r.json["x-team"] == "sre", r.body)
+info = require("vigil.core").source_info("fixture")
+assert(info.kind == "http" and info.authorization == nil and info.token == nil)
+assert(not tostring(require("vigil").inspect(info)):find("t0ps3cret"))
+_, err = vigil.source("nope")
+assert(err:match("^ENOSOURCE: "), err)
+_, err = vigil.source("prom"):query("up")
+assert(err:match("^ECONNREFUSED: "), err)
+-- the configured policy holds, whatever a caller asks: no retry, breaker open after 2
+assert(vigil.http.get(src.url .. "/set/cfg/5").status == 200)
+for i = 1, 2 do assert(src.get("/cfg", { policy = { retries = 9, breaker_failures = 99 } }).status == 503) end
+_, err = src.get("/cfg")
+assert(err:match("^ECIRCUIT: "), err)
+assert(vigil.http.get(src.url .. "/stats").json.hits["/cfg"] == 2)
+print("configured ok")
+LUA
+out=$("$VIGIL" repl -c vigil.conf.lua < configured.lua 2>&1) || fail "configured sources: $out"
+[[ $out == *"configured ok"* ]] || fail "configured: $out"
+[[ $out != *t0ps3cret* ]] || fail "the secret reached the output"
+"$VIGIL" run -c vigil.conf.lua 2>"$log" &
+pids+=($!)
+wait_for 'msg="vigil started"'
+vport=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+curl -sf -XPOST -H 'Content-Type: application/json' "http://127.0.0.1:$vport/api/v2/alerts" \
+  -d '[{"labels":{"alertname":"UsesSource","team":"sre"}}]' >/dev/null || fail "post"
+wait_for 'msg="source answered 200 team=sre"' 1 5
+grep -q t0ps3cret "$log" && fail "the secret reached the log"
 echo "ok"
