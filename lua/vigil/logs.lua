@@ -256,12 +256,14 @@ function Analyser:new_templates(opts)
 end
 
 --- analyser:trending([opts]) -> templates whose rate over the last `recent` seconds is at least
--- trend_factor times their rate over the rest of the window, most growing first:
+-- trend_factor times their rate over the rest of the window (or of the time since the first
+-- line, when shorter), most growing first:
 -- { id, template, recent, before, growth }. A template with no earlier lines counts as one.
 function Analyser:trending(opts)
-  local _, now, oldest = query(self, opts)
+  local svc, now, oldest = query(self, opts)
+  if not svc then return {} end
   local recent_from = minute_of(now) - self.opts.recent + 60
-  local before_minutes = math.max(1, (recent_from - oldest) // 60)
+  local before_minutes = math.max(1, (recent_from - math.max(oldest, svc.first)) // 60)
   local recent_minutes = self.opts.recent // 60
   local out = {}
   for _, t in pairs(self.templates) do
