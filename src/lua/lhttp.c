@@ -150,6 +150,18 @@ static int l_request(lua_State *L)
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  /* everything that can raise comes before the allocation below */
+  const char *source = luaL_optstring(L, 7, NULL);
+  vg_source_t *src = NULL;
+  if (source != NULL) {
+    vg_source_opts_t so;
+    read_source_opts(L, 8, &so);
+    vg_sources_t *ss = vg_runtime_sources(vg_vm_of(L)->rt);
+    src = ss != NULL ? vg_sources_get(ss, source, lua_istable(L, 8) ? &so : NULL) : NULL;
+    if (src == NULL) {
+      return luaL_error(L, "vigil.http.request: out of memory");
+    }
+  }
   vg_task_t *t = vg_task_check_yieldable(L, "vigil.http.request");
   vg_httpc_t *c = vg_runtime_httpc(vg_vm_of(L)->rt);
   if (c == NULL) {
@@ -174,17 +186,7 @@ static int l_request(lua_State *L)
     .max_redirects = 5,
   };
   char err[256];
-  const char *source = luaL_optstring(L, 7, NULL);
   if (source != NULL) {
-    vg_source_opts_t so;
-    read_source_opts(L, 8, &so);
-    vg_sources_t *ss = vg_runtime_sources(vg_vm_of(L)->rt);
-    vg_source_t *src =
-        ss != NULL ? vg_sources_get(ss, source, lua_istable(L, 8) ? &so : NULL) : NULL;
-    if (src == NULL) {
-      free(op);
-      return luaL_error(L, "vigil.http.request: out of memory");
-    }
     op->sreq = vg_source_request(src, &o, lua_toboolean(L, 9), on_done, op, err, sizeof(err));
   } else {
     op->req = vg_httpc_start(c, &o, on_done, op, err, sizeof(err));

@@ -9,6 +9,7 @@
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/task.h"
+#include "engine/httpc.h"
 #include "engine/source.h"
 #include "lua/lvigil.h"
 
@@ -151,6 +152,7 @@ static int l_stats(lua_State *L)
   set_int(L, "resumes", (lua_Integer)rt->resumes);
   set_int(L, "task_errors", (lua_Integer)rt->task_errors);
   set_int(L, "task_kills", (lua_Integer)rt->task_kills);
+  set_int(L, "http_active", rt->httpc != NULL ? (lua_Integer)vg_httpc_active(rt->httpc) : 0);
   if (rt->policies != NULL) {
     set_int(L, "reloads", (lua_Integer)rt->policies->reloads);
     set_int(L, "reload_failures", (lua_Integer)rt->policies->reload_failures);
