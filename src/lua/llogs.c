@@ -1,7 +1,7 @@
 /* vigil.logs.core: the C half of vigil.logs (lua/vigil/logs.lua builds the analyser on it).
  * Template miners (src/engine/logmine.c) as userdata: the miner's memory is the engine's own
- * malloc, not the VM's capped allocator, so options bound it (max_templates, max_line) and the
- * userdata's __gc frees it. */
+ * malloc: ballast in each userdata makes the VM cap see its buffers, a per-VM budget bounds the
+ * templates (max_templates), and the userdata's __gc frees it all. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +26,16 @@ static const char *const mask_names[] = {
 
 /* Per-VM counters, one userdata shared as upvalue 1 by every function of the module. */
 typedef struct {
-  lua_Integer live; /* miners not yet freed */
+  lua_Integer live;      /* miners not yet freed */
+  lua_Integer templates; /* sum of their max_templates, at most MAX_TEMPLATES_CAP */
 } llogs_vm_t;
 
+/* The userdata is followed by ballast as large as the miner's line buffers, never touched:
+ * it makes the VM's memory cap (and its garbage collector) see what the engine mallocs. */
 typedef struct {
   vg_logmine_t *m; /* NULL once closed */
   int nmasks;      /* user masks, for charging the work of a line */
+  size_t max_templates;
   llogs_vm_t *vm;
 } miner_t;
 
@@ -147,6 +151,7 @@ static void miner_release(miner_t *u)
     logmine_free(u->m);
     u->m = NULL;
     u->vm->live--;
+    u->vm->templates -= (lua_Integer)u->max_templates;
   }
 }
 
@@ -155,10 +160,22 @@ static miner_t *push_miner(lua_State *L, int opts_idx)
 {
   vg_logmine_opts_t o;
   check_opts(L, opts_idx, &o);
-  miner_t *u = lua_newuserdatauv(L, sizeof(*u), 0);
+  llogs_vm_t *vm = lua_touserdata(L, lua_upvalueindex(1));
+  if (vm->templates + (lua_Integer)o.max_clusters > MAX_TEMPLATES_CAP) {
+    lua_gc(L, LUA_GCCOLLECT); /* miners nobody references may be holding the budget */
+  }
+  if (vm->templates + (lua_Integer)o.max_clusters > MAX_TEMPLATES_CAP) {
+    luaL_error(L,
+               "vigil.logs.miner: the miners of this VM would hold more than %d templates in "
+               "all (close some, or lower max_templates)",
+               (int)MAX_TEMPLATES_CAP);
+  }
+  size_t ballast = 15 * o.max_line + 32 * (size_t)o.max_tokens;
+  miner_t *u = lua_newuserdatauv(L, sizeof(*u) + ballast, 0);
   u->m = NULL;
   u->nmasks = 0;
-  u->vm = lua_touserdata(L, lua_upvalueindex(1));
+  u->max_templates = o.max_clusters;
+  u->vm = vm;
   luaL_setmetatable(L, MINER_MT);
   char err[160];
   u->m = logmine_new(&o, err, sizeof(err));
@@ -166,6 +183,7 @@ static miner_t *push_miner(lua_State *L, int opts_idx)
     luaL_error(L, "vigil.logs.miner: %s", err);
   }
   u->vm->live++;
+  u->vm->templates += (lua_Integer)o.max_clusters;
   if (lua_isnoneornil(L, opts_idx)) {
     return u;
   }
@@ -504,6 +522,7 @@ int vg_open_vigil_logs(lua_State *L)
   };
   llogs_vm_t *vm = lua_newuserdatauv(L, sizeof(*vm), 0); /* [vm] */
   vm->live = 0;
+  vm->templates = 0;
   luaL_newmetatable(L, MINER_MT); /* [vm, mt] */
   lua_pushvalue(L, -2);           /* the metatable keeps the counters alive as long as any miner */
   luaL_setfuncs(L, meta, 1);

@@ -245,6 +245,27 @@ describe("vigil.logs.miner", function()
     expect(failed):to_be_nil()
   end)
 
+  it("counts each miner against the VM's memory cap and bounds templates per VM", function()
+    local kept = sandbox([[
+      local keep = {}
+      for i = 1, 1000 do keep[i] = vigil.logs.miner() end
+    ]], { memory = 16 << 20 })
+    expect(kept.status):to_be("killed")
+    expect(kept.killed):to_be("memory")
+    local dropped = sandbox([[
+      for _ = 1, 1000 do vigil.logs.miner():add("line 1") end
+      return require("vigil.logs.core").live()
+    ]], { memory = 16 << 20, slice = "1h", timeout = "1h" })
+    expect(dropped.killed):to_be_nil()
+    expect(dropped.status):to_be("ok")
+    expect(dropped.results[1] < 1000):to_be(true)
+    local big = vigil.logs.miner({ max_templates = 600000 })
+    expect(function() vigil.logs.miner({ max_templates = 600000 }) end)
+      :to_fail("more than 1000000 templates")
+    big:close()
+    expect(vigil.logs.miner({ max_templates = 600000 }):stats().templates):to_be(0)
+  end)
+
   it("is C userdata a policy cannot take apart", function()
     local r = sandbox([[
       local m = vigil.logs.miner()
