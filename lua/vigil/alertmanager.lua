@@ -164,6 +164,9 @@ function Client:call(method, path, params, body)
     headers = self.headers,
     timeout = self.timeout,
     max_bytes = self.max_bytes,
+    source = self.source,
+    policy = self.policy,
+    idempotent = method ~= "POST", -- creating a silence twice makes two
   })
   if not r then return nil, err end
   if r.status >= 300 then return nil, failure(r, path) end
@@ -299,16 +302,36 @@ function Client:status()
   }
 end
 
---- vigil.alertmanager{ url = "http://alertmanager:9093", timeout = "10s", headers = {...} }
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+-- the request policy keys of the options (retries, breaker...), for the source in C
+local function policy_of(opts)
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
+  return policy
+end
+
+--- vigil.alertmanager{ url = "http://alertmanager:9093", timeout = "10s", headers = {...},
+-- name = ..., retries = 2, ... }: requests go through the source `name` ("alertmanager <url>"
+-- by default) and its policy in C, like vigil.prom's; creating a silence is never retried.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("vigil.alertmanager: takes { url = \"http://...\" }", 2)
   end
+  local url = opts.url:gsub("/+$", "")
   return setmetatable({
-    url = opts.url:gsub("/+$", ""),
+    url = url,
     timeout = opts.timeout or "10s",
     headers = opts.headers,
     max_bytes = opts.max_bytes,
+    source = opts.name or ("alertmanager " .. url),
+    policy = policy_of(opts),
   }, Client)
 end
 

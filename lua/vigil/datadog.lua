@@ -135,6 +135,11 @@ function Client:call(method, path, params, body)
     headers = secret_headers[self],
     timeout = self.timeout,
     max_bytes = self.max_bytes,
+    source = self.source,
+    policy = self.policy,
+    -- both endpoints only read, but the C policy knows Retry-After, not X-RateLimit-Reset: a
+    -- 429 would be retried too early, so retries are only made when asked for
+    idempotent = self.policy ~= nil and self.policy.retries ~= nil,
   })
   if not r then return nil, err end
   if r.status >= 300 then return nil, failure(self, r, path) end
@@ -248,13 +253,31 @@ function Client:search(opts)
   return out, warnings
 end
 
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+-- the request policy keys of the options (retries, breaker...), for the source in C
+local function policy_of(opts)
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
+  return policy
+end
+
 M.SITES = {
   "datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu",
   "ap1.datadoghq.com", "ap2.datadoghq.com", "uk1.datadoghq.com", "ddog-gov.com", "us2.ddog-gov.com",
 }
 
 --- vigil.datadog{ site = "datadoghq.com", api_key = ..., app_key = ..., timeout = "10s",
--- url = <instead of https://api.<site>>, max_bytes = n }
+-- url = <instead of https://api.<site>>, max_bytes = n, name = ..., retries = 2, ... }:
+-- requests go through the source `name` ("datadog <url>" by default) and its policy in C,
+-- like vigil.prom's, but are retried only when `retries` is given (Datadog's 429 carries
+-- X-RateLimit-Reset, which the C policy does not read).
 function M.new(opts)
   if type(opts) ~= "table" then
     error("vigil.datadog: takes { site = ..., api_key = ..., app_key = ... }", 2)
@@ -275,8 +298,11 @@ function M.new(opts)
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   headers["DD-API-KEY"] = opts.api_key
   headers["DD-APPLICATION-KEY"] = opts.app_key
+  url = url:gsub("/+$", "")
   local client = setmetatable({
-    url = url:gsub("/+$", ""),
+    url = url,
+    source = opts.name or ("datadog " .. url),
+    policy = policy_of(opts),
     timeout = opts.timeout or "10s",
     max_bytes = opts.max_bytes,
     limited = {},

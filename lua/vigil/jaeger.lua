@@ -63,6 +63,7 @@ end
 function Client:call(path, params)
   local r, err = http.get(self.url .. path, {
     query = params, timeout = self.timeout, headers = self.headers, max_bytes = self.max_bytes,
+    source = self.source, policy = self.policy, idempotent = true,
   })
   if not r then return nil, err end
   local doc = document(r)
@@ -240,16 +241,36 @@ function Client:dependencies(opts)
   return out
 end
 
---- vigil.jaeger{ url = "http://jaeger:16686", timeout = "10s", headers = {...}, max_bytes = n }
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+-- the request policy keys of the options (retries, breaker...), for the source in C
+local function policy_of(opts)
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
+  return policy
+end
+
+--- vigil.jaeger{ url = "http://jaeger:16686", timeout = "10s", headers = {...}, max_bytes = n,
+-- name = ..., retries = 2, ... }: requests go through the source `name` ("jaeger <url>" by
+-- default) and its policy in C, like vigil.prom's.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("vigil.jaeger: takes { url = \"http://...\" }", 2)
   end
+  local url = opts.url:gsub("/+$", "")
   return setmetatable({
-    url = opts.url:gsub("/+$", ""),
+    url = url,
     timeout = opts.timeout or "10s",
     headers = opts.headers,
     max_bytes = opts.max_bytes,
+    source = opts.name or ("jaeger " .. url),
+    policy = policy_of(opts),
   }, Client)
 end
 

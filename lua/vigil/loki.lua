@@ -150,6 +150,7 @@ end
 function Client:call(path, params)
   local r, err = http.get(self.url .. path, {
     query = params, timeout = self.timeout, headers = self.headers, max_bytes = self.max_bytes,
+    source = self.source, policy = self.policy, idempotent = true,
   })
   if not r then return nil, err end
   if r.status >= 300 then return nil, failure(r, path) end
@@ -221,8 +222,25 @@ function Client:label_values(name, opts)
   return type(data) == "table" and data or {}
 end
 
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+-- the request policy keys of the options (retries, breaker...), for the source in C
+local function policy_of(opts)
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
+  return policy
+end
+
 --- vigil.loki{ url = "http://loki:3100", timeout = "10s", headers = {...}, tenant = "t1",
--- max_bytes = n }; `tenant` is sent as X-Scope-OrgID (multi-tenant Loki).
+-- max_bytes = n, name = ..., retries = 2, max_concurrency = 8, breaker_failures = 5, ... };
+-- `tenant` is sent as X-Scope-OrgID (multi-tenant Loki). Requests go through the source
+-- `name` ("loki <url>" by default) and its policy in C, like vigil.prom's.
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("vigil.loki: takes { url = \"http://...\" }", 2)
@@ -230,11 +248,14 @@ function M.new(opts)
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   if opts.tenant ~= nil then headers["X-Scope-OrgID"] = tostring(opts.tenant) end
+  local url = opts.url:gsub("/+$", "")
   return setmetatable({
-    url = opts.url:gsub("/+$", ""),
+    url = url,
     timeout = opts.timeout or "10s",
     headers = headers,
     max_bytes = opts.max_bytes,
+    source = opts.name or ("loki " .. url),
+    policy = policy_of(opts),
   }, Client)
 end
 

@@ -141,7 +141,9 @@ expect("EAUTH: no org id", vigil.loki{ url = FX .. "/mt" }:labels())
 forget()
 assert(#assert(vigil.loki{ url = FX .. "/mt", tenant = "team-a" }:labels()) == 4)
 assert(requests()[1].headers["x-scope-orgid"] == "team-a")
-faults(function(url) return vigil.loki{ url = url, timeout = "400ms", max_bytes = 1000000 } end,
+faults(function(url)
+  return vigil.loki{ url = url, timeout = "400ms", max_bytes = 1000000, retries = 0 }
+end,
   function(c) return c:labels() end, "/loki/api/v1/labels",
   { [429] = "too many outstanding requests", wait = 7, [500] = "internal server error",
     [503] = "no healthy instances" })
@@ -150,6 +152,19 @@ expect("EHTTP: 504 from /loki/api/v1/labels: request timed out, decrease the dur
   .. " amount of data processed", vigil.loki{ url = FX .. "/fault/504" }:labels())
 _, err = vigil.loki{ url = "http://127.0.0.1:$dead" }:labels()
 assert(err:match("^ECONNREFUSED: "), err)
+-- through the source policy in C: a 5xx is retried (twice by default), a breaker opens
+forget()
+expect("EHTTP: 503 from /loki/api/v1/labels: no healthy instances",
+  vigil.loki{ url = FX .. "/fault/503", backoff = "10ms" }:labels())
+assert(#requests() == 3, #requests())
+broken = vigil.loki{ url = FX .. "/fault/500", name = "loki-breaker", retries = 0,
+  breaker_failures = 2, breaker_cooldown = "1h" }
+forget()
+expect("EHTTP: 500 from /loki/api/v1/labels: internal server error", broken:labels())
+expect("EHTTP: 500 from /loki/api/v1/labels: internal server error", broken:labels())
+_, err = broken:labels()
+assert(err:match("^ECIRCUIT: source 'loki%-breaker' is failing"), err)
+assert(#requests() == 2)
 print("loki ok")
 
 --------------------------------------------------------------------------- Jaeger
@@ -201,7 +216,9 @@ assert(#deps == 2 and deps[1].parent == "frontend" and deps[1].child == "payment
 assert(deps[1].calls == 1234 and deps[2].calls == 56)
 q = requests()[1].query
 assert(q.endTs[1] == "1719912600000" and q.lookback[1] == "3600000")
-faults(function(url) return vigil.jaeger{ url = url, timeout = "400ms", max_bytes = 1000000 } end,
+faults(function(url)
+  return vigil.jaeger{ url = url, timeout = "400ms", max_bytes = 1000000, retries = 0 }
+end,
   function(c) return c:services() end, "/api/services",
   { [429] = "too many requests", wait = 7, [500] = "storage unavailable",
     [503] = "service unavailable" })
@@ -282,6 +299,14 @@ faults(function(url)
 end, function(c) return c:query("avg:system.cpu.idle{env:prod} by {host}") end, "/api/v1/query",
   { [429] = "Too many requests", wait = 42, [500] = "Internal Server Error",
     [503] = "Service Unavailable" })
+-- Datadog is retried only when asked (the C policy does not read X-RateLimit-Reset)
+forget()
+dd503 = { url = FX .. "/fault/503", api_key = "fixture-api-key", app_key = "fixture-app-key" }
+expect("EHTTP: 503 from /api/v1/query: Service Unavailable", vigil.datadog(dd503):query("x"))
+assert(#requests() == 1)
+dd503.retries, dd503.backoff, dd503.name = 1, "10ms", "dd-retrying"
+expect("EHTTP: 503 from /api/v1/query: Service Unavailable", vigil.datadog(dd503):query("x"))
+assert(#requests() == 3)
 print("datadog ok")
 
 --------------------------------------------------------------- Alertmanager (real)
@@ -342,6 +367,14 @@ expect('EQUERY: silenceID in path must be of type uuid: "not-a-uuid"', am:expire
 assert(not pcall(am.silence, am, { matchers = { "alertname" } }))
 _, err = vigil.alertmanager{ url = "http://127.0.0.1:$dead" }:status()
 assert(err:match("^ECONNREFUSED: "), err)
+-- reads are retried, creating a silence never is (it would make two)
+down = vigil.alertmanager{ url = FX .. "/fault/503", backoff = "10ms" }
+forget()
+_, err = down:silences()
+assert(err:match("^EHTTP: 503 from /api/v2/silences: ") and #requests() == 3, err)
+forget()
+_, err = down:silence{ matchers = { alertname = "X" } }
+assert(err:match("^EHTTP: 503 from /api/v2/silences: ") and #requests() == 1, err)
 print("alertmanager ok")
 LUA
 out=$("$VIGIL" repl < client.lua 2>&1) || fail "the client script failed: $out"
