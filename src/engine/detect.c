@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAD_TO_SIGMA 1.4826 /* MAD of a normal distribution times this is its sigma */
@@ -325,4 +326,157 @@ double detect_update(vg_detector_t *d, double x, bool *flag)
     *flag = hit;
   }
   return score;
+}
+
+/* ---- named series ---- */
+
+struct vg_series {
+  vg_series_t *next; /* hash chain */
+  uint64_t updates;
+  double last_ts;
+  vg_detector_t det;
+  char name[]; /* NUL-terminated */
+};
+
+struct vg_series_registry {
+  vg_series_t **buckets;
+  size_t nbuckets, count, max;
+};
+
+static uint64_t hash_name(const char *s)
+{
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (; *s; s++) {
+    h = (h ^ (unsigned char)*s) * 1099511628211u;
+  }
+  return h;
+}
+
+vg_series_registry_t *detect_registry_new(size_t max)
+{
+  vg_series_registry_t *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    return NULL;
+  }
+  r->nbuckets = 64;
+  r->max = max ? max : 100000;
+  r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
+  if (r->buckets == NULL) {
+    free(r);
+    return NULL;
+  }
+  return r;
+}
+
+vg_series_t *detect_registry_get(vg_series_registry_t *r, const char *name)
+{
+  for (vg_series_t *s = r->buckets[hash_name(name) & (r->nbuckets - 1)]; s; s = s->next) {
+    if (strcmp(s->name, name) == 0) {
+      return s;
+    }
+  }
+  return NULL;
+}
+
+/* Doubles the buckets when the chains get long; on failure keeps the old ones (still correct). */
+static void registry_grow(vg_series_registry_t *r)
+{
+  size_t nb = r->nbuckets * 2;
+  vg_series_t **b = calloc(nb, sizeof(*b));
+  if (b == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < r->nbuckets; i++) {
+    for (vg_series_t *s = r->buckets[i], *next; s; s = next) {
+      next = s->next;
+      size_t k = hash_name(s->name) & (nb - 1);
+      s->next = b[k];
+      b[k] = s;
+    }
+  }
+  free(r->buckets);
+  r->buckets = b;
+  r->nbuckets = nb;
+}
+
+vg_series_t *detect_registry_add(
+    vg_series_registry_t *r, const char *name, const vg_detect_opts_t *o, char *err, size_t errlen)
+{
+  if (detect_registry_get(r, name) != NULL) {
+    set_err(err, errlen, "series \"%s\" exists already", name);
+    return NULL;
+  }
+  if (r->count >= r->max) {
+    set_err(err, errlen, "too many series (%zu)", r->max);
+    return NULL;
+  }
+  size_t len = strlen(name);
+  vg_series_t *s = calloc(1, sizeof(*s) + len + 1);
+  if (s == NULL) {
+    set_err(err, errlen, "out of memory");
+    return NULL;
+  }
+  if (detect_init(&s->det, o, err, errlen) != 0) {
+    free(s);
+    return NULL;
+  }
+  memcpy(s->name, name, len + 1);
+  s->last_ts = NAN;
+  if (r->count >= r->nbuckets) {
+    registry_grow(r);
+  }
+  size_t k = hash_name(name) & (r->nbuckets - 1);
+  s->next = r->buckets[k];
+  r->buckets[k] = s;
+  r->count++;
+  return s;
+}
+
+size_t detect_registry_count(const vg_series_registry_t *r)
+{
+  return r->count;
+}
+
+void detect_registry_free(vg_series_registry_t *r)
+{
+  if (r == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < r->nbuckets; i++) {
+    for (vg_series_t *s = r->buckets[i], *next; s; s = next) {
+      next = s->next;
+      free(s);
+    }
+  }
+  free(r->buckets);
+  free(r);
+}
+
+const char *detect_series_name(const vg_series_t *s)
+{
+  return s->name;
+}
+
+vg_detector_t *detect_series_detector(vg_series_t *s)
+{
+  return &s->det;
+}
+
+uint64_t detect_series_updates(const vg_series_t *s)
+{
+  return s->updates;
+}
+
+double detect_series_last_ts(const vg_series_t *s)
+{
+  return s->last_ts;
+}
+
+double detect_series_update(vg_series_t *s, double value, double ts, bool *flag)
+{
+  s->updates++;
+  if (!isnan(ts)) {
+    s->last_ts = ts;
+  }
+  return detect_update(&s->det, value, flag);
 }

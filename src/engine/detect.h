@@ -69,3 +69,33 @@ const char *detect_kind_name(vg_detect_kind_t kind);
 
 /* The kind named `name`, or -1. */
 int detect_kind_parse(const char *name);
+
+/* ---- named series: detectors that outlive the Lua states using them ---- */
+
+typedef struct vg_series vg_series_t;
+typedef struct vg_series_registry vg_series_registry_t;
+
+/* A registry of at most `max` named series (0: 100000). NULL when out of memory. */
+vg_series_registry_t *detect_registry_new(size_t max);
+
+/* The series called `name`, or NULL. */
+vg_series_t *detect_registry_get(vg_series_registry_t *r, const char *name);
+
+/* Creates the series `name` with a detector initialised from `o`. Returns NULL with a message in
+ * `err` when it exists already, the options are bad, the registry is full or memory is out. */
+vg_series_t *detect_registry_add(
+    vg_series_registry_t *r, const char *name, const vg_detect_opts_t *o, char *err, size_t errlen);
+
+size_t detect_registry_count(const vg_series_registry_t *r);
+
+/* Frees the registry and every series in it; NULL is fine. */
+void detect_registry_free(vg_series_registry_t *r);
+
+const char *detect_series_name(const vg_series_t *s);
+vg_detector_t *detect_series_detector(vg_series_t *s);
+/* Updates so far and the last timestamp given to detect_series_update (NaN when none). */
+uint64_t detect_series_updates(const vg_series_t *s);
+double detect_series_last_ts(const vg_series_t *s);
+
+/* detect_update() on the series' detector, remembering `ts` (NaN: none). */
+double detect_series_update(vg_series_t *s, double value, double ts, bool *flag);

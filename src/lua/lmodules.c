@@ -2,6 +2,7 @@
 #include <lauxlib.h>
 
 #include "core/sandbox.h"
+#include "lua/ldetect.h"
 #include "lua/lvigil.h"
 
 void vg_open_modules(lua_State *L)
@@ -10,6 +11,7 @@ void vg_open_modules(lua_State *L)
     { "vigil.core", vg_open_vigil_core },
     { "vigil.httpc", vg_open_vigil_httpc },
     { "vigil.logs.core", vg_open_vigil_logs },
+    { "vigil.detect", vg_open_vigil_detect },
     { NULL, NULL },
   };
   for (const luaL_Reg *m = modules; m->name != NULL; m++) {

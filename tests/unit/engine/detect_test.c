@@ -4,6 +4,7 @@
 #include "engine/detect.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "test_support.h"
@@ -247,6 +248,37 @@ static void test_bad_options(void **state)
   assert_null(detect_kind_name((vg_detect_kind_t)9));
 }
 
+static void test_registry_keeps_named_series(void **state)
+{
+  (void)state;
+  vg_series_registry_t *r = detect_registry_new(3000);
+  assert_non_null(r);
+  vg_detect_opts_t o;
+  detect_opts_default(&o, VG_DETECT_DEFAULT);
+  char err[128] = "", name[32];
+  for (int i = 0; i < 3000; i++) { /* enough to rehash several times */
+    snprintf(name, sizeof(name), "series-%d", i);
+    assert_non_null(detect_registry_add(r, name, &o, err, sizeof(err)));
+  }
+  assert_int_equal(detect_registry_count(r), 3000);
+  assert_null(detect_registry_add(r, "one more", &o, err, sizeof(err)));
+  assert_string_equal(err, "too many series (3000)");
+  assert_null(detect_registry_add(r, "series-7", &o, err, sizeof(err)));
+  assert_string_equal(err, "series \"series-7\" exists already");
+  vg_series_t *s = detect_registry_get(r, "series-2999");
+  assert_non_null(s);
+  assert_string_equal(detect_series_name(s), "series-2999");
+  assert_true(isnan(detect_series_last_ts(s)));
+  detect_series_update(s, 1.0, 1700000000, NULL);
+  detect_series_update(s, 1.0, NAN, NULL);
+  assert_int_equal(detect_series_updates(s), 2);
+  assert_float_equal(detect_series_last_ts(s), 1700000000, 0);
+  assert_int_equal(detect_series_detector(s)->n, 2);
+  assert_ptr_equal(detect_registry_get(r, "series-2999"), s); /* the same live object */
+  assert_null(detect_registry_get(r, "series-3000"));
+  detect_registry_free(r);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -259,6 +291,7 @@ int main(void)
     cmocka_unit_test(test_nan_is_ignored),
     cmocka_unit_test(test_copied_state_resumes_identically),
     cmocka_unit_test(test_bad_options),
+    cmocka_unit_test(test_registry_keeps_named_series),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

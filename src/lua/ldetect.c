@@ -1,0 +1,628 @@
+/* vigil.detect: isolation forests, named streaming detectors and forecasts for policies. Thin
+ * over src/engine/{iforest,detect,forecast}.c: argument checks and conversions only. Caller
+ * mistakes (bad rows, NaN, wrong types) raise; a blob that does not load returns nil, message. */
+#include "lua/ldetect.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/detect.h"
+#include "engine/forecast.h"
+#include "engine/iforest.h"
+#include "lua/lvigil.h"
+
+#define IFOREST_MT "vigil.detect.iforest"
+#define SERIES_MT "vigil.detect.series"
+#define MAX_CELLS ((size_t)1 << 26) /* 64 M numbers (512 MB) per call: beyond, a caller's bug */
+
+/* Named series outlive every Lua state (policy reloads create new states): they belong to the
+ * process and are used from the loop thread only, like the states themselves. */
+static vg_series_registry_t *registry;
+
+static vg_series_registry_t *get_registry(lua_State *L)
+{
+  if (registry == NULL && (registry = detect_registry_new(0)) == NULL) {
+    luaL_error(L, "vigil.detect: out of memory");
+  }
+  return registry;
+}
+
+/* ---- reading arguments ---- */
+
+/* Reads opts[key] as a number in [lo, hi] (def when absent). [-0, +0, e] */
+static double opt_number(lua_State *L, int opts, const char *key, double def, double lo, double hi)
+{
+  if (opts == 0 || lua_getfield(L, opts, key) == LUA_TNIL) {
+    if (opts != 0) {
+      lua_pop(L, 1);
+    }
+    return def;
+  }
+  int isnum = 0;
+  double v = lua_tonumberx(L, -1, &isnum);
+  lua_pop(L, 1);
+  if (!isnum || !(v >= lo && v <= hi)) {
+    luaL_error(L, "bad option '%s' (a number in [%f, %f] expected)", key, lo, hi);
+  }
+  return v;
+}
+
+/* Reads opts[key] as a string (def when absent). [-0, +0, e] */
+static const char *opt_string(lua_State *L, int opts, const char *key, const char *def)
+{
+  if (opts == 0) {
+    return def;
+  }
+  int t = lua_getfield(L, opts, key);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (t != LUA_TSTRING) {
+    luaL_error(L, "bad option '%s' (string expected, got %s)", key, lua_typename(L, t));
+  }
+  const char *s = lua_tostring(L, -1); /* stays alive: opts holds it */
+  lua_pop(L, 1);
+  return s;
+}
+
+/* The options table at `arg` (0 when absent). [-0, +0, e] */
+static int check_opts(lua_State *L, int arg)
+{
+  if (lua_isnoneornil(L, arg)) {
+    return 0;
+  }
+  luaL_checktype(L, arg, LUA_TTABLE);
+  return lua_absindex(L, arg);
+}
+
+/* Reads the array of rows at `arg` (each an array of numbers, all the same length; want_d > 0
+ * imposes it) into a buffer pushed as a userdata. [-0, +1, e] */
+static double *check_rows(lua_State *L, int arg, size_t want_d, size_t *np, size_t *dp)
+{
+  luaL_checktype(L, arg, LUA_TTABLE);
+  size_t n = lua_rawlen(L, arg);
+  if (n == 0) {
+    luaL_argerror(L, arg, "no rows");
+  }
+  if (lua_rawgeti(L, arg, 1) != LUA_TTABLE) {
+    luaL_argerror(L, arg, "row 1 is not a table of numbers");
+  }
+  size_t d = lua_rawlen(L, -1);
+  lua_pop(L, 1);
+  if (d == 0) {
+    luaL_argerror(L, arg, "row 1 is empty");
+  }
+  if (want_d > 0 && d != want_d) {
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, "rows have %d columns, the model was fitted on %d", (int)d,
+                                  (int)want_d));
+  }
+  if (n > MAX_CELLS / d) {
+    luaL_argerror(L, arg, "too many rows");
+  }
+  double *x = lua_newuserdatauv(L, n * d * sizeof(*x), 0);
+  for (size_t i = 0; i < n; i++) {
+    if (lua_rawgeti(L, arg, (lua_Integer)i + 1) != LUA_TTABLE) {
+      luaL_argerror(L, arg, lua_pushfstring(L, "row %d is not a table of numbers", (int)i + 1));
+    }
+    if (lua_rawlen(L, -1) != d) {
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "row %d has %d columns, row 1 has %d", (int)i + 1,
+                                    (int)lua_rawlen(L, -1), (int)d));
+    }
+    for (size_t j = 0; j < d; j++) {
+      int t = lua_rawgeti(L, -1, (lua_Integer)j + 1);
+      double v = lua_tonumber(L, -1);
+      lua_pop(L, 1);
+      if (t != LUA_TNUMBER || !isfinite(v)) {
+        luaL_argerror(
+            L, arg,
+            lua_pushfstring(L, "row %d column %d is not a finite number", (int)i + 1, (int)j + 1));
+      }
+      x[i * d + j] = v;
+    }
+    lua_pop(L, 1);
+  }
+  *np = n;
+  *dp = d;
+  return x;
+}
+
+/* Reads an array of finite numbers at stack index `idx` into a pushed userdata buffer. `what`
+ * names it in errors. [-0, +1, e] */
+static double *check_numbers(lua_State *L, int idx, const char *what, size_t *np)
+{
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    luaL_error(L, "bad argument (%s: table of numbers expected, got %s)", what,
+               luaL_typename(L, idx));
+  }
+  size_t n = lua_rawlen(L, idx);
+  if (n > MAX_CELLS) {
+    luaL_error(L, "bad argument (%s: too many values)", what);
+  }
+  double *v = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*v), 0);
+  for (size_t i = 0; i < n; i++) {
+    int isnum = 0;
+    int t = lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    v[i] = lua_tonumberx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (!isnum || t != LUA_TNUMBER || !isfinite(v[i])) {
+      luaL_error(L, "bad argument (%s: value %d is not a finite number)", what, (int)i + 1);
+    }
+  }
+  *np = n;
+  return v;
+}
+
+/* Pushes out[0..n-1] as a Lua array. [-0, +1, m] */
+static void push_numbers(lua_State *L, const double *out, size_t n)
+{
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushnumber(L, out[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* ---- iforest ---- */
+
+typedef struct {
+  vg_iforest_opts_t opts;
+  vg_iforest_t *f; /* NULL until fit */
+} lforest_t;
+
+static lforest_t *check_forest(lua_State *L, bool fitted, const char *method)
+{
+  lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
+  if (fitted && m->f == NULL) {
+    luaL_error(L, "iforest:%s(): the model is not fitted (call :fit(rows) first)", method);
+  }
+  return m;
+}
+
+/* vigil.detect.iforest([opts]) [-(0|1), +1, e]: an unfitted model. opts: n_estimators (100),
+ * max_samples (min(256, n)), max_features (1.0), contamination ("auto" or (0, 0.5]),
+ * random_state (0). */
+static int l_iforest(lua_State *L)
+{
+  int opts = check_opts(L, 1);
+  lforest_t *m = lua_newuserdatauv(L, sizeof(*m), 0);
+  memset(m, 0, sizeof(*m));
+  luaL_setmetatable(L, IFOREST_MT);
+  iforest_opts_default(&m->opts);
+  m->opts.n_estimators = (uint32_t)opt_number(L, opts, "n_estimators", 100, 1, 100000);
+  m->opts.max_samples = (uint32_t)opt_number(L, opts, "max_samples", 0, 0, 1e9);
+  m->opts.max_features = opt_number(L, opts, "max_features", 1.0, 1e-9, 1.0);
+  m->opts.random_state = (uint64_t)opt_number(L, opts, "random_state", 0, 0, 9007199254740992.0);
+  if (opts != 0) {
+    int t = lua_getfield(L, opts, "contamination");
+    if (t == LUA_TNUMBER) {
+      double c = lua_tonumber(L, -1);
+      if (!(c > 0 && c <= 0.5)) {
+        luaL_error(L, "bad option 'contamination' (\"auto\" or a number in (0, 0.5] expected)");
+      }
+      m->opts.contamination = c;
+    } else if (t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0)) {
+      luaL_error(L, "bad option 'contamination' (\"auto\" or a number in (0, 0.5] expected)");
+    }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* model:fit(rows) [-2, +1, e]: fits on the rows (replacing an earlier fit); returns the model. */
+static int forest_fit(lua_State *L)
+{
+  lforest_t *m = check_forest(L, false, "fit");
+  size_t n, d;
+  double *x = check_rows(L, 2, 0, &n, &d);
+  char err[160];
+  vg_iforest_t *f = iforest_fit(x, n, d, &m->opts, err, sizeof(err));
+  if (f == NULL) {
+    return luaL_error(L, "iforest:fit(): %s", err);
+  }
+  iforest_free(m->f);
+  m->f = f;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* model:score(rows) [-2, +1, e]: anomaly scores in (0, 1], higher is more abnormal. */
+static int forest_score(lua_State *L)
+{
+  lforest_t *m = check_forest(L, true, "score");
+  size_t n, d;
+  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *out = lua_newuserdatauv(L, n * sizeof(*out), 0);
+  iforest_score(m->f, x, n, out);
+  push_numbers(L, out, n);
+  return 1;
+}
+
+/* model:decision(rows) [-2, +1, e]: scikit-learn's decision_function (negative: outlier). */
+static int forest_decision(lua_State *L)
+{
+  lforest_t *m = check_forest(L, true, "decision");
+  size_t n, d;
+  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *out = lua_newuserdatauv(L, n * sizeof(*out), 0);
+  iforest_decision(m->f, x, n, out);
+  push_numbers(L, out, n);
+  return 1;
+}
+
+/* model:predict(rows) [-2, +1, e]: a boolean per row, true for an outlier. */
+static int forest_predict(lua_State *L)
+{
+  lforest_t *m = check_forest(L, true, "predict");
+  size_t n, d;
+  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *scratch = lua_newuserdatauv(L, n * sizeof(*scratch), 0);
+  int8_t *out = lua_newuserdatauv(L, n, 0);
+  iforest_predict(m->f, x, n, out, scratch);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushboolean(L, out[i] < 0);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* model:info() [-1, +1, m]: { fitted, n_estimators, max_samples, n_features, nodes,
+ * threshold }. */
+static int forest_info(lua_State *L)
+{
+  lforest_t *m = check_forest(L, false, "info");
+  lua_createtable(L, 0, 6);
+  lua_pushboolean(L, m->f != NULL);
+  lua_setfield(L, -2, "fitted");
+  lua_pushinteger(L, m->f ? (lua_Integer)iforest_n_estimators(m->f) : m->opts.n_estimators);
+  lua_setfield(L, -2, "n_estimators");
+  if (m->f != NULL) {
+    lua_pushinteger(L, (lua_Integer)iforest_max_samples(m->f));
+    lua_setfield(L, -2, "max_samples");
+    lua_pushinteger(L, (lua_Integer)iforest_n_features(m->f));
+    lua_setfield(L, -2, "n_features");
+    lua_pushinteger(L, (lua_Integer)iforest_node_count(m->f));
+    lua_setfield(L, -2, "nodes");
+    lua_pushnumber(L, iforest_threshold(m->f));
+    lua_setfield(L, -2, "threshold");
+  }
+  return 1;
+}
+
+/* model:save() [-1, +1, e]: the fitted model as a binary string (vigil.detect.load reads it). */
+static int forest_save(lua_State *L)
+{
+  lforest_t *m = check_forest(L, true, "save");
+  size_t len;
+  uint8_t *blob = iforest_save(m->f, &len);
+  if (blob == NULL) {
+    return luaL_error(L, "iforest:save(): out of memory");
+  }
+  lua_pushlstring(L, (const char *)blob, len); /* may raise: then blob leaks; rare (OOM) */
+  free(blob);
+  return 1;
+}
+
+/* vigil.detect.load(blob) [-1, +(1|2), e]: a model saved by model:save(), or nil,
+ * "EDETECT: ..." when the blob is not one. */
+static int l_load(lua_State *L)
+{
+  size_t len;
+  const char *blob = luaL_checklstring(L, 1, &len);
+  lforest_t *m = lua_newuserdatauv(L, sizeof(*m), 0);
+  memset(m, 0, sizeof(*m));
+  luaL_setmetatable(L, IFOREST_MT);
+  char err[160];
+  m->f = iforest_load((const uint8_t *)blob, len, err, sizeof(err));
+  if (m->f == NULL) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "EDETECT: %s", err);
+    return 2;
+  }
+  return 1;
+}
+
+static int forest_gc(lua_State *L)
+{
+  lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
+  iforest_free(m->f);
+  m->f = NULL;
+  return 0;
+}
+
+static int forest_tostring(lua_State *L)
+{
+  lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
+  if (m->f == NULL) {
+    lua_pushliteral(L, "vigil.detect.iforest (not fitted)");
+  } else {
+    lua_pushfstring(L, "vigil.detect.iforest (%d trees, %d features)",
+                    (int)iforest_n_estimators(m->f), (int)iforest_n_features(m->f));
+  }
+  return 1;
+}
+
+/* ---- named series ---- */
+
+typedef struct {
+  vg_series_t *s;
+} lseries_t;
+
+static vg_series_t *check_series(lua_State *L)
+{
+  return ((lseries_t *)luaL_checkudata(L, 1, SERIES_MT))->s;
+}
+
+/* vigil.detect.series(name [, opts]) [-(1|2), +1, e]: the live detector called `name`, created
+ * on first use with opts { kind = "default"|"ewma"|"robust"|"cusum"|"zscore5", alpha, window,
+ * warmup, threshold, cusum_k, cusum_h, half_life }. Later calls (from any policy, after any
+ * reload) return the same detector; a different kind than it has raises. */
+static int l_series(lua_State *L)
+{
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len > 0 && len <= 1024 && strlen(name) == len, 1,
+                "a name of 1 to 1024 bytes without NUL expected");
+  int opts = check_opts(L, 2);
+  const char *kind_name = opt_string(L, opts, "kind", "default");
+  int kind = detect_kind_parse(kind_name);
+  if (kind < 0) {
+    return luaL_error(L,
+                      "bad option 'kind' (\"%s\" is not one of default, ewma, robust, cusum, "
+                      "zscore5)",
+                      kind_name);
+  }
+  vg_series_registry_t *r = get_registry(L);
+  vg_series_t *s = detect_registry_get(r, name);
+  if (s == NULL) {
+    vg_detect_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.kind = (vg_detect_kind_t)kind;
+    o.alpha = opt_number(L, opts, "alpha", 0, 0, 1);
+    o.window = (uint32_t)opt_number(L, opts, "window", 0, 0, 1e6);
+    o.warmup = (uint32_t)opt_number(L, opts, "warmup", 0, 0, 1e6);
+    o.threshold = opt_number(L, opts, "threshold", 0, 0, 1);
+    o.cusum_k = opt_number(L, opts, "cusum_k", 0, 0, 1e6);
+    o.cusum_h = opt_number(L, opts, "cusum_h", 0, 0, 1e6);
+    o.half_life = opt_number(L, opts, "half_life", 0, 0, 1e9);
+    char err[160];
+    s = detect_registry_add(r, name, &o, err, sizeof(err));
+    if (s == NULL) {
+      return luaL_error(L, "vigil.detect.series(\"%s\"): %s", name, err);
+    }
+  } else if (opts != 0 && (int)detect_series_detector(s)->o.kind != kind) {
+    return luaL_error(L, "vigil.detect.series(\"%s\"): exists with kind %s, not %s", name,
+                      detect_kind_name(detect_series_detector(s)->o.kind), kind_name);
+  }
+  lseries_t *h = lua_newuserdatauv(L, sizeof(*h), 0);
+  h->s = s;
+  luaL_setmetatable(L, SERIES_MT);
+  return 1;
+}
+
+/* series:update(value [, ts]) [-(2|3), +2, e]: score in [0, 1] and whether it is an anomaly. */
+static int series_update(lua_State *L)
+{
+  vg_series_t *s = check_series(L);
+  double v = luaL_checknumber(L, 2);
+  luaL_argcheck(L, isfinite(v), 2, "value is not a finite number");
+  double ts = NAN;
+  if (!lua_isnoneornil(L, 3)) {
+    ts = luaL_checknumber(L, 3);
+    luaL_argcheck(L, isfinite(ts), 3, "timestamp is not a finite number");
+  }
+  bool flag = false;
+  double score = detect_series_update(s, v, ts, &flag);
+  lua_pushnumber(L, score);
+  lua_pushboolean(L, flag);
+  return 2;
+}
+
+/* series:state() [-1, +1, m]: { name, kind, updates, warm, n, mean, sd, last_ts, threshold }. */
+static int series_state(lua_State *L)
+{
+  vg_series_t *s = check_series(L);
+  const vg_detector_t *d = detect_series_detector(s);
+  lua_createtable(L, 0, 9);
+  lua_pushstring(L, detect_series_name(s));
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, detect_kind_name(d->o.kind));
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, (lua_Integer)detect_series_updates(s));
+  lua_setfield(L, -2, "updates");
+  lua_pushinteger(L, (lua_Integer)d->n);
+  lua_setfield(L, -2, "n");
+  lua_pushboolean(L, detect_warm(d));
+  lua_setfield(L, -2, "warm");
+  lua_pushnumber(L, d->mean);
+  lua_setfield(L, -2, "mean");
+  lua_pushnumber(L, sqrt(d->var));
+  lua_setfield(L, -2, "sd");
+  lua_pushnumber(L, d->o.threshold);
+  lua_setfield(L, -2, "threshold");
+  if (!isnan(detect_series_last_ts(s))) {
+    lua_pushnumber(L, detect_series_last_ts(s));
+    lua_setfield(L, -2, "last_ts");
+  }
+  return 1;
+}
+
+/* series:reset() [-1, +0, -]: forgets what was learnt (same options). */
+static int series_reset(lua_State *L)
+{
+  vg_detector_t *d = detect_series_detector(check_series(L));
+  vg_detect_opts_t o = d->o;
+  detect_init(d, &o, NULL, 0); /* the options were valid once */
+  return 0;
+}
+
+static int series_tostring(lua_State *L)
+{
+  vg_series_t *s = check_series(L);
+  lua_pushfstring(L, "vigil.detect.series (%s, %s)", detect_series_name(s),
+                  detect_kind_name(detect_series_detector(s)->o.kind));
+  return 1;
+}
+
+static int series_eq(lua_State *L)
+{
+  lseries_t *a = luaL_testudata(L, 1, SERIES_MT), *b = luaL_testudata(L, 2, SERIES_MT);
+  lua_pushboolean(L, a != NULL && b != NULL && a->s == b->s);
+  return 1;
+}
+
+/* ---- forecast ---- */
+
+/* vigil.detect.forecast(values [, opts]) [-(1|2), +1, e]: fits a trend to `values` (at
+ * opts.times, or every opts.step seconds, default 1) and returns { method, level, slope, sigma,
+ * r2, horizon, forecast, lo, hi, growth, tier, time_to_threshold, alpha, beta }. opts: method
+ * ("linear" | "holt"), horizon (seconds or "7d"-style duration, default: the span of the data),
+ * threshold, z (interval width in sd, 1.96), alpha, beta. */
+static int l_forecast(lua_State *L)
+{
+  int opts = check_opts(L, 2);
+  size_t n, nt = 0;
+  double *y = check_numbers(L, 1, "values", &n);
+  double *t = NULL;
+  if (opts != 0 && lua_getfield(L, opts, "times") != LUA_TNIL) {
+    t = check_numbers(L, -1, "times", &nt);
+    if (nt != n) {
+      return luaL_error(L, "bad option 'times' (%d times for %d values)", (int)nt, (int)n);
+    }
+  } else {
+    double step = opt_number(L, opts, "step", 1, 1e-9, 1e12);
+    t = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*t), 0);
+    for (size_t i = 0; i < n; i++) {
+      t[i] = (double)i * step;
+    }
+  }
+  const char *method = opt_string(L, opts, "method", "linear");
+  vg_forecast_opts_t fo = { 0 };
+  if (strcmp(method, "linear") == 0) {
+    fo.method = VG_FORECAST_LINEAR;
+  } else if (strcmp(method, "holt") == 0) {
+    fo.method = VG_FORECAST_HOLT;
+    fo.alpha = opt_number(L, opts, "alpha", 0, 0, 1);
+    fo.beta = opt_number(L, opts, "beta", 0, 0, 1);
+  } else {
+    return luaL_error(L, "bad option 'method' (\"%s\" is not linear or holt)", method);
+  }
+  vg_forecast_t m;
+  char err[160];
+  if (forecast_fit(t, y, n, &fo, &m, err, sizeof(err)) != 0) {
+    return luaL_error(L, "vigil.detect.forecast(): %s", err);
+  }
+  double horizon = n > 1 ? t[n - 1] - t[0] : 0;
+  if (opts != 0 && lua_getfield(L, opts, "horizon") != LUA_TNIL) {
+    horizon = (double)vg_check_duration_ms(L, lua_gettop(L)) / 1000.0;
+  }
+  double z = opt_number(L, opts, "z", 1.96, 0, 10);
+  double lo, hi, at = forecast_at(&m, m.t_last + horizon, z, &lo, &hi);
+  double growth = forecast_growth(&m, horizon);
+  lua_createtable(L, 0, 14);
+  lua_pushstring(L, method);
+  lua_setfield(L, -2, "method");
+  lua_pushnumber(L, m.level);
+  lua_setfield(L, -2, "level");
+  lua_pushnumber(L, m.slope);
+  lua_setfield(L, -2, "slope");
+  lua_pushnumber(L, m.sigma);
+  lua_setfield(L, -2, "sigma");
+  lua_pushnumber(L, m.r2);
+  lua_setfield(L, -2, "r2");
+  lua_pushnumber(L, horizon);
+  lua_setfield(L, -2, "horizon");
+  lua_pushnumber(L, at);
+  lua_setfield(L, -2, "forecast");
+  lua_pushnumber(L, lo);
+  lua_setfield(L, -2, "lo");
+  lua_pushnumber(L, hi);
+  lua_setfield(L, -2, "hi");
+  lua_pushnumber(L, growth);
+  lua_setfield(L, -2, "growth");
+  lua_pushstring(L, forecast_tier(growth));
+  lua_setfield(L, -2, "tier");
+  if (fo.method == VG_FORECAST_HOLT) {
+    lua_pushnumber(L, m.alpha);
+    lua_setfield(L, -2, "alpha");
+    lua_pushnumber(L, m.beta);
+    lua_setfield(L, -2, "beta");
+  }
+  if (opts != 0) {
+    int isnum = 0;
+    lua_getfield(L, opts, "threshold");
+    double thr = lua_tonumberx(L, -1, &isnum);
+    if (!lua_isnil(L, -1) && (!isnum || !isfinite(thr))) {
+      return luaL_error(L, "bad option 'threshold' (a finite number expected)");
+    }
+    lua_pop(L, 1);
+    if (isnum) {
+      double left = forecast_time_to(&m, thr);
+      if (isfinite(left)) { /* never: the field stays nil */
+        lua_pushnumber(L, left);
+        lua_setfield(L, -2, "time_to_threshold");
+      }
+    }
+  }
+  return 1;
+}
+
+/* ---- registration ---- */
+
+int vg_open_vigil_detect(lua_State *L)
+{
+  static const luaL_Reg forest_methods[] = {
+    { "fit", forest_fit },
+    { "score", forest_score },
+    { "decision", forest_decision },
+    { "predict", forest_predict },
+    { "info", forest_info },
+    { "save", forest_save },
+    { NULL, NULL },
+  };
+  static const luaL_Reg forest_meta[] = {
+    { "__gc", forest_gc },
+    { "__close", forest_gc },
+    { "__tostring", forest_tostring },
+    { NULL, NULL },
+  };
+  luaL_newmetatable(L, IFOREST_MT);
+  luaL_setfuncs(L, forest_meta, 0);
+  luaL_newlib(L, forest_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+
+  static const luaL_Reg series_methods[] = {
+    { "update", series_update },
+    { "state", series_state },
+    { "reset", series_reset },
+    { NULL, NULL },
+  };
+  static const luaL_Reg series_meta[] = {
+    { "__tostring", series_tostring },
+    { "__eq", series_eq },
+    { NULL, NULL },
+  };
+  luaL_newmetatable(L, SERIES_MT);
+  luaL_setfuncs(L, series_meta, 0);
+  luaL_newlib(L, series_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 1);
+
+  static const luaL_Reg funcs[] = {
+    { "iforest", l_iforest },   { "load", l_load }, { "series", l_series },
+    { "forecast", l_forecast }, { NULL, NULL },
+  };
+  luaL_newlib(L, funcs);
+  return 1;
+}

@@ -1,0 +1,188 @@
+-- Spec of vigil.detect: isolation forests on Lua rows, named streaming detectors that outlive
+-- a policy's VM, forecasts, and the error for every kind of bad input.
+local detect = require("vigil.detect")
+local testing = require("vigil.testing")
+
+-- 200 rows of a deterministic cloud around (0, 0), then one far outlier.
+local function cloud()
+  local rows, seed = {}, 7
+  local function rnd()
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed / 2147483648 - 0.5
+  end
+  for i = 1, 200 do
+    rows[i] = { rnd(), rnd() }
+  end
+  rows[201] = { 6, 6 }
+  return rows
+end
+
+local function raises(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  expect(ok):to_be(false)
+  expect(tostring(err)):to_contain(pattern)
+end
+
+describe("vigil.detect.iforest", function()
+  it("scores an obvious outlier highest and predicts it", function()
+    local rows = cloud()
+    local model = detect.iforest({ n_estimators = 100, random_state = 1 })
+    expect(model:fit(rows)):to_be(model)
+    local scores = model:score(rows)
+    expect(#scores):to_be(201)
+    for i = 1, 200 do
+      expect(scores[i] > 0 and scores[i] <= 1):to_be(true)
+      expect(scores[i] < scores[201]):to_be(true)
+    end
+    local pred = model:predict({ rows[1], rows[201] })
+    expect(pred):to_equal({ false, true })
+    local dec = model:decision({ rows[201] })
+    expect(dec[1]):to_be_less_than(0)
+    local info = model:info()
+    expect(info.fitted):to_be(true)
+    expect(info.max_samples):to_be(201)
+    expect(info.n_features):to_be(2)
+    expect(info.threshold):to_be(0.5)
+  end)
+
+  it("is deterministic for a seed, and a contamination sets the threshold", function()
+    local rows = cloud()
+    local a = detect.iforest({ random_state = 3 }):fit(rows):score(rows)
+    local b = detect.iforest({ random_state = 3 }):fit(rows):score(rows)
+    expect(a):to_equal(b)
+    local m = detect.iforest({ contamination = 0.05, random_state = 3 }):fit(rows)
+    local n = 0
+    for _, p in ipairs(m:predict(rows)) do
+      if p then n = n + 1 end
+    end
+    expect(n):to_be(10) -- 5 % of 201, above the interpolated quantile
+  end)
+
+  it("saves and loads a model", function()
+    local rows = cloud()
+    local m = detect.iforest({ random_state = 9 }):fit(rows)
+    local copy = assert(detect.load(m:save()))
+    expect(copy:score(rows)):to_equal(m:score(rows))
+    local none, err = detect.load("not a model")
+    expect(none):to_be_nil()
+    expect(err):to_match("^EDETECT: ")
+  end)
+
+  it("raises for bad rows and options", function()
+    local m = detect.iforest()
+    raises("not fitted", m.score, m, { { 1 } })
+    raises("no rows", m.fit, m, {})
+    raises("row 2 has 1 columns, row 1 has 2", m.fit, m, { { 1, 2 }, { 3 } })
+    raises("row 2 column 1 is not a finite number", m.fit, m, { { 1 }, { 0 / 0 } })
+    raises("row 1 column 2 is not a finite number", m.fit, m, { { 1, "2" } })
+    raises("row 2 is not a table of numbers", m.fit, m, { { 1 }, 5 })
+    raises("table expected", m.fit, m, "rows")
+    m:fit({ { 1, 2 }, { 2, 3 }, { 3, 1 } })
+    raises("rows have 3 columns, the model was fitted on 2", m.score, m, { { 1, 2, 3 } })
+    raises("bad option 'contamination'", detect.iforest, { contamination = 0.7 })
+    raises("bad option 'contamination'", detect.iforest, { contamination = "most" })
+    raises("bad option 'n_estimators'", detect.iforest, { n_estimators = 0 })
+  end)
+end)
+
+describe("vigil.detect.series", function()
+  it("returns the same live detector for a name, also to another VM", function()
+    local s = detect.series("spec-latency", { kind = "ewma" })
+    for i = 1, 40 do
+      local score, flag = s:update(100 + (i % 3), 1700000000 + i)
+      expect(score >= 0 and score <= 1):to_be(true)
+      expect(flag):to_be(false)
+    end
+    local again = detect.series("spec-latency")
+    expect(again == s):to_be(true)
+    expect(again:state().updates):to_be(40)
+    local score, flag = again:update(500)
+    expect(flag):to_be(true)
+    expect(score > 0.9):to_be(true)
+    -- a fresh policy VM (what a reload makes) sees the same object
+    local r = testing.sandbox([[
+      local s = require("vigil.detect").series("spec-latency")
+      return s:state().updates, s:state().kind, s:state().last_ts
+    ]])
+    expect(r.status):to_be("ok")
+    expect(r.results[1]):to_be(41)
+    expect(r.results[2]):to_be("ewma")
+    expect(r.results[3]):to_be(1700000040)
+  end)
+
+  it("warms up before scoring, and the default needs no options", function()
+    local s = detect.series("spec-default")
+    local st = s:state()
+    expect(st.kind):to_be("default")
+    expect(st.warm):to_be(false)
+    for i = 1, 40 do
+      local score = s:update(10 + (i % 2))
+      if i <= 30 then expect(score):to_be(0) end
+    end
+    expect(s:state().warm):to_be(true)
+    local _, flag = s:update(1000)
+    expect(flag):to_be(true)
+    s:reset()
+    expect(s:state().n):to_be(0)
+  end)
+
+  it("keeps the seed's rule available", function()
+    local s = detect.series("spec-seed", { kind = "zscore5" })
+    for _, v in ipairs({ 1, 2, 3, 4, 5 }) do s:update(v) end
+    local score, flag = s:update(10) -- z = 7 / sqrt(2)
+    expect(flag):to_be(true)
+    expect(math.abs(score - 24.5 / 33.5) < 1e-12):to_be(true)
+  end)
+
+  it("raises for bad input", function()
+    local s = detect.series("spec-bad")
+    raises("value is not a finite number", s.update, s, 0 / 0)
+    raises("number expected, got string", s.update, s, "high")
+    raises("timestamp is not a finite number", s.update, s, 1, 1 / 0)
+    raises("not one of default, ewma", detect.series, "x", { kind = "magic" })
+    raises("exists with kind default, not ewma", detect.series, "spec-bad", { kind = "ewma" })
+    raises("window must be in [3, 64], got 100", detect.series, "spec-w", { kind = "robust",
+      window = 100 })
+    raises("a name of 1 to 1024 bytes", detect.series, "")
+  end)
+end)
+
+describe("vigil.detect.forecast", function()
+  it("fits a linear trend and tells when a threshold is reached", function()
+    local f = detect.forecast({ 1, 3, 2, 4 }, { horizon = 1, threshold = 10 })
+    expect(f.method):to_be("linear")
+    expect(math.abs(f.slope - 0.8) < 1e-12):to_be(true)
+    expect(math.abs(f.level - 3.7) < 1e-12):to_be(true)
+    expect(math.abs(f.forecast - 4.5) < 1e-12):to_be(true)
+    expect(math.abs(f.hi - f.forecast - 1.96 * 1.5) < 1e-9):to_be(true)
+    expect(math.abs(f.time_to_threshold - 6.3 / 0.8) < 1e-9):to_be(true)
+    expect(f.tier):to_be("plan") -- growth 0.8 / 3.7 = 21.6 % over the horizon
+  end)
+
+  it("uses Holt with times and durations", function()
+    local times, values = {}, {}
+    for i = 1, 20 do
+      times[i] = 1700000000 + 60 * i
+      values[i] = 50 + 0.5 * i
+    end
+    local f = detect.forecast(values, { method = "holt", times = times, horizon = "1h",
+      threshold = 100 })
+    expect(f.method):to_be("holt")
+    expect(math.abs(f.slope - 0.5 / 60) < 1e-9):to_be(true)
+    expect(math.abs(f.forecast - (60 + 30)) < 1e-6):to_be(true)
+    expect(math.abs(f.time_to_threshold - 80 * 60) < 1e-6):to_be(true) -- 40 at 0.5/min
+    expect(f.tier):to_be("plan") -- +30 on 60 in an hour is 50 %; "urgent" is above 50 %
+    local flat = detect.forecast({ 5, 5, 5 }, { threshold = 9 })
+    expect(flat.time_to_threshold):to_be_nil()
+    expect(flat.tier):to_be("adequate")
+  end)
+
+  it("raises for bad input", function()
+    raises("need at least 2 points, got 1", detect.forecast, { 1 })
+    raises("value 2 is not a finite number", detect.forecast, { 1, 0 / 0 })
+    raises("3 times for 2 values", detect.forecast, { 1, 2 }, { times = { 1, 2, 3 } })
+    raises("times must increase", detect.forecast, { 1, 2 }, { times = { 2, 1 } })
+    raises("is not linear or holt", detect.forecast, { 1, 2 }, { method = "arima" })
+    raises("values: table of numbers expected, got no value", detect.forecast)
+  end)
+end)
