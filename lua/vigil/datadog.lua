@@ -282,7 +282,8 @@ function M.new(opts)
   if type(opts) ~= "table" then
     error("vigil.datadog: takes { site = ..., api_key = ..., app_key = ... }", 2)
   end
-  if type(opts.api_key) ~= "string" or type(opts.app_key) ~= "string" then
+  -- a configured source (`name`) may have its keys added in C instead
+  if opts.name == nil and (type(opts.api_key) ~= "string" or type(opts.app_key) ~= "string") then
     error("vigil.datadog: api_key and app_key (strings) are required", 2)
   end
   local url = opts.url
@@ -297,7 +298,7 @@ function M.new(opts)
   local headers = { Accept = "application/json" }
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   headers["DD-API-KEY"] = opts.api_key
-  headers["DD-APPLICATION-KEY"] = opts.app_key
+  headers["DD-APPLICATION-KEY"] = opts.app_key -- (nil leaves them out)
   url = url:gsub("/+$", "")
   local client = setmetatable({
     url = url,
