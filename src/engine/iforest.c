@@ -765,3 +765,34 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
   }
   return f;
 }
+
+/* ---- the seed's windowed features ---- */
+
+size_t iforest_window_features(const double *v, size_t n, size_t window, double *out)
+{
+  if (window < 2 || n < window) {
+    return 0;
+  }
+  size_t rows = n - window + 1;
+  for (size_t r = 0; r < rows; r++) {
+    const double *w = v + r;
+    double mean = 0, lo = w[0], hi = w[0], ss = 0;
+    for (size_t j = 0; j < window; j++) {
+      mean += w[j];
+      lo = w[j] < lo ? w[j] : lo;
+      hi = w[j] > hi ? w[j] : hi;
+    }
+    mean /= (double)window;
+    for (size_t j = 0; j < window; j++) {
+      ss += (w[j] - mean) * (w[j] - mean);
+    }
+    double sd = sqrt(ss / (double)window), x = w[window - 1];
+    double *o = out + r * VG_IFOREST_WINDOW_FEATURES;
+    o[0] = x;
+    o[1] = mean;
+    o[2] = sd;
+    o[3] = sd > 0 ? (x - mean) / sd : 0;
+    o[4] = hi - lo;
+  }
+  return rows;
+}

@@ -73,3 +73,11 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
 
 /* NULL is fine. */
 void iforest_free(vg_iforest_t *f);
+
+/* The seed's per-metric features: for each point i >= window - 1 of `v`, a row of 5 values over
+ * the last `window` points (i included): the value, their mean, standard deviation (population),
+ * the value's z-score (0 when the deviation is 0) and range (max - min). Writes
+ * (n - window + 1) rows to `out` (5 doubles each) and returns that count; 0 when n < window or
+ * window < 2. */
+#define VG_IFOREST_WINDOW_FEATURES 5
+size_t iforest_window_features(const double *v, size_t n, size_t window, double *out);

@@ -348,6 +348,29 @@ static int forest_tostring(lua_State *L)
   return 1;
 }
 
+/* vigil.detect.window_features(values, window) [-2, +1, e]: the seed's per-metric rows, one
+ * per point from the window-th on: { value, mean, sd, z, range } over the last `window` values. */
+static int l_window_features(lua_State *L)
+{
+  size_t n;
+  lua_Integer w = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, w >= 2 && w <= 100000, 2, "window must be in [2, 100000]");
+  double *v = check_numbers(L, 1, "values", &n);
+  if (n < (size_t)w) {
+    return luaL_error(L, "bad argument #1 to 'window_features' (%d values for a window of %d)",
+                      (int)n, (int)w);
+  }
+  size_t rows = n - (size_t)w + 1;
+  double *out = lua_newuserdatauv(L, rows * VG_IFOREST_WINDOW_FEATURES * sizeof(*out), 0);
+  iforest_window_features(v, n, (size_t)w, out);
+  lua_createtable(L, (int)rows, 0);
+  for (size_t r = 0; r < rows; r++) {
+    push_numbers(L, out + r * VG_IFOREST_WINDOW_FEATURES, VG_IFOREST_WINDOW_FEATURES);
+    lua_rawseti(L, -2, (lua_Integer)r + 1);
+  }
+  return 1;
+}
+
 /* ---- named series ---- */
 
 typedef struct {
@@ -620,8 +643,12 @@ int vg_open_vigil_detect(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg funcs[] = {
-    { "iforest", l_iforest },   { "load", l_load }, { "series", l_series },
-    { "forecast", l_forecast }, { NULL, NULL },
+    { "iforest", l_iforest },
+    { "load", l_load },
+    { "series", l_series },
+    { "forecast", l_forecast },
+    { "window_features", l_window_features },
+    { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   return 1;

@@ -85,6 +85,28 @@ describe("vigil.detect.iforest", function()
   end)
 end)
 
+describe("vigil.detect.window_features", function()
+  it("gives the seed's rows and feeds an isolation forest", function()
+    local rows = detect.window_features({ 1, 3, 2, 6 }, 2)
+    expect(#rows):to_be(3)
+    expect(rows[3]):to_equal({ 6, 4, 2, 1, 4 }) -- value, mean, sd, z, range of { 2, 6 }
+    local values = {}
+    for i = 1, 60 do values[i] = 10 + (i % 4) end
+    values[61] = 40
+    local feats = detect.window_features(values, 5)
+    local m = detect.iforest({ contamination = 0.05, random_state = 2 }):fit(feats)
+    local scores = m:score(feats)
+    local top = 1
+    for i, sc in ipairs(scores) do
+      if sc > scores[top] then top = i end
+    end
+    expect(top):to_be(#feats) -- the jump to 40 is the most isolated window
+    raises("3 values for a window of 5", detect.window_features, { 1, 2, 3 }, 5)
+    raises("window must be in [2, 100000]", detect.window_features, { 1, 2, 3 }, 1)
+    raises("value 2 is not a finite number", detect.window_features, { 1, 0 / 0, 3 }, 2)
+  end)
+end)
+
 describe("vigil.detect.series", function()
   it("returns the same live detector for a name, also to another VM", function()
     local s = detect.series("spec-latency", { kind = "ewma" })

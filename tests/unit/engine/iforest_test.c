@@ -320,6 +320,26 @@ static void test_save_load_round_trip(void **state)
   free(x);
 }
 
+static void test_window_features(void **state)
+{
+  (void)state;
+  double v[] = { 1, 3, 2, 6 }, out[3 * VG_IFOREST_WINDOW_FEATURES];
+  assert_int_equal(iforest_window_features(v, 4, 5, out), 0);
+  assert_int_equal(iforest_window_features(v, 4, 1, out), 0);
+  assert_int_equal(iforest_window_features(v, 4, 2, out), 3);
+  /* window {2, 6}: mean 4, population sd 2, z (6 - 4) / 2 = 1, range 4 */
+  const double *last = out + 2 * VG_IFOREST_WINDOW_FEATURES;
+  assert_float_equal(last[0], 6, 0);
+  assert_float_equal(last[1], 4, 0);
+  assert_float_equal(last[2], 2, 0);
+  assert_float_equal(last[3], 1, 0);
+  assert_float_equal(last[4], 4, 0);
+  double flat[] = { 5, 5, 5 };
+  assert_int_equal(iforest_window_features(flat, 3, 3, out), 1);
+  assert_float_equal(out[2], 0, 0);
+  assert_float_equal(out[3], 0, 0); /* no deviation: z is 0, not NaN */
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -332,6 +352,7 @@ int main(void)
     cmocka_unit_test(test_max_features_and_max_samples),
     cmocka_unit_test(test_bad_input),
     cmocka_unit_test(test_save_load_round_trip),
+    cmocka_unit_test(test_window_features),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
