@@ -6,6 +6,16 @@
 
 #include "test_support.h"
 
+/* cmocka's assert_float_equal compares floats; these values need doubles. */
+#define assert_close(a, b, eps) assert_close_at((a), (b), (eps), #a, __LINE__)
+
+static void assert_close_at(double a, double b, double eps, const char *expr, int line)
+{
+  if (!(a == b || fabs(a - b) <= eps)) {
+    fail_msg("line %d: %s = %.17g, want %.17g (+/- %g)", line, expr, a, b, eps);
+  }
+}
+
 static vg_forecast_t fit_ok(const double *t, const double *y, size_t n, vg_forecast_method_t m)
 {
   vg_forecast_opts_t o = { .method = m };
@@ -23,18 +33,18 @@ static void test_linear_by_hand(void **state)
   /* t 0..3, y 1 3 2 4: slope sxy/sxx = 4/5, fitted 1.3 2.1 2.9 3.7, SSE 1.8, SST 5 */
   double t[] = { 0, 1, 2, 3 }, y[] = { 1, 3, 2, 4 };
   vg_forecast_t f = fit_ok(t, y, 4, VG_FORECAST_LINEAR);
-  assert_float_equal(f.slope, 0.8, 1e-12);
-  assert_float_equal(f.level, 3.7, 1e-12);
-  assert_float_equal(f.r2, 0.64, 1e-12);
-  assert_float_equal(f.sigma, sqrt(0.9), 1e-12);
+  assert_close(f.slope, 0.8, 1e-12);
+  assert_close(f.level, 3.7, 1e-12);
+  assert_close(f.r2, 0.64, 1e-12);
+  assert_close(f.sigma, sqrt(0.9), 1e-12);
   /* at t = 4: mean 4.5, sd = sigma * sqrt(1 + 1/4 + 2.5^2/5) = sigma * sqrt(2.5) = 1.5 */
   double lo, hi;
-  assert_float_equal(forecast_at(&f, 4, 1.96, &lo, &hi), 4.5, 1e-12);
-  assert_float_equal(lo, 4.5 - 1.96 * 1.5, 1e-12);
-  assert_float_equal(hi, 4.5 + 1.96 * 1.5, 1e-12);
+  assert_close(forecast_at(&f, 4, 1.96, &lo, &hi), 4.5, 1e-12);
+  assert_close(lo, 4.5 - 1.96 * 1.5, 1e-12);
+  assert_close(hi, 4.5 + 1.96 * 1.5, 1e-12);
   /* the seed's use: time until 10, growth over 5 units, tier */
-  assert_float_equal(forecast_time_to(&f, 10), (10 - 3.7) / 0.8, 1e-12);
-  assert_float_equal(forecast_growth(&f, 5), 4.0 / 3.7, 1e-12);
+  assert_close(forecast_time_to(&f, 10), (10 - 3.7) / 0.8, 1e-12);
+  assert_close(forecast_growth(&f, 5), 4.0 / 3.7, 1e-12);
   assert_string_equal(forecast_tier(forecast_growth(&f, 5)), "urgent");
 }
 
@@ -47,11 +57,11 @@ static void test_linear_exact_line(void **state)
     y[i] = 2 * t[i] + 1;
   }
   vg_forecast_t f = fit_ok(t, y, 10, VG_FORECAST_LINEAR);
-  assert_float_equal(f.slope, 2, 1e-12);
-  assert_float_equal(f.r2, 1, 1e-12);
-  assert_float_equal(f.sigma, 0, 1e-9);
-  assert_float_equal(forecast_time_to(&f, 2 * 600 + 1), 60, 1e-9);
-  assert_float_equal(forecast_time_to(&f, 0), 0, 0); /* already above */
+  assert_close(f.slope, 2, 1e-12);
+  assert_close(f.r2, 1, 1e-12);
+  assert_close(f.sigma, 0, 1e-9);
+  assert_close(forecast_time_to(&f, 2 * 600 + 1), 60, 1e-9);
+  assert_close(forecast_time_to(&f, 0), 0, 0); /* already above */
 }
 
 static void test_holt_exact_line_and_spacing(void **state)
@@ -63,12 +73,12 @@ static void test_holt_exact_line_and_spacing(void **state)
     y[i] = 3 * i + 5;
   }
   vg_forecast_t f = fit_ok(t, y, 20, VG_FORECAST_HOLT);
-  assert_float_equal(f.level, 62, 1e-9);
-  assert_float_equal(f.slope, 3.0 / 30.0, 1e-12); /* per second */
-  assert_float_equal(f.sigma, 0, 1e-9);
-  assert_float_equal(f.dt, 30, 1e-12);
-  assert_float_equal(forecast_at(&f, f.t_last + 300, 1.96, NULL, NULL), 92, 1e-9);
-  assert_float_equal(forecast_time_to(&f, 122), 600, 1e-6);
+  assert_close(f.level, 62, 1e-9);
+  assert_close(f.slope, 3.0 / 30.0, 1e-12); /* per second */
+  assert_close(f.sigma, 0, 1e-9);
+  assert_close(f.dt, 30, 1e-12);
+  assert_close(forecast_at(&f, f.t_last + 300, 1.96, NULL, NULL), 92, 1e-9);
+  assert_close(forecast_time_to(&f, 122), 600, 1e-6);
 }
 
 static void test_holt_follows_a_new_trend(void **state)
@@ -97,13 +107,13 @@ static void test_time_to_and_tiers(void **state)
   (void)state;
   double t[] = { 0, 1, 2 }, down[] = { 10, 8, 6 }, flat[] = { 5, 5, 5 };
   vg_forecast_t f = fit_ok(t, down, 3, VG_FORECAST_LINEAR);
-  assert_float_equal(forecast_time_to(&f, 0), 3, 1e-12); /* falling to 0 */
-  assert_float_equal(forecast_time_to(&f, 7), 0, 0);     /* already below */
-  assert_float_equal(forecast_time_to(&f, 100), 0, 0);   /* a lower limit we are under */
-  assert_float_equal(forecast_growth(&f, 1), -2.0 / 6.0, 1e-12);
+  assert_close(forecast_time_to(&f, 0), 3, 1e-12); /* falling to 0 */
+  assert_close(forecast_time_to(&f, 7), 0, 0);     /* already below */
+  assert_close(forecast_time_to(&f, 100), 0, 0);   /* a lower limit we are under */
+  assert_close(forecast_growth(&f, 1), -2.0 / 6.0, 1e-12);
   f = fit_ok(t, flat, 3, VG_FORECAST_LINEAR);
   assert_true(isinf(forecast_time_to(&f, 6)));
-  assert_float_equal(forecast_time_to(&f, 5), 0, 0);
+  assert_close(forecast_time_to(&f, 5), 0, 0);
   assert_string_equal(forecast_tier(0.51), "urgent");
   assert_string_equal(forecast_tier(0.5), "plan");
   assert_string_equal(forecast_tier(0.21), "plan");

@@ -9,6 +9,16 @@
 
 #include "test_support.h"
 
+/* cmocka's assert_float_equal compares floats; these values need doubles. */
+#define assert_close(a, b, eps) assert_close_at((a), (b), (eps), #a, __LINE__)
+
+static void assert_close_at(double a, double b, double eps, const char *expr, int line)
+{
+  if (!(a == b || fabs(a - b) <= eps)) {
+    fail_msg("line %d: %s = %.17g, want %.17g (+/- %g)", line, expr, a, b, eps);
+  }
+}
+
 /* The test's own generator (independent of the engine's): a 64-bit LCG and Box-Muller. */
 static uint64_t lcg_state;
 
@@ -50,15 +60,15 @@ static void test_c_matches_sklearn(void **state)
 {
   (void)state;
   /* sklearn.ensemble._iforest._average_path_length([1, 2, 3, 10, 256]) */
-  assert_float_equal(iforest_c(0), 0.0, 0);
-  assert_float_equal(iforest_c(1), 0.0, 0);
-  assert_float_equal(iforest_c(2), 1.0, 0);
-  assert_float_equal(iforest_c(3), 1.207392357589623, 1e-14);
-  assert_float_equal(iforest_c(10), 3.748880484475504, 1e-14);
-  assert_float_equal(iforest_c(256), 10.244770920119917, 1e-13);
+  assert_close(iforest_c(0), 0.0, 0);
+  assert_close(iforest_c(1), 0.0, 0);
+  assert_close(iforest_c(2), 1.0, 0);
+  assert_close(iforest_c(3), 1.207392357589623, 1e-14);
+  assert_close(iforest_c(10), 3.748880484475504, 1e-14);
+  assert_close(iforest_c(256), 10.244770920119917, 1e-13);
   /* the formula written out: 2 H(n-1) - 2(n-1)/n with H(i) ~ ln(i) + gamma */
   double n = 1000;
-  assert_float_equal(iforest_c(n), 2 * (log(n - 1) + 0.5772156649015329) - 2 * (n - 1) / n, 1e-12);
+  assert_close(iforest_c(n), 2 * (log(n - 1) + 0.5772156649015329) - 2 * (n - 1) / n, 1e-12);
 }
 
 static void test_degenerate_forests_score_exactly(void **state)
@@ -74,8 +84,8 @@ static void test_degenerate_forests_score_exactly(void **state)
   assert_int_equal(iforest_max_samples(f), 20);
   double probe[] = { 3.0, 3.0, -100.0, 7.0 }, s[2];
   iforest_score(f, probe, 2, s);
-  assert_float_equal(s[0], 0.5, 1e-15);
-  assert_float_equal(s[1], 0.5, 1e-15);
+  assert_close(s[0], 0.5, 1e-15);
+  assert_close(s[1], 0.5, 1e-15);
   iforest_free(f);
 
   /* max_samples = 2: depth limit ceil(log2 2) = 1, two leaves of one row each, h = 1, c(2) = 1. */
@@ -89,7 +99,7 @@ static void test_degenerate_forests_score_exactly(void **state)
   double q[] = { -50.0, 2.5, 1e9 }, sq[3];
   iforest_score(f, q, 3, sq);
   for (int i = 0; i < 3; i++) {
-    assert_float_equal(sq[i], 0.5, 1e-15);
+    assert_close(sq[i], 0.5, 1e-15);
   }
   iforest_free(f);
 
@@ -97,7 +107,7 @@ static void test_degenerate_forests_score_exactly(void **state)
   double one[] = { 1.0, 2.0 };
   f = fit_ok(one, 1, 2, NULL);
   iforest_score(f, one, 1, sq);
-  assert_float_equal(sq[0], 1.0, 0);
+  assert_close(sq[0], 1.0, 0);
   iforest_free(f);
 }
 
@@ -142,10 +152,10 @@ static void test_obvious_outlier_scores_highest(void **state)
   }
   assert_true(s[n - 1] > 0.7);
   /* 'auto': threshold 0.5, decision = 0.5 - s, predict -1 where decision < 0 */
-  assert_float_equal(iforest_threshold(f), 0.5, 0);
+  assert_close(iforest_threshold(f), 0.5, 0);
   double dec[1];
   iforest_decision(f, x + (n - 1) * d, 1, dec);
-  assert_float_equal(dec[0], 0.5 - s[n - 1], 1e-15);
+  assert_close(dec[0], 0.5 - s[n - 1], 1e-15);
   int8_t pred[301];
   iforest_predict(f, x, n, pred, s);
   assert_int_equal(pred[n - 1], -1);
@@ -181,7 +191,7 @@ static void test_deterministic_for_a_seed(void **state)
   for (size_t i = 0; i < 1000; i += 97) {
     double one;
     iforest_score(a, x + i * 4, 1, &one);
-    assert_float_equal(one, sa[i], 0);
+    assert_close(one, sa[i], 0);
   }
   iforest_free(a);
   iforest_free(b);
@@ -210,7 +220,7 @@ static void test_contamination_sets_the_training_quantile(void **state)
   qsort(sorted, n, sizeof(*sorted), cmp_desc);
   /* numpy.percentile(-s, 10): position 0.1 * 199 = 19.9 among -s ascending (s descending) */
   double want = sorted[19] + (sorted[20] - sorted[19]) * 0.9;
-  assert_float_equal(iforest_threshold(f), want, 1e-12);
+  assert_close(iforest_threshold(f), want, 1e-12);
   int8_t pred[200];
   iforest_predict(f, x, n, pred, NULL);
   int outliers = 0;
@@ -296,7 +306,7 @@ static void test_save_load_round_trip(void **state)
   char err[128] = "";
   vg_iforest_t *g = iforest_load(blob, len, err, sizeof(err));
   assert_non_null(g);
-  assert_float_equal(iforest_threshold(g), iforest_threshold(f), 0);
+  assert_close(iforest_threshold(g), iforest_threshold(f), 0);
   assert_int_equal(iforest_node_count(g), iforest_node_count(f));
   double a[300], b[300];
   iforest_score(f, x, 300, a);
@@ -329,15 +339,15 @@ static void test_window_features(void **state)
   assert_int_equal(iforest_window_features(v, 4, 2, out), 3);
   /* window {2, 6}: mean 4, population sd 2, z (6 - 4) / 2 = 1, range 4 */
   const double *last = out + 2 * VG_IFOREST_WINDOW_FEATURES;
-  assert_float_equal(last[0], 6, 0);
-  assert_float_equal(last[1], 4, 0);
-  assert_float_equal(last[2], 2, 0);
-  assert_float_equal(last[3], 1, 0);
-  assert_float_equal(last[4], 4, 0);
+  assert_close(last[0], 6, 0);
+  assert_close(last[1], 4, 0);
+  assert_close(last[2], 2, 0);
+  assert_close(last[3], 1, 0);
+  assert_close(last[4], 4, 0);
   double flat[] = { 5, 5, 5 };
   assert_int_equal(iforest_window_features(flat, 3, 3, out), 1);
-  assert_float_equal(out[2], 0, 0);
-  assert_float_equal(out[3], 0, 0); /* no deviation: z is 0, not NaN */
+  assert_close(out[2], 0, 0);
+  assert_close(out[3], 0, 0); /* no deviation: z is 0, not NaN */
 }
 
 int main(void)
