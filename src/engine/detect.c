@@ -360,7 +360,7 @@ vg_series_registry_t *detect_registry_new(size_t max)
   }
   r->nbuckets = 64;
   r->max = max ? max : 100000;
-  r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
+  r->buckets = calloc(r->nbuckets, sizeof(vg_series_t *));
   if (r->buckets == NULL) {
     free(r);
     return NULL;
@@ -382,7 +382,7 @@ vg_series_t *detect_registry_get(vg_series_registry_t *r, const char *name)
 static void registry_grow(vg_series_registry_t *r)
 {
   size_t nb = r->nbuckets * 2;
-  vg_series_t **b = calloc(nb, sizeof(*b));
+  vg_series_t **b = calloc(nb, sizeof(vg_series_t *));
   if (b == NULL) {
     return;
   }

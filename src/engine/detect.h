@@ -56,7 +56,7 @@ int detect_init(vg_detector_t *d, const vg_detect_opts_t *o, char *err, size_t e
 /* Absorbs one point and returns its score in [0, 1] (0 while warming up); *flag (if not NULL)
  * tells whether score >= threshold. A NaN or infinite value is ignored: state unchanged, score 0,
  * no flag. The point is scored against the state before it, then absorbed. */
-double detect_update(vg_detector_t *d, double value, bool *flag);
+double detect_update(vg_detector_t *d, double x, bool *flag);
 
 /* True once the warm-up is over. */
 bool detect_warm(const vg_detector_t *d);

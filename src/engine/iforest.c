@@ -715,8 +715,8 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
     return NULL;
   }
   vg_iforest_t *f = calloc(1, sizeof(*f));
-  if (f == NULL || (f->root = malloc(ntrees * sizeof(*f->root))) == NULL ||
-      (f->nodes = malloc(nnodes * sizeof(*f->nodes))) == NULL) {
+  if (f == NULL || (f->root = calloc(ntrees, sizeof(*f->root))) == NULL ||
+      (f->nodes = calloc(nnodes, sizeof(*f->nodes))) == NULL) {
     iforest_free(f);
     set_err(err, errlen, "out of memory");
     return NULL;
@@ -739,10 +739,10 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
   }
   /* Scoring trusts the structure, so check it: roots in range, splits on a known column that
    * point forward (preorder: the tree is finite), leaves with a finite path length. */
-  bool ok = f->root[0] == 0;
+  bool ok = true;
   for (uint32_t t = 0; t < ntrees && ok; t++) {
-    uint32_t end = t + 1 < ntrees ? f->root[t + 1] : nnodes;
-    ok = f->root[t] < end && end <= nnodes;
+    uint32_t start = f->root[t], end = t + 1 < ntrees ? f->root[t + 1] : nnodes;
+    ok = (t > 0 || start == 0) && start < end && end <= nnodes;
     for (uint32_t k = f->root[t]; k < end && ok; k++) {
       const if_node_t *nd = &f->nodes[k];
       if (nd->feat == LEAF) {

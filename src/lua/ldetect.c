@@ -100,7 +100,7 @@ static double *check_rows(lua_State *L, int arg, size_t want_d, size_t *np, size
                   lua_pushfstring(L, "rows have %d columns, the model was fitted on %d", (int)d,
                                   (int)want_d));
   }
-  if (n > MAX_CELLS / d) {
+  if (n > MAX_CELLS / (d > 0 ? d : 1)) {
     luaL_argerror(L, arg, "too many rows");
   }
   double *x = lua_newuserdatauv(L, n * d * sizeof(*x), 0);
