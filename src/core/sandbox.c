@@ -285,16 +285,21 @@ static int sb_tostring(lua_State *L)
 static int sb_print(lua_State *L)
 {
   int n = lua_gettop(L);
+  /* Convert every argument first: a luaL_Buffer must stay on top of the stack while it
+   * grows, so nothing may be pushed between its additions. */
+  for (int i = 1; i <= n; i++) {
+    vg_sandbox_tostring(L, i, NULL);
+    lua_replace(L, i);
+  }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (int i = 1; i <= n; i++) {
     size_t len;
-    const char *s = vg_sandbox_tostring(L, i, &len);
+    const char *s = lua_tolstring(L, i, &len);
     if (i > 1) {
       luaL_addchar(&b, '\t');
     }
     luaL_addlstring(&b, s, len);
-    lua_pop(L, 1);
   }
   luaL_pushresult(&b);
   size_t len;

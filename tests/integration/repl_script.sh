@@ -54,6 +54,11 @@ printf 'print("a")\nfor i = 1, 2 do\n  print(i)\n' > unfinished.lua
 repl_run 1 < unfinished.lua
 [[ $out == "a" && $err == *"'end' expected"* ]] || fail "unfinished chunk: $out / $err"
 
+echo "print takes long values and many arguments"
+printf 'print(string.rep("x", 3000), 1, nil, true, string.rep("y", 5000))\n' > long.lua
+repl_run 0 < long.lua
+[[ ${#out} == 8013 && $out == xxx*$'\t1\tnil\ttrue\t'yyy* ]] || fail "long print: ${#out} bytes"
+
 echo "empty input exits 0; a pipe works like a file"
 repl_run 0 < /dev/null
 rc=0
