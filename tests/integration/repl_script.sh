@@ -57,7 +57,7 @@ repl_run 1 < unfinished.lua
 echo "print takes long values and many arguments"
 printf 'print(string.rep("x", 3000), 1, nil, true, string.rep("y", 5000))\n' > long.lua
 repl_run 0 < long.lua
-[[ ${#out} == 8013 && $out == xxx*$'\t1\tnil\ttrue\t'yyy* ]] || fail "long print: ${#out} bytes"
+[[ ${#out} == 8012 && $out == xxx*$'\t1\tnil\ttrue\t'yyy* ]] || fail "long print: ${#out} bytes"
 
 echo "empty input exits 0; a pipe works like a file"
 repl_run 0 < /dev/null
