@@ -328,6 +328,117 @@ double detect_update(vg_detector_t *d, double x, bool *flag)
   return score;
 }
 
+/* ---- snapshots ---- */
+
+static void put_le(uint8_t **p, uint64_t v, int bytes)
+{
+  for (int i = 0; i < bytes; i++) {
+    *(*p)++ = (uint8_t)(v >> (8 * i));
+  }
+}
+
+static void put_double(uint8_t **p, double v)
+{
+  uint64_t u;
+  memcpy(&u, &v, sizeof(u));
+  put_le(p, u, 8);
+}
+
+static uint64_t get_le(const uint8_t **p, int bytes)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; i++) {
+    v |= (uint64_t) * (*p)++ << (8 * i);
+  }
+  return v;
+}
+
+static double get_double(const uint8_t **p)
+{
+  uint64_t u = get_le(p, 8);
+  double v;
+  memcpy(&v, &u, sizeof(v));
+  return v;
+}
+
+void detect_snapshot(const vg_detector_t *d, uint8_t *buf)
+{
+  uint8_t *p = buf;
+  memcpy(p, "VGDS", 4);
+  p += 4;
+  put_le(&p, VG_DETECT_SNAPSHOT_VERSION, 4);
+  put_le(&p, (uint64_t)d->o.kind, 4);
+  put_le(&p, d->o.window, 4);
+  put_le(&p, d->o.warmup, 4);
+  put_le(&p, d->head, 4);
+  const double f[] = { d->o.alpha,     d->o.threshold, d->o.cusum_k, d->o.cusum_h,
+                       d->o.half_life, d->mean,        d->var,       d->cpos,
+                       d->cneg,        d->peak,        d->decay };
+  for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+    put_double(&p, f[i]);
+  }
+  put_le(&p, d->n, 8);
+  for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
+    put_double(&p, d->ring[i]);
+  }
+}
+
+int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+  const uint8_t *p = buf;
+  if (len != VG_DETECT_SNAPSHOT_SIZE || memcmp(p, "VGDS", 4) != 0) {
+    set_err(err, errlen, "not a detector snapshot");
+    return -1;
+  }
+  p += 4;
+  uint32_t version = (uint32_t)get_le(&p, 4);
+  if (version != VG_DETECT_SNAPSHOT_VERSION) {
+    set_err(err, errlen, "detector snapshot version %u, this build reads %d", version,
+            VG_DETECT_SNAPSHOT_VERSION);
+    return -1;
+  }
+  vg_detect_opts_t o;
+  memset(&o, 0, sizeof(o));
+  o.kind = (vg_detect_kind_t)get_le(&p, 4);
+  o.window = (uint32_t)get_le(&p, 4);
+  o.warmup = (uint32_t)get_le(&p, 4);
+  uint32_t head = (uint32_t)get_le(&p, 4);
+  double f[11];
+  for (int i = 0; i < 11; i++) {
+    f[i] = get_double(&p);
+  }
+  o.alpha = f[0];
+  o.threshold = f[1];
+  o.cusum_k = f[2];
+  o.cusum_h = f[3];
+  o.half_life = f[4];
+  vg_detector_t t;
+  if (detect_init(&t, &o, err, errlen) != 0) {
+    return -1;
+  }
+  t.n = get_le(&p, 8);
+  t.mean = f[5];
+  t.var = f[6];
+  t.cpos = f[7];
+  t.cneg = f[8];
+  t.peak = f[9]; /* f[10], the decay, follows from half_life */
+  t.head = head;
+  for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
+    t.ring[i] = get_double(&p);
+  }
+  bool ok = t.o.window == o.window && head < t.o.window && isfinite(t.mean) && t.var >= 0 &&
+            isfinite(t.var) && t.cpos >= 0 && t.cneg >= 0 && t.peak >= 0 && t.peak <= 1;
+  for (int i = 0; i < VG_DETECT_WINDOW_MAX && ok; i++) {
+    ok = isfinite(t.ring[i]);
+  }
+  if (!ok) {
+    set_err(err, errlen, "corrupt detector snapshot (state out of range)");
+    return -1;
+  }
+  *d = t;
+  return 0;
+}
+
 /* ---- named series ---- */
 
 struct vg_series {

@@ -70,6 +70,19 @@ const char *detect_kind_name(vg_detect_kind_t kind);
 /* The kind named `name`, or -1. */
 int detect_kind_parse(const char *name);
 
+/* ---- snapshots: a detector as a portable, versioned blob (for the store) ---- */
+
+#define VG_DETECT_SNAPSHOT_VERSION 1
+#define VG_DETECT_SNAPSHOT_SIZE (4 + 4 * 5 + 8 * 12 + 8 * VG_DETECT_WINDOW_MAX)
+
+/* Writes d into buf (VG_DETECT_SNAPSHOT_SIZE bytes, little-endian, "VGDS" + version). */
+void detect_snapshot(const vg_detector_t *d, uint8_t *buf);
+
+/* Replaces *d with the detector in `buf`. Returns 0, or -1 with a message in `err` for a blob of
+ * the wrong size, magic or version, or with options or state out of range (d is then
+ * unchanged). */
+int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, size_t errlen);
+
 /* ---- named series: detectors that outlive the Lua states using them ---- */
 
 typedef struct vg_series vg_series_t;

@@ -485,6 +485,34 @@ static int series_reset(lua_State *L)
   return 0;
 }
 
+/* series:snapshot() [-1, +1, m]: the detector's state as a versioned binary string, for the
+ * store; series:restore(blob) puts it back. */
+static int series_snapshot(lua_State *L)
+{
+  uint8_t blob[VG_DETECT_SNAPSHOT_SIZE];
+  detect_snapshot(detect_series_detector(check_series(L)), blob);
+  lua_pushlstring(L, (const char *)blob, sizeof(blob));
+  return 1;
+}
+
+/* series:restore(blob) [-2, +(1|2), e]: replaces the state with a snapshot; true, or nil,
+ * "EDETECT: ..." when the blob is not a valid snapshot (the state is then unchanged). */
+static int series_restore(lua_State *L)
+{
+  vg_series_t *s = check_series(L);
+  size_t len;
+  const char *blob = luaL_checklstring(L, 2, &len);
+  char err[160];
+  if (detect_restore(detect_series_detector(s), (const uint8_t *)blob, len, err, sizeof(err)) !=
+      0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "EDETECT: %s", err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int series_tostring(lua_State *L)
 {
   vg_series_t *s = check_series(L);
@@ -624,10 +652,8 @@ int vg_open_vigil_detect(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg series_methods[] = {
-    { "update", series_update },
-    { "state", series_state },
-    { "reset", series_reset },
-    { NULL, NULL },
+    { "update", series_update },     { "state", series_state },     { "reset", series_reset },
+    { "snapshot", series_snapshot }, { "restore", series_restore }, { NULL, NULL },
   };
   static const luaL_Reg series_meta[] = {
     { "__tostring", series_tostring },

@@ -148,6 +148,25 @@ describe("vigil.detect.series", function()
     expect(s:state().n):to_be(0)
   end)
 
+  it("snapshots and restores a detector's state", function()
+    local a = detect.series("spec-snap-a", { kind = "cusum" })
+    for i = 1, 100 do a:update(20 + (i % 7)) end
+    local blob = a:snapshot()
+    expect(#blob):to_be(632)
+    local b = detect.series("spec-snap-b", { kind = "ewma" })
+    expect(b:restore(blob)):to_be(true)
+    expect(b:state().kind):to_be("cusum")
+    for i = 1, 20 do
+      local sa, fa = a:update(30 + i)
+      local sb, fb = b:update(30 + i)
+      expect(sb):to_be(sa)
+      expect(fb):to_be(fa)
+    end
+    local ok, err = b:restore("garbage")
+    expect(ok):to_be_nil()
+    expect(err):to_be("EDETECT: not a detector snapshot")
+  end)
+
   it("keeps the seed's rule available", function()
     local s = detect.series("spec-seed", { kind = "zscore5" })
     for _, v in ipairs({ 1, 2, 3, 4, 5 }) do s:update(v) end

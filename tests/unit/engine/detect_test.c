@@ -258,6 +258,51 @@ static void test_bad_options(void **state)
   assert_null(detect_kind_name((vg_detect_kind_t)9));
 }
 
+static void test_snapshot_round_trip(void **state)
+{
+  (void)state;
+  for (int k = 0; k <= VG_DETECT_ZSCORE5; k++) {
+    vg_detector_t a, b;
+    init_kind(&a, (vg_detect_kind_t)k);
+    lcg_state = 31;
+    for (int i = 0; i < 250; i++) {
+      detect_update(&a, 5 * gauss() + (i > 200 ? 30 : 0), NULL);
+    }
+    uint8_t blob[VG_DETECT_SNAPSHOT_SIZE];
+    detect_snapshot(&a, blob);
+    char err[128] = "";
+    init_kind(&b, VG_DETECT_EWMA);
+    if (detect_restore(&b, blob, sizeof(blob), err, sizeof(err)) != 0) {
+      fail_msg("restore: %s", err);
+    }
+    assert_memory_equal(&a, &b, sizeof(a)); /* every field, the ring included */
+    for (int i = 0; i < 100; i++) {
+      double v = 5 * gauss() + 30;
+      assert_true(detect_update(&a, v, NULL) == detect_update(&b, v, NULL));
+    }
+  }
+  vg_detector_t d, before;
+  init_kind(&d, VG_DETECT_DEFAULT);
+  uint8_t blob[VG_DETECT_SNAPSHOT_SIZE];
+  detect_snapshot(&d, blob);
+  memcpy(&before, &d, sizeof(d));
+  char err[128] = "";
+  assert_int_equal(detect_restore(&d, blob, sizeof(blob) - 1, err, sizeof(err)), -1);
+  assert_string_equal(err, "not a detector snapshot");
+  blob[4] = 2;
+  assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
+  assert_string_equal(err, "detector snapshot version 2, this build reads 1");
+  blob[4] = 1;
+  blob[12] = 200; /* window 200 */
+  assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
+  assert_string_equal(err, "window must be in [3, 64], got 200");
+  blob[12] = 64;
+  memset(blob + 24 + 6 * 8, 0xff, 8); /* the variance: NaN */
+  assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
+  assert_string_equal(err, "corrupt detector snapshot (state out of range)");
+  assert_memory_equal(&d, &before, sizeof(d)); /* failures leave the detector alone */
+}
+
 static void test_registry_keeps_named_series(void **state)
 {
   (void)state;
@@ -301,6 +346,7 @@ int main(void)
     cmocka_unit_test(test_nan_is_ignored),
     cmocka_unit_test(test_copied_state_resumes_identically),
     cmocka_unit_test(test_bad_options),
+    cmocka_unit_test(test_snapshot_round_trip),
     cmocka_unit_test(test_registry_keeps_named_series),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
