@@ -364,8 +364,9 @@ static double get_double(const uint8_t **p)
 void detect_snapshot(const vg_detector_t *d, uint8_t *buf)
 {
   uint8_t *p = buf;
-  memcpy(p, "VGDS", 4);
-  p += 4;
+  static const uint8_t magic[4] = { 'V', 'G', 'D', 'S' };
+  memcpy(p, magic, sizeof(magic));
+  p += sizeof(magic);
   put_le(&p, VG_DETECT_SNAPSHOT_VERSION, 4);
   put_le(&p, (uint64_t)d->o.kind, 4);
   put_le(&p, d->o.window, 4);
