@@ -2,14 +2,11 @@
  * severities and fingerprints (Alertmanager's own values). */
 #include "engine/alertdec.h"
 
-#include <cmocka.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "test_support.h"
 
 static const vg_alertdec_opts_t OPTS = { .now = 1700000000.0, .resolve_timeout = 300 };
 
