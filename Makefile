@@ -3,7 +3,7 @@ PRESET ?= dev
 JOBS   ?= $(shell nproc)
 BUILD  := build/$(PRESET)
 
-.PHONY: all deps test-deps build run test asan ci release bench bench-intake format format-check lint clean
+.PHONY: all deps test-deps build run test asan ci release bench bench-intake bench-sources format format-check lint clean
 
 all: build
 
@@ -40,6 +40,10 @@ bench: release
 # vigil vs Alertmanager on POST /api/v2/alerts (wrk; bench/intake/run --quick for a short run)
 bench-intake: release
 	@bench/intake/run build/release/vigil
+
+# vigil.prom vs Python aiohttp against a real Prometheus (bench/sources/run --quick for a short run)
+bench-sources: release
+	@bench/sources/run build/release/vigil
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 
