@@ -15,7 +15,8 @@
 
 #define IFOREST_MT "vigil.detect.iforest"
 #define SERIES_MT "vigil.detect.series"
-#define MAX_CELLS ((size_t)1 << 26) /* 64 M numbers (512 MB) per call: beyond, a caller's bug */
+#define MAX_CELLS ((size_t)1 << 26)  /* 64 M numbers (512 MB) per call: beyond, a caller's bug */
+#define MAX_FOREST_SAMPLES (1 << 22) /* trees x samples per tree: ~128 MB of nodes at most */
 
 /* Named series outlive every Lua state (policy reloads create new states): they belong to the
  * process and are used from the loop thread only, like the states themselves. */
@@ -220,6 +221,13 @@ static int forest_fit(lua_State *L)
   lforest_t *m = check_forest(L, false, "fit");
   size_t n, d;
   double *x = check_rows(L, 2, 0, &n, &d);
+  /* The forest lives outside the VM's memory cap: bound it here (about 32 bytes a sample). */
+  size_t psi = m->opts.max_samples == 0 ? (n < 256 ? n : 256)
+                                        : (m->opts.max_samples < n ? m->opts.max_samples : n);
+  if ((double)m->opts.n_estimators * (double)psi > MAX_FOREST_SAMPLES) {
+    return luaL_error(L, "iforest:fit(): n_estimators x max_samples = %d x %d is above %d",
+                      (int)m->opts.n_estimators, (int)psi, MAX_FOREST_SAMPLES);
+  }
   char err[160];
   vg_iforest_t *f = iforest_fit(x, n, d, &m->opts, err, sizeof(err));
   if (f == NULL) {

@@ -82,6 +82,10 @@ describe("vigil.detect.iforest", function()
     raises("bad option 'contamination'", detect.iforest, { contamination = 0.7 })
     raises("bad option 'contamination'", detect.iforest, { contamination = "most" })
     raises("bad option 'n_estimators'", detect.iforest, { n_estimators = 0 })
+    local big = detect.iforest({ n_estimators = 20000, max_samples = 1000 })
+    local many = {}
+    for i = 1, 1000 do many[i] = { i } end
+    raises("n_estimators x max_samples = 20000 x 1000 is above 4194304", big.fit, big, many)
   end)
 end)
 
