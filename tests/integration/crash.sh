@@ -7,7 +7,9 @@
 source "$(dirname "$0")/../harness/integration.sh"
 rounds=${VIGIL_CRASH_ROUNDS:-30}
 pid=
-on_exit '[[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null'
+# under strace, $pid is strace's and the daemon is its child: both must go, or the daemon
+# outlives the test holding its output open
+on_exit '[[ -n "$pid" ]] && kill -9 $(pgrep -P "$pid") "$pid" 2>/dev/null'
 cd "$tmp"
 mkdir -p policies
 cat > vigil.conf.lua <<LUA
@@ -58,10 +60,18 @@ command -v strace >/dev/null || fail "strace is missing (make test installs it)"
 # Let the start-up commits through, then fail every sync from the 20th on.
 start strace -f -qq -o /dev/null -e trace=fsync,fdatasync \
   -e inject=fsync,fdatasync:error=EIO:when=20+
-loadgen "$port" acked_io.txt 1000000 10 4 > load_io.out || true
+loadgen "$port" acked_io.txt 1000000 10 4 > load_io.out &
+lg=$!
+# while commits fail, /readyz says so (it turns 200 again after any commit that succeeds)
+unready=0
+for _ in $(seq 40); do
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz") == 503 ]] &&
+    unready=1 && break
+  sleep 0.1
+done
+wait "$lg" || true
 grep -q '503=' load_io.out || fail "no 503 under injected I/O errors: $(cat load_io.out)"
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")
-[[ $code == 503 ]] || fail "readyz says $code while the store cannot commit"
+((unready)) || fail "readyz never said 503 while the store could not commit"
 kill -9 $(pgrep -P "$pid") "$pid" # the traced daemon, then strace
 wait "$pid" 2>/dev/null || true
 pid=
