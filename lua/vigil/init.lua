@@ -28,6 +28,7 @@ local M = {
   datadog = datadog.new,
   alertmanager = alertmanager.new,
   logs = require("vigil.logs"),
+  detect = require("vigil.detect"),
 }
 
 --- Runs each function of `fns` as its own task, all at once, and waits for them.
