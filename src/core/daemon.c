@@ -105,8 +105,8 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     return 1;
   }
 
-  if (cfg->nsources > 0 && (vg_runtime_sources(rt) == NULL ||
-                            vg_config_apply_sources(cfg, rt->sources) != 0)) {
+  if (cfg->nsources > 0 &&
+      (vg_runtime_sources(rt) == NULL || vg_config_apply_sources(cfg, rt->sources) != 0)) {
     fprintf(stderr, "vigil: cannot set up the data sources (out of memory?)\n");
   }
 

@@ -438,9 +438,15 @@ int vg_open_vigil_core(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg funcs[] = {
-    { "sleep", l_sleep }, { "now", l_now },     { "duration", l_duration }, { "spawn", l_spawn },
-    { "wait", l_wait },   { "every", l_every }, { "log", l_log },
-    { "source_info", l_source_info },               { NULL, NULL },
+    { "sleep", l_sleep },
+    { "now", l_now },
+    { "duration", l_duration },
+    { "spawn", l_spawn },
+    { "wait", l_wait },
+    { "every", l_every },
+    { "log", l_log },
+    { "source_info", l_source_info },
+    { NULL, NULL },
   };
   luaL_newlib(L, funcs);
   lua_pushliteral(L, VIGIL_VERSION);

@@ -82,8 +82,8 @@ int vg_repl_standalone(const vg_config_t *cfg, bool load_policies)
   }
   rt->limits = cfg->limits;
   rt->config = (vg_config_t *)cfg;
-  if (cfg->nsources > 0 && (vg_runtime_sources(rt) == NULL ||
-                            vg_config_apply_sources(cfg, rt->sources) != 0)) {
+  if (cfg->nsources > 0 &&
+      (vg_runtime_sources(rt) == NULL || vg_config_apply_sources(cfg, rt->sources) != 0)) {
     fputs("vigil repl: cannot set up the data sources\n", stderr);
   }
   vg_policies_t *ps = NULL;
