@@ -11,18 +11,13 @@
 -- found" of older versions) "EQUERY: <message>", 401/403 "EAUTH: ...", 5xx and unreadable
 -- answers "EHTTP: <status> from <path>: ...". Documented in docs/sources.md.
 local http = require("vigil.http")
+local policy_of, trim = http.policy_of, http.trim
 local core = require("vigil.core")
 local json = require("vigil.json")
 
 local M = {}
 local Client = {}
 Client.__index = Client
-
-local function trim(s)
-  s = tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")
-  if #s > 300 then s = s:sub(1, 300) .. "..." end
-  return s
-end
 
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -302,20 +297,6 @@ function Client:status()
   }
 end
 
-local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
-  "breaker_cooldown", "backoff", "backoff_max" }
-
--- the request policy keys of the options (retries, breaker...), for the source in C
-local function policy_of(opts)
-  local policy
-  for _, k in ipairs(POLICY_KEYS) do
-    if opts[k] ~= nil then
-      policy = policy or {}
-      policy[k] = opts[k]
-    end
-  end
-  return policy
-end
 
 --- vigil.alertmanager{ url = "http://alertmanager:9093", timeout = "10s", headers = {...},
 -- name = ..., retries = 2, ... }: requests go through the source `name` ("alertmanager <url>"

@@ -10,6 +10,7 @@
 -- X-RateLimit-Period; until then the client answers ERATELIMIT without asking), 5xx and
 -- unreadable answers "EHTTP: <status> from <path>: ...". Documented in docs/sources.md.
 local http = require("vigil.http")
+local policy_of, trim = http.policy_of, http.trim
 local core = require("vigil.core")
 local json = require("vigil.json")
 
@@ -19,12 +20,6 @@ Client.__index = Client
 -- the headers carrying the keys live here, not in the client, so printing a client (the REPL
 -- does) never shows them
 local secret_headers = setmetatable({}, { __mode = "k" })
-
-local function trim(s)
-  s = tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")
-  if #s > 300 then s = s:sub(1, 300) .. "..." end
-  return s
-end
 
 local function days_from_civil(y, m, d)
   y = m <= 2 and y - 1 or y
@@ -253,20 +248,6 @@ function Client:search(opts)
   return out, warnings
 end
 
-local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
-  "breaker_cooldown", "backoff", "backoff_max" }
-
--- the request policy keys of the options (retries, breaker...), for the source in C
-local function policy_of(opts)
-  local policy
-  for _, k in ipairs(POLICY_KEYS) do
-    if opts[k] ~= nil then
-      policy = policy or {}
-      policy[k] = opts[k]
-    end
-  end
-  return policy
-end
 
 M.SITES = {
   "datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu",

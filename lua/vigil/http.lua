@@ -96,6 +96,31 @@ function M.request(opts)
   return resp
 end
 
+-- ---- shared by the source clients (prom, loki, jaeger, datadog, alertmanager) ----
+
+local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
+  "breaker_cooldown", "backoff", "backoff_max" }
+
+--- The request policy keys of a client's options (retries, breaker...), for its source in C;
+-- nil when there are none.
+function M.policy_of(opts)
+  local policy
+  for _, k in ipairs(POLICY_KEYS) do
+    if opts[k] ~= nil then
+      policy = policy or {}
+      policy[k] = opts[k]
+    end
+  end
+  return policy
+end
+
+--- A backend's message, trimmed and cut to 300 bytes for an error text.
+function M.trim(s)
+  s = tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")
+  if #s > 300 then s = s:sub(1, 300) .. "..." end
+  return s
+end
+
 --- Shorthands: get(url, opts), post(url, opts).
 function M.get(url, opts)
   local o = {}

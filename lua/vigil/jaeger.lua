@@ -8,6 +8,7 @@
 -- "ERATELIMIT: ...", 5xx and unreadable answers "EHTTP: <status> from <path>: ...", transport
 -- failures as vigil.http gives them. Documented in docs/sources.md.
 local http = require("vigil.http")
+local policy_of, trim = http.policy_of, http.trim
 local core = require("vigil.core")
 local json = require("vigil.json")
 
@@ -21,12 +22,6 @@ end
 
 local function urlencode(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
-
-local function trim(s)
-  s = tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")
-  if #s > 300 then s = s:sub(1, 300) .. "..." end
-  return s
 end
 
 -- Jaeger writes its errors with a text/plain content type: decode the body whatever it says.
@@ -241,20 +236,6 @@ function Client:dependencies(opts)
   return out
 end
 
-local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
-  "breaker_cooldown", "backoff", "backoff_max" }
-
--- the request policy keys of the options (retries, breaker...), for the source in C
-local function policy_of(opts)
-  local policy
-  for _, k in ipairs(POLICY_KEYS) do
-    if opts[k] ~= nil then
-      policy = policy or {}
-      policy[k] = opts[k]
-    end
-  end
-  return policy
-end
 
 --- vigil.jaeger{ url = "http://jaeger:16686", timeout = "10s", headers = {...}, max_bytes = n,
 -- name = ..., retries = 2, ... }: requests go through the source `name` ("jaeger <url>" by

@@ -9,6 +9,7 @@
 -- "EHTTP: <status> from <path>: ...", transport failures as vigil.http gives them.
 -- Documented in docs/sources.md.
 local http = require("vigil.http")
+local policy_of, trim = http.policy_of, http.trim
 local core = require("vigil.core")
 local json = require("vigil.json")
 
@@ -118,12 +119,6 @@ local function convert(data, direction)
   return result
 end
 
-local function trim(s)
-  s = tostring(s or ""):gsub("^%s+", ""):gsub("%s+$", "")
-  if #s > 300 then s = s:sub(1, 300) .. "..." end
-  return s
-end
-
 local function retry_after(h)
   local n = tonumber(h["retry-after"] or "")
   return n and ("; retry after %d s"):format(math.ceil(n)) or ""
@@ -222,20 +217,6 @@ function Client:label_values(name, opts)
   return type(data) == "table" and data or {}
 end
 
-local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
-  "breaker_cooldown", "backoff", "backoff_max" }
-
--- the request policy keys of the options (retries, breaker...), for the source in C
-local function policy_of(opts)
-  local policy
-  for _, k in ipairs(POLICY_KEYS) do
-    if opts[k] ~= nil then
-      policy = policy or {}
-      policy[k] = opts[k]
-    end
-  end
-  return policy
-end
 
 --- vigil.loki{ url = "http://loki:3100", timeout = "10s", headers = {...}, tenant = "t1",
 -- max_bytes = n, name = ..., retries = 2, max_concurrency = 8, breaker_failures = 5, ... };

@@ -148,9 +148,6 @@ function Client:targets()
   return self:call("/api/v1/targets", {})
 end
 
-local POLICY_KEYS = { "retries", "max_concurrency", "max_queue", "breaker_failures",
-  "breaker_cooldown", "backoff", "backoff_max" }
-
 --- vigil.prom{ url = "http://prometheus:9090", timeout = "5s", headers = {...}, name = ...,
 -- retries = 2, max_concurrency = 8, breaker_failures = 5, breaker_cooldown = "30s" }. Every
 -- client of the same `name` (the URL by default) shares one policy in C: its breaker and
@@ -160,20 +157,13 @@ function M.new(opts)
     error("vigil.prom: takes { url = \"http://...\" }", 2)
   end
   local url = opts.url:gsub("/+$", "")
-  local policy
-  for _, k in ipairs(POLICY_KEYS) do
-    if opts[k] ~= nil then
-      policy = policy or {}
-      policy[k] = opts[k]
-    end
-  end
   return setmetatable({
     url = url,
     timeout = opts.timeout or "10s",
     headers = opts.headers,
     max_bytes = opts.max_bytes,
     source = opts.name or ("prometheus " .. url),
-    policy = policy,
+    policy = http.policy_of(opts),
   }, Client)
 end
 
