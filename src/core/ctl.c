@@ -2,7 +2,6 @@
  * in the `vigil` command, never in the daemon. */
 #include "core/ctl.h"
 
-#include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -11,6 +10,9 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "engine/curlload.h"
+
+static const vg_curl_t *C; /* libcurl, loaded when a command runs */
 
 typedef struct {
   const char *url;
@@ -47,7 +49,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
 static long http(
     const char *method, const char *url, const char *token, const char *payload, char **out)
 {
-  CURL *c = curl_easy_init();
+  CURL *c = C->easy_init();
   body_t b = { 0 };
   long status = 0;
   if (c == NULL) {
@@ -57,27 +59,27 @@ static long http(
   char auth[1200];
   if (token != NULL) {
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-    h = curl_slist_append(h, auth);
+    h = C->slist_append(h, auth);
   }
   if (payload != NULL) {
-    h = curl_slist_append(h, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+    h = C->slist_append(h, "Content-Type: application/json");
+    C->easy_setopt(c, CURLOPT_POSTFIELDS, payload);
   }
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  CURLcode rc = curl_easy_perform(c);
+  C->easy_setopt(c, CURLOPT_URL, url);
+  C->easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  C->easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  C->easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  C->easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  C->easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+  C->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  CURLcode rc = C->easy_perform(c);
   if (rc == CURLE_OK) {
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    C->easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   } else {
-    fprintf(stderr, "vigil: cannot reach the daemon at %s: %s\n", url, curl_easy_strerror(rc));
+    fprintf(stderr, "vigil: cannot reach the daemon at %s: %s\n", url, C->easy_strerror(rc));
   }
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
+  C->slist_free_all(h);
+  C->easy_cleanup(c);
   if (token != NULL) {
     memset(auth, 0, sizeof(auth));
   }
@@ -87,13 +89,13 @@ static long http(
 
 static void append_param(char *url, size_t cap, const char *name, const char *value)
 {
-  CURL *c = curl_easy_init();
-  char *esc = c != NULL ? curl_easy_escape(c, value, 0) : NULL;
+  CURL *c = C->easy_init();
+  char *esc = c != NULL ? C->easy_escape(c, value, 0) : NULL;
   size_t len = strlen(url);
   snprintf(url + len, cap - len, "%c%s=%s", strchr(url, '?') ? '&' : '?', name,
            esc != NULL ? esc : "");
-  curl_free(esc);
-  curl_easy_cleanup(c);
+  C->free(esc);
+  C->easy_cleanup(c);
 }
 
 /* ---- tables ---- */
@@ -331,6 +333,11 @@ int vg_ctl_main(int argc, char **argv)
     return 2;
   }
 
+  char why[256];
+  if ((C = vg_curl(why, sizeof(why))) == NULL) {
+    fprintf(stderr, "vigil: %s\n", why);
+    return 1;
+  }
   vg_config_t cfg;
   vg_config_defaults(&cfg);
   if (o.config != NULL) {
@@ -400,7 +407,6 @@ int vg_ctl_main(int argc, char **argv)
     append_param(url, sizeof(url), "offset", num);
   }
 
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   char *answer = NULL;
   long status = http(method, url, token, payload, &answer);
   free(payload);
@@ -428,7 +434,6 @@ int vg_ctl_main(int argc, char **argv)
     json_decref(doc);
   }
   free(answer);
-  curl_global_cleanup();
   vg_config_free(&cfg);
   return rc;
 }

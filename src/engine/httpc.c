@@ -7,14 +7,17 @@
  * fresh handle. */
 #include "engine/httpc.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "engine/curlload.h"
+
 #define DEFAULT_TIMEOUT_MS 30000
+
+static const vg_curl_t *C; /* libcurl, loaded by the first vg_httpc_new */
 #define DEFAULT_MAX_BYTES (16u << 20)
 #define MAX_HEADER_BYTES (256u << 10)
 
@@ -135,9 +138,9 @@ static void req_unlink(vg_httpc_req_t *r)
 
 static void req_free(vg_httpc_req_t *r)
 {
-  curl_multi_remove_handle(r->c->multi, r->easy);
-  curl_easy_cleanup(r->easy);
-  curl_slist_free_all(r->headers);
+  C->multi_remove_handle(r->c->multi, r->easy);
+  C->easy_cleanup(r->easy);
+  C->slist_free_all(r->headers);
   free(r->body);
   free(r->resp_body.buf);
   free(r->resp_headers.buf);
@@ -179,7 +182,7 @@ static const char *error_name(vg_httpc_req_t *r, CURLcode rc)
       return NULL;
     case CURLE_COULDNT_CONNECT: {
       long os = 0;
-      curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os);
+      C->easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os);
       return os == ECONNREFUSED ? "ECONNREFUSED" : "ECONNECT";
     }
     case CURLE_OPERATION_TIMEDOUT:
@@ -219,12 +222,12 @@ static void finish(vg_httpc_req_t *r, CURLcode rc)
   vg_httpc_resp_t resp = { 0 };
   resp.error = error_name(r, rc);
   if (resp.error == NULL) {
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+    C->easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
   }
   if (resp.error != NULL) {
     resp.detail = r->too_big             ? "the response is larger than max_bytes"
                   : r->errbuf[0] != '\0' ? r->errbuf
-                                         : curl_easy_strerror(rc);
+                                         : C->easy_strerror(rc);
   }
   resp.headers = r->resp_headers.buf != NULL ? r->resp_headers.buf : "";
   resp.headers_len = r->resp_headers.len;
@@ -240,10 +243,10 @@ static void collect(vg_httpc_t *c)
 {
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+  while ((m = C->multi_info_read(c->multi, &left)) != NULL) {
     if (m->msg == CURLMSG_DONE) {
       vg_httpc_req_t *r = NULL;
-      curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+      C->easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
       CURLcode rc = m->data.result;
       finish(r, rc);
     }
@@ -263,7 +266,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
     flags |= (events & UV_READABLE) ? CURL_CSELECT_IN : 0;
     flags |= (events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0;
   }
-  curl_multi_socket_action(c->multi, s->fd, flags, &c->running);
+  C->multi_socket_action(c->multi, s->fd, flags, &c->running);
   collect(c);
 }
 
@@ -274,7 +277,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   sock_ctx_t *s = socketp;
   if (what == CURL_POLL_REMOVE) {
     if (s != NULL) {
-      curl_multi_assign(c->multi, fd, NULL);
+      C->multi_assign(c->multi, fd, NULL);
       sock_close(s);
     }
     return 0;
@@ -296,7 +299,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     }
     c->socks = s;
     c->open_handles++;
-    curl_multi_assign(c->multi, fd, s);
+    C->multi_assign(c->multi, fd, s);
   }
   int events = 0;
   events |= (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ? UV_READABLE : 0;
@@ -308,7 +311,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 static void on_timer(uv_timer_t *t)
 {
   vg_httpc_t *c = t->data;
-  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &c->running);
+  C->multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &c->running);
   collect(c);
 }
 
@@ -328,19 +331,16 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 vg_httpc_t *vg_httpc_new(uv_loop_t *loop)
 {
-  static bool global_done;
-  if (!global_done) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      return NULL;
-    }
-    global_done = true;
+  char why[256];
+  if (C == NULL && (C = vg_curl(why, sizeof(why))) == NULL) {
+    return NULL;
   }
   vg_httpc_t *c = calloc(1, sizeof(*c));
   if (c == NULL) {
     return NULL;
   }
   c->loop = loop;
-  c->multi = curl_multi_init();
+  c->multi = C->multi_init();
   if (c->multi == NULL) {
     free(c);
     return NULL;
@@ -348,11 +348,11 @@ vg_httpc_t *vg_httpc_new(uv_loop_t *loop)
   uv_timer_init(loop, &c->timer);
   c->timer.data = c;
   c->open_handles = 1;
-  curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-  curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-  curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-  curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-  curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+  C->multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  C->multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+  C->multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  C->multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+  C->multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
   return c;
 }
 
@@ -369,7 +369,7 @@ vg_httpc_req_t *vg_httpc_start(vg_httpc_t *c,
     return NULL;
   }
   vg_httpc_req_t *r = calloc(1, sizeof(*r));
-  if (r == NULL || (r->easy = curl_easy_init()) == NULL) {
+  if (r == NULL || (r->easy = C->easy_init()) == NULL) {
     free(r);
     snprintf(err, errlen, "ENOMEM: out of memory");
     return NULL;
@@ -381,7 +381,7 @@ vg_httpc_req_t *vg_httpc_start(vg_httpc_t *c,
   CURL *e = r->easy;
   bool ok = true;
   for (size_t i = 0; i < o->nheaders && ok; i++) {
-    struct curl_slist *h = curl_slist_append(r->headers, o->headers[i]);
+    struct curl_slist *h = C->slist_append(r->headers, o->headers[i]);
     ok = h != NULL;
     r->headers = h != NULL ? h : r->headers;
   }
@@ -390,36 +390,36 @@ vg_httpc_req_t *vg_httpc_start(vg_httpc_t *c,
     ok = r->body != NULL;
     if (ok) {
       memcpy(r->body, o->body, o->body_len);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+      C->easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+      C->easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
     }
   }
   uint64_t timeout = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
-  ok = ok && curl_easy_setopt(e, CURLOPT_URL, o->url) == CURLE_OK;
-  curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method != NULL ? o->method : "GET");
+  ok = ok && C->easy_setopt(e, CURLOPT_URL, o->url) == CURLE_OK;
+  C->easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method != NULL ? o->method : "GET");
   if (o->method != NULL && strcmp(o->method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    C->easy_setopt(e, CURLOPT_NOBODY, 1L);
   }
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
-  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout < 10000 ? timeout : 10000));
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)(o->max_redirects < 0 ? 5 : o->max_redirects));
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "vigil");
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+  C->easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  C->easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout);
+  C->easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout < 10000 ? timeout : 10000));
+  C->easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  C->easy_setopt(e, CURLOPT_MAXREDIRS, (long)(o->max_redirects < 0 ? 5 : o->max_redirects));
+  C->easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  C->easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  C->easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  C->easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  C->easy_setopt(e, CURLOPT_USERAGENT, "vigil");
+  C->easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  C->easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  C->easy_setopt(e, CURLOPT_WRITEDATA, r);
+  C->easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  C->easy_setopt(e, CURLOPT_HEADERDATA, r);
+  C->easy_setopt(e, CURLOPT_PRIVATE, r);
   if (!ok) {
     snprintf(err, errlen, "EINVAL: cannot use the URL or headers");
-    curl_easy_cleanup(e);
-    curl_slist_free_all(r->headers);
+    C->easy_cleanup(e);
+    C->slist_free_all(r->headers);
     free(r->body);
     free(r);
     return NULL;
@@ -431,10 +431,10 @@ vg_httpc_req_t *vg_httpc_start(vg_httpc_t *c,
   }
   c->reqs = r;
   c->active++;
-  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+  if (C->multi_add_handle(c->multi, e) != CURLM_OK) {
     req_unlink(r);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(r->headers);
+    C->easy_cleanup(e);
+    C->slist_free_all(r->headers);
     free(r->body);
     free(r);
     snprintf(err, errlen, "EIO: cannot start the request");
@@ -465,7 +465,7 @@ void vg_httpc_free(vg_httpc_t *c)
   while (c->reqs != NULL) {
     vg_httpc_cancel(c->reqs);
   }
-  curl_multi_cleanup(c->multi); /* may still report sockets it closes */
+  C->multi_cleanup(c->multi); /* may still report sockets it closes */
   c->multi = NULL;
   while (c->socks != NULL) {
     sock_close(c->socks);
