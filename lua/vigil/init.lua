@@ -4,12 +4,6 @@
 local core = require("vigil.core")
 local json = require("vigil.json")
 local inspect = require("vigil.inspect")
-local http = require("vigil.http")
-local prom = require("vigil.prom")
-local loki = require("vigil.loki")
-local jaeger = require("vigil.jaeger")
-local datadog = require("vigil.datadog")
-local alertmanager = require("vigil.alertmanager")
 
 local M = {
   version = core.version,
@@ -21,15 +15,27 @@ local M = {
   every = core.every,
   json = json,
   inspect = inspect.inspect,
-  http = http,
-  prom = prom.new,
-  loki = loki.new,
-  jaeger = jaeger.new,
-  datadog = datadog.new,
-  alertmanager = alertmanager.new,
-  logs = require("vigil.logs"),
-  detect = require("vigil.detect"),
 }
+
+-- Members loaded on first use: every policy VM loads this module, most use few of these, and
+-- compiling them all made each VM ten times slower to create (bench/core).
+local LAZY = { http = "vigil.http", logs = "vigil.logs", detect = "vigil.detect" }
+local CLIENTS = { prom = "vigil.prom", loki = "vigil.loki", jaeger = "vigil.jaeger",
+  datadog = "vigil.datadog", alertmanager = "vigil.alertmanager" }
+setmetatable(M, {
+  __index = function(t, k)
+    local v
+    if LAZY[k] then
+      v = require(LAZY[k])
+    elseif CLIENTS[k] then
+      v = require(CLIENTS[k]).new
+    else
+      return nil
+    end
+    rawset(t, k, v)
+    return v
+  end,
+})
 
 --- Runs each function of `fns` as its own task, all at once, and waits for them.
 -- Returns `results, errors`: results[i] is the first value fns[i] returned (nil if it failed);
@@ -68,6 +74,7 @@ end
 
 --- A client of kind "http": requests relative to the source's URL, under its policy.
 local function http_source(info)
+  local http = require("vigil.http")
   local src = { url = info.url:gsub("/+$", ""), name = info.name, timeout = info.timeout }
   function src.request(opts)
     local o = {}
@@ -101,7 +108,7 @@ function M.source(name)
     return nil, ("ENOSOURCE: no source '%s' in the config"):format(tostring(name))
   end
   local opts = { url = info.url, name = info.name, timeout = info.timeout }
-  if info.kind == "prometheus" then return prom.new(opts) end
+  if info.kind == "prometheus" then return require("vigil.prom").new(opts) end
   if info.kind == "http" then return http_source(opts) end
   local ok, mod = pcall(require, "vigil." .. info.kind)
   if ok and type(mod) == "table" and type(mod.new) == "function" then return mod.new(opts) end

@@ -585,7 +585,14 @@ static int sb_require_sandboxed(lua_State *L)
 static int ro_get(lua_State *L)
 {
   lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
+  if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL &&
+      luaL_getmetafield(L, lua_upvalueindex(1), "__index") != LUA_TNIL) {
+    /* The real table is trusted runtime code that loads some members on first use (the
+     * vigil module's clients): let it, then proxy what it gives. */
+    lua_pop(L, 2);
+    lua_pushvalue(L, 2);
+    lua_gettable(L, lua_upvalueindex(1));
+  }
   if (lua_type(L, -1) != LUA_TTABLE) {
     return 1;
   }
