@@ -11,7 +11,7 @@
 -- found" of older versions) "EQUERY: <message>", 401/403 "EAUTH: ...", 5xx and unreadable
 -- answers "EHTTP: <status> from <path>: ...". Documented in docs/sources.md.
 local http = require("vigil.http")
-local policy_of, trim = http.policy_of, http.trim
+local policy_of, trim, urlencode = http.policy_of, http.trim, http.urlencode
 local core = require("vigil.core")
 local json = require("vigil.json")
 
@@ -19,35 +19,9 @@ local M = {}
 local Client = {}
 Client.__index = Client
 
-local function urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
-end
-
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- RFC 3339 -> unix seconds (a number), or nil.
 local function unix(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec, frac, tz =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y then return nil end
-  local off = 0
-  if tz ~= "Z" and tz ~= "z" then
-    local sign, oh, om = tz:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    off = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-  end
-  local secs = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-    + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - off
-  if #frac > 1 then return secs + tonumber("0" .. frac) end
-  return secs
+  return (http.rfc3339(s))
 end
 
 --- unix seconds -> RFC 3339 in UTC with milliseconds

@@ -21,32 +21,10 @@ Client.__index = Client
 -- does) never shows them
 local secret_headers = setmetatable({}, { __mode = "k" })
 
-local function days_from_civil(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m > 2 and m - 3 or m + 9) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
 --- An RFC 3339 / ISO 8601 time -> unix nanoseconds (an integer), or nil.
 local function rfc3339_ns(s)
-  if type(s) ~= "string" then return nil end
-  local y, mo, d, h, mi, sec, frac, tz =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y then return nil end
-  local off = 0
-  if tz ~= "Z" and tz ~= "z" then
-    local sign, oh, om = tz:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    off = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == "-" and -1 or 1)
-  end
-  local secs = days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 86400
-    + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec) - off
-  local ns = 0
-  if #frac > 1 then ns = tonumber((frac:sub(2) .. "000000000"):sub(1, 9)) end
-  return secs * 1000000000 + ns
+  local _, ns = http.rfc3339(s)
+  return ns
 end
 
 --- A time: unix seconds, an RFC 3339 string or a duration ("15m") meaning that long ago;

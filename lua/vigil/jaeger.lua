@@ -8,7 +8,7 @@
 -- "ERATELIMIT: ...", 5xx and unreadable answers "EHTTP: <status> from <path>: ...", transport
 -- failures as vigil.http gives them. Documented in docs/sources.md.
 local http = require("vigil.http")
-local policy_of, trim = http.policy_of, http.trim
+local policy_of, trim, urlencode = http.policy_of, http.trim, http.urlencode
 local core = require("vigil.core")
 local json = require("vigil.json")
 
@@ -18,10 +18,6 @@ Client.__index = Client
 
 local function list(x)
   return type(x) == "table" and x or {}
-end
-
-local function urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
 -- Jaeger writes its errors with a text/plain content type: decode the body whatever it says.

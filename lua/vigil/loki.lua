@@ -12,17 +12,11 @@ local http = require("vigil.http")
 local policy_of, trim = http.policy_of, http.trim
 local core = require("vigil.core")
 local json = require("vigil.json")
+local prom = require("vigil.prom")
 
 local M = {}
 local Client = {}
 Client.__index = Client
-
-local function number(s)
-  if s == "NaN" then return 0 / 0 end
-  if s == "+Inf" then return math.huge end
-  if s == "-Inf" then return -math.huge end
-  return tonumber(s)
-end
 
 -- seconds (a number) -> a nanosecond integer string; integers of 16 digits or more are
 -- nanoseconds already (an entry's ts can be passed back to page).
@@ -97,26 +91,8 @@ local function convert(data, direction)
   if type(result) ~= "table" then return {} end
   if kind == "streams" then
     return entries(result, direction)
-  elseif kind == "vector" then
-    local out = {}
-    for i, s in ipairs(result) do
-      out[i] = { labels = s.metric or {}, ts = s.value[1], value = number(s.value[2]) }
-    end
-    return out
-  elseif kind == "matrix" then
-    local out = {}
-    for i, s in ipairs(result) do
-      local ts, values = {}, {}
-      for j, p in ipairs(s.values or {}) do
-        ts[j], values[j] = p[1], number(p[2])
-      end
-      out[i] = { labels = s.metric or {}, ts = ts, values = values }
-    end
-    return out
-  elseif kind == "scalar" then
-    return { ts = result[1], value = number(result[2]) }
   end
-  return result
+  return prom.convert(data)
 end
 
 local function retry_after(h)

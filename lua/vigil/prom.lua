@@ -167,4 +167,8 @@ function M.new(opts)
   }, Client)
 end
 
+--- The compact form of a Prometheus-shaped `data` (vector, matrix, scalar, string); Loki's
+-- metric queries answer in the same shapes.
+M.convert = convert
+
 return M
