@@ -204,7 +204,7 @@ static int each_param(const char *q,
       if (c == '+') {
         c = ' ';
       } else if (c == '%') {
-        int hi = i + 2 < len + 1 && i + 1 < len ? hexval(q[i + 1]) : -1;
+        int hi = i + 2 < len ? hexval(q[i + 1]) : -1;
         int lo = i + 2 < len ? hexval(q[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
           free(pair);
@@ -247,7 +247,7 @@ static bool parse_size(const char *s, size_t max, size_t *out)
 
 /* ---- writes: alerts in ---- */
 
-static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_result_t *res)
+static void dispatch(vg_intake_t *in, const vg_store_alert_t *a)
 {
   vg_policies_t *ps = in->rt->policies;
   if (ps == NULL || in->rt->stopping) {
@@ -264,7 +264,6 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_
     .fingerprint = a->fingerprint,
     .generator_url = a->generator_url,
   };
-  (void)res;
   vg_policies_dispatch(ps, &alert);
   in->dispatched++;
 }
@@ -280,7 +279,7 @@ static void on_expired(void *ud,
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
       in->expired++;
-      dispatch(in, &alerts[i], &results[i]);
+      dispatch(in, &alerts[i]);
     }
   }
 }
@@ -330,7 +329,7 @@ static void committed(
   }
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
-      dispatch(in, &b->alerts[i], &results[i]);
+      dispatch(in, &b->alerts[i]);
     }
   }
   req_free(r);
