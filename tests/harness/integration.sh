@@ -6,6 +6,9 @@
 #   count PATTERN                        lines of the log matching PATTERN
 #   fail MESSAGE                         prints the message and the log's tail, exits 1
 #   on_exit CMD                          runs CMD at exit (before the directory goes)
+#   until_ok SECONDS CMD...              until CMD succeeds, or fail
+#   free_port                            a loopback port nobody listens on now
+#   daemon_port                          the HTTP port of the daemon whose log is $log
 set -euo pipefail
 VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
 tmp=$(mktemp -d)
@@ -38,3 +41,18 @@ wait_for() {
   done
   fail "timed out after ${secs}s waiting for $want x '$pattern'"
 }
+
+until_ok() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "gave up waiting for: $*"
+    sleep 0.2
+  done
+}
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+daemon_port() { sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log"; }

@@ -11,15 +11,6 @@ done
 pids=()
 on_exit 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done'
 cd "$tmp"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# until URL answers 200, or fail
-until_up() {
-  local deadline=$((SECONDS + ${2:-20}))
-  until curl -sf -o /dev/null "$1"; do
-    ((SECONDS < deadline)) || fail "$1 never came up"
-    sleep 0.2
-  done
-}
 
 mkdir -p policies
 cat > policies/seen.lua <<'LUA'
@@ -34,7 +25,7 @@ LUA
 "$VIGIL" run -c vigil.conf.lua 2>"$log" &
 pids+=($!)
 wait_for 'msg="vigil started"'
-vport=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+vport=$(daemon_port)
 vigil="http://127.0.0.1:$vport"
 
 amport=$(free_port) pgport=$(free_port) promport=$(free_port)
@@ -80,12 +71,12 @@ scrape_configs:
 YML
 # Alertmanager first, and a short resend delay: otherwise the first notification is dropped
 # and the next comes a minute later.
-until_up "http://127.0.0.1:$amport/-/ready"
-until_up "http://127.0.0.1:$pgport/-/ready"
+until_ok 20 curl -sf "http://127.0.0.1:$amport/-/ready"
+until_ok 20 curl -sf "http://127.0.0.1:$pgport/-/ready"
 prometheus --config.file=prom.yml --storage.tsdb.path="$tmp/prom" \
   --web.listen-address="127.0.0.1:$promport" --rules.alert.resend-delay=1s 2>prom.log &
 pids+=($!)
-until_up "http://127.0.0.1:$promport/-/ready" 30
+until_ok 30 curl -sf "http://127.0.0.1:$promport/-/ready"
 
 echo "a rule that fires reaches vigil through Alertmanager and opens an incident"
 printf 'demo_value 5\n' | curl -sf --data-binary @- "http://127.0.0.1:$pgport/metrics/job/demo"

@@ -22,7 +22,7 @@ start() {
   "$@" "$VIGIL" run -c vigil.conf.lua 2>"$log" &
   pid=$!
   wait_for 'msg="vigil started"' 1 30
-  port=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+  port=$(daemon_port)
 }
 
 echo "kill -9 at random moments under load, $rounds rounds"

@@ -29,7 +29,7 @@ PY
 pids+=($!)
 for _ in $(seq 50); do [[ -s port.txt ]] && break; sleep 0.1; done
 port=$(cat port.txt)
-dead=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dead=$(free_port)
 n=${VIGIL_CHURN_REQUESTS:-10000}
 
 cat > churn.lua <<LUA

@@ -15,7 +15,7 @@ LUA
 "$VIGIL" run -c vigil.conf.lua 2>"$log" &
 pids+=($!)
 wait_for 'msg="vigil started"'
-port=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+port=$(daemon_port)
 # a server that accepts connections and never answers
 /usr/bin/python3 -c '
 import socket, sys, time
@@ -28,7 +28,7 @@ while True:
 pids+=($!)
 for _ in $(seq 50); do [[ -s silent.port ]] && break; sleep 0.1; done
 silent=$(cat silent.port)
-dead=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dead=$(free_port)
 
 cat > client.lua <<LUA
 base = "http://127.0.0.1:$port"

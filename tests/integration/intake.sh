@@ -22,7 +22,7 @@ export TEST_TOKEN=s3cret-token
 "$VIGIL" run -c vigil.conf.lua 2>"$log" &
 pid=$!
 wait_for 'msg="vigil started"'
-port=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+port=$(daemon_port)
 [[ -n $port ]] || fail "no port in the start line"
 base="http://127.0.0.1:$port"
 auth=(-H "Authorization: Bearer $TEST_TOKEN")

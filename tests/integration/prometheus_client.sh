@@ -9,15 +9,6 @@ done
 pids=()
 on_exit 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done'
 cd "$tmp"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-until_ok() { # until_ok SECONDS CMD...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "gave up waiting for: $*"
-    sleep 0.3
-  done
-}
 pg=$(free_port) ne=$(free_port) pr=$(free_port) dead=$(free_port)
 prometheus-pushgateway --web.listen-address="127.0.0.1:$pg" 2>pg.log &
 pids+=($!)

@@ -178,7 +178,7 @@ out=$("$VIGIL" repl -c vigil.conf.lua < configured.lua 2>&1) || fail "configured
 "$VIGIL" run -c vigil.conf.lua 2>"$log" &
 pids+=($!)
 wait_for 'msg="vigil started"'
-vport=$(sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log")
+vport=$(daemon_port)
 curl -sf -XPOST -H 'Content-Type: application/json' "http://127.0.0.1:$vport/api/v2/alerts" \
   -d '[{"labels":{"alertname":"UsesSource","team":"sre"}}]' >/dev/null || fail "post"
 wait_for 'msg="source answered 200 team=sre"' 1 5

@@ -10,15 +10,6 @@ src=${VIGIL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 pids=()
 on_exit 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done'
 cd "$tmp"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-until_ok() { # until_ok SECONDS CMD...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "gave up waiting for: $*"
-    sleep 0.2
-  done
-}
 
 /usr/bin/python3 "$src/tests/fixtures/sources/fixture_server.py" > fixture.port 2> fixture.log &
 pids+=($!)
