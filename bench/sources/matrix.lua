@@ -1,30 +1,12 @@
 -- bench/sources/matrix.lua: how long turning an 11,000-point matrix answer into prom.lua's
 -- matrix shape takes, fed to `vigil repl` after a prologue setting BODY (the answer body,
--- from gen_matrix.py) and ITER. prom.lua keeps its convert() local (and vigil's modules are
--- read-only, so it cannot be reached), hence `convert` below is a copy of its matrix branch
--- and of number(), line for line. Timed per iteration with os.clock() (this process' CPU
--- time, microsecond resolution; the work is CPU-bound, single-threaded) and the loop as a
--- whole with vigil.now() (wall, ms resolution over the whole loop). Garbage collection is
--- left to run as it would in a policy. Prints RESULT lines.
+-- from gen_matrix.py) and ITER. `convert` is prom.lua's own (vigil.prom exports it). Timed per
+-- iteration with os.clock() (this process' CPU time, microsecond resolution; the work is
+-- CPU-bound, single-threaded) and the loop as a whole with vigil.now() (wall, ms resolution
+-- over the whole loop). Garbage collection is left to run as it would in a policy. Prints
+-- RESULT lines.
 -- luacheck: allow_defined_top, read_globals vigil BODY ITER
-function number(s)
-  if s == "NaN" then return 0 / 0 end
-  if s == "+Inf" then return math.huge end
-  if s == "-Inf" then return -math.huge end
-  return tonumber(s)
-end
-
-function convert(data)
-  local out = {}
-  for i, s in ipairs(data.result) do
-    local ts, values = {}, {}
-    for j, p in ipairs(s.values or {}) do
-      ts[j], values[j] = p[1], number(p[2])
-    end
-    out[i] = { labels = s.metric or {}, ts = ts, values = values }
-  end
-  return out
-end
+convert = require("vigil.prom").convert
 
 function median(t)
   table.sort(t)
