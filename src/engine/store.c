@@ -84,11 +84,62 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
   "  to_status TEXT,"
   "  comment TEXT);"
   "CREATE INDEX timeline_incident ON timeline (incident_id, id);",
+  /* 2: the action ledger (src/engine/ledger.c): one row per decision, an append-only audit
+     log of every event, guard-rail state and settings that survive restarts */
+  "CREATE TABLE actions ("
+  "  id INTEGER PRIMARY KEY,"
+  "  key TEXT NOT NULL,"
+  "  claim_key TEXT UNIQUE," /* set while the key is taken: at most one run per key (G3) */
+  "  policy TEXT NOT NULL,"
+  "  policy_version TEXT,"
+  "  subject TEXT,"
+  "  incident_id INTEGER,"
+  "  type TEXT NOT NULL,"
+  "  target TEXT NOT NULL,"
+  "  scope TEXT,"
+  "  mode TEXT NOT NULL CHECK (mode IN ('observe','dry-run','enforce')),"
+  "  state TEXT NOT NULL CHECK (state IN ('observed','dry-run','refused','awaiting_approval',"
+  "    'approved','denied','expired','claimed','done','failed','unknown')),"
+  "  why TEXT,"
+  "  command TEXT NOT NULL,"
+  "  attempts INTEGER NOT NULL DEFAULT 0,"
+  "  exit_code INTEGER,"
+  "  signal INTEGER,"
+  "  http_status INTEGER,"
+  "  output TEXT,"
+  "  error TEXT,"
+  "  created_at INTEGER NOT NULL,"
+  "  finished_at INTEGER,"
+  "  duration_ms INTEGER,"
+  "  expires_at INTEGER,"
+  "  decided_by TEXT,"
+  "  decided_at INTEGER);"
+  "CREATE INDEX actions_state ON actions (state, id);"
+  "CREATE INDEX actions_incident ON actions (incident_id, id);"
+  "CREATE TABLE audit ("
+  "  id INTEGER PRIMARY KEY,"
+  "  at INTEGER NOT NULL,"
+  "  action_id INTEGER,"
+  "  event TEXT NOT NULL,"
+  "  who TEXT NOT NULL,"
+  "  detail TEXT);"
+  "CREATE INDEX audit_action ON audit (action_id, id);"
+  "CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit"
+  "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+  "CREATE TABLE guard_state ("
+  "  name TEXT PRIMARY KEY,"
+  "  value REAL NOT NULL,"
+  "  at INTEGER NOT NULL) WITHOUT ROWID;"
+  "CREATE TABLE settings ("
+  "  name TEXT PRIMARY KEY,"
+  "  value TEXT NOT NULL,"
+  "  updated_at INTEGER NOT NULL,"
+  "  updated_by TEXT) WITHOUT ROWID;",
 };
 
 /* ---- jobs ---- */
 
-typedef enum { JOB_BATCH, JOB_ACTION } job_kind_t;
+typedef enum { JOB_BATCH, JOB_ACTION, JOB_CALL } job_kind_t;
 
 struct store_job {
   store_job_t *next;
@@ -108,6 +159,9 @@ struct store_job {
   vg_store_json_fn json_cb;
   char *json; /* the answer (malloc'd) */
   size_t json_len;
+  /* JOB_CALL: another engine's statements (vg_store_call) */
+  vg_store_work_fn work;
+  vg_store_done_fn call_cb;
 };
 
 static void job_fail(store_job_t *j, int status, const char *msg)
@@ -1026,6 +1080,8 @@ static void run_jobs(writer_t *w, store_job_t *list)
         rc = j->expiry ? apply_expiry(w, &j->alerts[i], &j->results[i])
                        : apply_alert(w, &j->alerts[i], &j->results[i]);
       }
+    } else if (j->kind == JOB_CALL) {
+      rc = j->work(db, j->ud, j->err, sizeof j->err);
     } else {
       rc = apply_action(w, j);
     }
@@ -1038,7 +1094,9 @@ static void run_jobs(writer_t *w, store_job_t *list)
     }
     char msg[256];
     snprintf(msg, sizeof msg, "%s",
-             (rc & 0xff) == SQLITE_NOMEM ? sqlite3_errstr(rc) : sqlite3_errmsg(db));
+             j->kind == JOB_CALL && j->err[0] != '\0' ? j->err
+             : (rc & 0xff) == SQLITE_NOMEM            ? sqlite3_errstr(rc)
+                                                      : sqlite3_errmsg(db));
     if (sqlite3_get_autocommit(db)) {
       break; /* SQLite rolled the whole transaction back */
     }
@@ -1276,6 +1334,8 @@ static void on_async(uv_async_t *a)
       }
     } else if (j->kind == JOB_BATCH) {
       j->commit_cb(j->ud, j->status, j->status == 0 ? NULL : j->err, j->results, j->n);
+    } else if (j->kind == JOB_CALL) {
+      j->call_cb(j->ud, j->status, j->status == 0 ? NULL : j->err);
     } else if (j->status == 0) {
       j->json_cb(j->ud, 0, j->json, j->json_len);
     } else {
@@ -1597,6 +1657,29 @@ int vg_store_incident_action(vg_store_t *s,
   int rc = enqueue(s, j, 0);
   if (rc != 0) {
     job_free(j);
+  }
+  return rc;
+}
+
+int vg_store_call(vg_store_t *s, vg_store_work_fn work, vg_store_done_fn done, void *ud)
+{
+  if (s == NULL || work == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  if (s->closing) {
+    return -EBUSY;
+  }
+  store_job_t *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    return -ENOMEM;
+  }
+  j->kind = JOB_CALL;
+  j->work = work;
+  j->call_cb = done;
+  j->ud = ud;
+  int rc = enqueue(s, j, 0);
+  if (rc != 0) {
+    free(j);
   }
   return rc;
 }

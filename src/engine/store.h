@@ -144,6 +144,28 @@ int vg_store_incident_action(vg_store_t *s,
                              vg_store_json_fn done,
                              void *ud);
 
+/* ---- other engines' tables (the action ledger) ---- */
+
+struct sqlite3;
+
+/* Runs on the writer thread inside the group transaction, in a savepoint of its own: returns
+ * SQLITE_OK, or an SQLite error code (with a message in err, or SQLite's own is used) and
+ * only its own statements are undone. */
+typedef int (*vg_store_work_fn)(struct sqlite3 *db, void *ud, char *err, size_t errlen);
+
+/* On the loop: status 0 once the transaction holding the work is committed and synced; < 0
+ * when it was not (err says why). */
+typedef void (*vg_store_done_fn)(void *ud, int status, const char *err);
+
+/* Queues `work` for the next group commit. Returns 0 (then `done` runs exactly once, never
+ * from inside this call), -EBUSY when the store is closing, -EINVAL or -ENOMEM. */
+int vg_store_call(vg_store_t *s, vg_store_work_fn work, vg_store_done_fn done, void *ud);
+
+/* Runs `work` on the thread pool with a read-only connection inside one read transaction;
+ * it returns 0 or a negative errno with a message in err. `done` runs on the loop. */
+typedef int (*vg_store_read_fn)(struct sqlite3 *db, void *ud, char *err, size_t errlen);
+int vg_store_read(vg_store_t *s, vg_store_read_fn work, vg_store_done_fn done, void *ud);
+
 /* ---- health and metrics ---- */
 
 typedef struct {

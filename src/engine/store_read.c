@@ -419,7 +419,7 @@ static void reader_put(vg_store_t *s, sqlite3 *db)
 
 /* ---- queries ---- */
 
-typedef enum { READ_ALERTS, READ_INCIDENTS, READ_INCIDENT } read_kind_t;
+typedef enum { READ_ALERTS, READ_INCIDENTS, READ_INCIDENT, READ_CALL } read_kind_t;
 
 typedef struct {
   uv_work_t req;
@@ -430,6 +430,8 @@ typedef struct {
   size_t limit, offset;
   int64_t id;
   vg_store_json_fn done;
+  vg_store_read_fn work; /* READ_CALL: another engine's query (vg_store_read) */
+  vg_store_done_fn call_done;
   void *ud;
   int rc;
   char *json;
@@ -589,7 +591,9 @@ static void read_work(uv_work_t *req)
     if (rc != SQLITE_OK) {
       r->rc = db_error(db, rc, r->err, sizeof r->err);
     } else {
-      r->rc = r->kind == READ_ALERTS ? query_alerts(r, db) : query_incidents(r, db);
+      r->rc = r->kind == READ_CALL     ? r->work(db, r->ud, r->err, sizeof r->err)
+              : r->kind == READ_ALERTS ? query_alerts(r, db)
+                                       : query_incidents(r, db);
       sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     }
   }
@@ -604,7 +608,9 @@ static void read_after(uv_work_t *req, int status)
     r->rc = status;
     snprintf(r->err, sizeof r->err, "%s", uv_strerror(status));
   }
-  if (r->rc == 0) {
+  if (r->kind == READ_CALL) {
+    r->call_done(r->ud, r->rc, r->rc == 0 ? NULL : r->err);
+  } else if (r->rc == 0) {
     r->done(r->ud, 0, r->json, r->len);
   } else {
     r->done(r->ud, r->rc, r->err, strlen(r->err));
@@ -727,5 +733,19 @@ int vg_store_incident(vg_store_t *s, int64_t id, vg_store_json_fn done, void *ud
     return -ENOMEM;
   }
   r->id = id;
+  return read_start(s, r);
+}
+
+int vg_store_read(vg_store_t *s, vg_store_read_fn work, vg_store_done_fn done, void *ud)
+{
+  if (s == NULL || work == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  read_t *r = read_new(READ_CALL, NULL, ud);
+  if (r == NULL) {
+    return -ENOMEM;
+  }
+  r->work = work;
+  r->call_done = done;
   return read_start(s, r);
 }
