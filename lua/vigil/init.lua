@@ -19,7 +19,9 @@ local M = {
 
 -- Members loaded on first use: every policy VM loads this module, most use few of these, and
 -- compiling them all made each VM ten times slower to create (bench/core).
-local LAZY = { http = "vigil.http", logs = "vigil.logs", detect = "vigil.detect" }
+local LAZY = { http = "vigil.http", logs = "vigil.logs", detect = "vigil.detect",
+  actions = "vigil.actions", exec = "vigil.exec", kube = "vigil.kube", notify = "vigil.notify",
+  silence = "vigil.silence" }
 local CLIENTS = { prom = "vigil.prom", loki = "vigil.loki", jaeger = "vigil.jaeger",
   datadog = "vigil.datadog", alertmanager = "vigil.alertmanager" }
 setmetatable(M, {

@@ -52,6 +52,10 @@ void vg_alert_push(lua_State *L, const vg_alert_t *a)
     lua_pushnumber(L, a->ends_at);
     lua_setfield(L, -2, "ends_at");
   }
+  if (a->incident_id > 0) {
+    lua_pushinteger(L, a->incident_id);
+    lua_setfield(L, -2, "incident");
+  }
   const vg_label_t *l = find_label(a->labels, a->nlabels, "alertname");
   if (l != NULL) {
     lua_pushlstring(L, l->value, l->value_len);

@@ -5,6 +5,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/labelmatch.h"
 
@@ -18,10 +19,12 @@ typedef struct {
   double ends_at;
   const char *fingerprint;   /* may be NULL */
   const char *generator_url; /* may be NULL */
+  int64_t incident_id;       /* the incident it belongs to; 0: none (specs, the REPL) */
 } vg_alert_t;
 
 /* Pushes the alert as a plain table: { labels = {...}, annotations = {...}, status, starts_at,
- * ends_at, fingerprint, generator_url, name = labels.alertname, severity = labels.severity }.
+ * ends_at, fingerprint, generator_url, incident, name = labels.alertname,
+ * severity = labels.severity }.
  * [-0, +1, m] */
 void vg_alert_push(lua_State *L, const vg_alert_t *alert);
 

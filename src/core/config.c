@@ -26,6 +26,7 @@ void vg_config_defaults(vg_config_t *cfg)
   cfg->policies = strdup("policies");
   cfg->repl_socket = strdup("vigil.sock");
   cfg->executor_mode = strdup("dry-run");
+  vg_executor_opts_default(&cfg->executor);
   cfg->log_level = VG_LOG_INFO;
   vg_limits_default(&cfg->limits);
   cfg->error_budget = 5;
@@ -54,6 +55,25 @@ void vg_config_free(vg_config_t *cfg)
   free(cfg->policies);
   free(cfg->repl_socket);
   free(cfg->executor_mode);
+  free(cfg->kill_switch_file);
+  for (size_t i = 0; i < cfg->nguard_types; i++) {
+    free((char *)cfg->guard_types[i].type);
+  }
+  free(cfg->guard_types);
+  for (size_t i = 0; i < cfg->nexec_allow; i++) {
+    free(cfg->exec_allow[i]);
+  }
+  free(cfg->exec_allow);
+  for (size_t i = 0; i < cfg->nexec_env; i++) {
+    free(cfg->exec_env[i]);
+  }
+  free(cfg->exec_env);
+  free(cfg->exec_helper);
+  free(cfg->exec_scratch);
+  free(cfg->exec_user);
+  free(cfg->exec_landlock);
+  free(cfg->exec_seccomp);
+  free(cfg->exec_ports);
   if (cfg->token != NULL) {
     memset(cfg->token, 0, strlen(cfg->token));
     free(cfg->token);
@@ -623,6 +643,324 @@ static void read_retention(lua_State *L, load_ctx_t *c, int tbl)
   lua_pop(L, 1);
 }
 
+int vg_rate_parse(const char *text, vg_rate_t *out, char *err, size_t errlen)
+{
+  if (strcmp(text, "0") == 0 || strcmp(text, "unlimited") == 0) {
+    *out = (vg_rate_t){ 0, 0 };
+    return 0;
+  }
+  char *end;
+  double n = strtod(text, &end);
+  if (end == text || *end != '/' || !(n > 0) || n > 1e9) {
+    snprintf(err, errlen, "a rate is \"<count>/<period>\" like \"30/h\" or \"5/10m\", not \"%s\"",
+             text);
+    return -1;
+  }
+  const char *per = end + 1;
+  char buf[32];
+  /* "h" alone means one hour */
+  if (*per != '\0' && strchr("smhdw", *per) != NULL && per[1] == '\0') {
+    snprintf(buf, sizeof buf, "1%s", per);
+    per = buf;
+  }
+  int64_t ms = vg_duration_parse(per, err, errlen);
+  if (ms <= 0) {
+    if (ms == 0) {
+      snprintf(err, errlen, "the period of a rate must be positive");
+    }
+    return -1;
+  }
+  *out = (vg_rate_t){ n, (uint64_t)ms };
+  return 0;
+}
+
+/* Rate option: the value at the top of the stack. */
+static vg_rate_t opt_rate(lua_State *L, load_ctx_t *c, const char *key)
+{
+  vg_rate_t r = { 0, 0 };
+  char err[200];
+  const char *s =
+      lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : NULL;
+  if (s == NULL || vg_rate_parse(s, &r, err, sizeof err) != 0) {
+    key_error(L, c, key, "%s: %s", key, s == NULL ? "a rate is a string like \"30/h\"" : err);
+  }
+  return r;
+}
+
+static uint32_t opt_count(lua_State *L, load_ctx_t *c, const char *key, lua_Integer max)
+{
+  int ok;
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  if (!ok || v < 0 || v > max) {
+    key_error(L, c, key, "%s must be an integer from 0 to %lld", key, (long long)max);
+  }
+  return (uint32_t)v;
+}
+
+/* A list of strings at the top of the stack into a malloc'd array. */
+static char **opt_list(lua_State *L, load_ctx_t *c, const char *key, size_t *n)
+{
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    key_error(L, c, key, "%s must be a list of strings", key);
+  }
+  size_t len = (size_t)luaL_len(L, -1);
+  if (len > 1024) {
+    key_error(L, c, key, "%s has more than 1024 entries", key);
+  }
+  char **v = calloc(len + 1, sizeof *v);
+  if (v == NULL) {
+    luaL_error(L, "out of memory");
+  }
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i + 1);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (s == NULL || (v[i] = strdup(s)) == NULL) {
+      for (size_t j = 0; j < i; j++) {
+        free(v[j]);
+      }
+      free(v);
+      key_error(L, c, key, "%s[%zu] must be a string", key, i + 1);
+    }
+    lua_pop(L, 1);
+  }
+  *n = len;
+  return v;
+}
+
+static void read_guard_types(lua_State *L, load_ctx_t *c, int tbl)
+{
+  vg_config_t *cfg = c->cfg;
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "types",
+                "guard.types maps action types to { rate = ..., concurrency = ... }");
+    }
+    int t = lua_gettop(L);
+    static const char *const known[] = { "rate", "concurrency", NULL };
+    check_known(L, c, t, "guard.types.<type>.", known);
+    vg_guard_type_t *v = realloc(cfg->guard_types, (cfg->nguard_types + 1) * sizeof *v);
+    if (v == NULL) {
+      luaL_error(L, "out of memory");
+    }
+    cfg->guard_types = v;
+    vg_guard_type_t *gt = &v[cfg->nguard_types];
+    memset(gt, 0, sizeof *gt);
+    gt->rate = cfg->executor.guard.type_rate;
+    if ((gt->type = strdup(lua_tostring(L, -2))) == NULL) {
+      luaL_error(L, "out of memory");
+    }
+    cfg->nguard_types++;
+    if (lua_getfield(L, t, "rate") != LUA_TNIL) {
+      gt->rate = opt_rate(L, c, "rate");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, t, "concurrency") != LUA_TNIL) {
+      gt->max_concurrent = opt_count(L, c, "concurrency", 100000);
+    }
+    lua_pop(L, 2);
+  }
+}
+
+static void read_guard(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = { "rate",
+                                       "target_rate",
+                                       "cooldown",
+                                       "concurrency",
+                                       "target_concurrency",
+                                       "blast_targets",
+                                       "blast_window",
+                                       "breaker_failures",
+                                       "breaker_cooldown",
+                                       "types",
+                                       NULL };
+  check_known(L, c, tbl, "guard.", known);
+  vg_guard_opts_t *g = &c->cfg->executor.guard;
+  if (lua_getfield(L, tbl, "rate") != LUA_TNIL) {
+    g->type_rate = opt_rate(L, c, "rate");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "target_rate") != LUA_TNIL) {
+    g->target_rate = opt_rate(L, c, "target_rate");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "cooldown") != LUA_TNIL) {
+    g->cooldown_ms =
+        lua_tointeger(L, -1) == 0 && lua_isinteger(L, -1) ? 0 : opt_duration(L, c, "cooldown");
+  }
+  lua_pop(L, 1);
+  struct {
+    const char *key;
+    uint32_t *slot;
+  } counts[] = { { "concurrency", &g->max_concurrent_type },
+                 { "target_concurrency", &g->max_concurrent_target },
+                 { "blast_targets", &g->blast_max_targets },
+                 { "breaker_failures", &g->breaker_failures } };
+  for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+    if (lua_getfield(L, tbl, counts[i].key) != LUA_TNIL) {
+      *counts[i].slot = opt_count(L, c, counts[i].key, 1000000);
+    }
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, tbl, "blast_window") != LUA_TNIL) {
+    g->blast_window_ms = opt_duration(L, c, "blast_window");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "breaker_cooldown") != LUA_TNIL) {
+    g->breaker_cooldown_ms = opt_duration(L, c, "breaker_cooldown");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "types") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "types", "guard.types must be a table");
+    }
+    read_guard_types(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+}
+
+static void read_executor(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = {
+    "mode",      "allow",   "kill_switch_file", "approval_timeout",
+    "timeout",   "grace",   "max_output",       "env",
+    "scratch",   "user",    "landlock",         "seccomp",
+    "net_ports", "rlimits", "helper",           NULL
+  };
+  check_known(L, c, tbl, "executor.", known);
+  vg_config_t *cfg = c->cfg;
+  if (lua_getfield(L, tbl, "mode") != LUA_TNIL) {
+    const char *m = lua_tostring(L, -1);
+    if (m == NULL || vg_mode_parse(m) < 0) {
+      key_error(L, c, "mode", "executor.mode must be \"observe\", \"dry-run\" or \"enforce\"");
+    }
+    set_str(&cfg->executor_mode, m);
+    cfg->executor.mode = (vg_mode_t)vg_mode_parse(m);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "kill_switch_file") != LUA_TNIL) {
+    opt_string(L, c, "kill_switch_file", &cfg->kill_switch_file);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "approval_timeout") != LUA_TNIL) {
+    cfg->executor.approval_timeout_ms = opt_duration(L, c, "approval_timeout");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "timeout") != LUA_TNIL) {
+    cfg->exec_timeout_ms = opt_duration(L, c, "timeout");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "grace") != LUA_TNIL) {
+    cfg->exec_grace_ms = opt_duration(L, c, "grace");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "max_output") != LUA_TNIL) {
+    int ok;
+    lua_Integer n = lua_tointegerx(L, -1, &ok);
+    if (!ok || n < 1024 || n > (64 << 20)) {
+      key_error(L, c, "max_output", "max_output must be a byte count from 1024 to 64 MiB");
+    }
+    cfg->exec_max_output = (uint64_t)n;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "allow") != LUA_TNIL) {
+    cfg->exec_allow = opt_list(L, c, "allow", &cfg->nexec_allow);
+    for (size_t i = 0; i < cfg->nexec_allow; i++) {
+      if (cfg->exec_allow[i][0] != '/') {
+        key_error(L, c, "allow", "executor.allow[%zu]: \"%s\" is not an absolute path", i + 1,
+                  cfg->exec_allow[i]);
+      }
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "env") != LUA_TNIL) {
+    cfg->exec_env = opt_list(L, c, "env", &cfg->nexec_env);
+  }
+  lua_pop(L, 1);
+  struct {
+    const char *key;
+    char **slot;
+  } strs[] = { { "scratch", &cfg->exec_scratch },
+               { "user", &cfg->exec_user },
+               { "helper", &cfg->exec_helper },
+               { "landlock", &cfg->exec_landlock },
+               { "seccomp", &cfg->exec_seccomp } };
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+    if (lua_getfield(L, tbl, strs[i].key) != LUA_TNIL) {
+      opt_string(L, c, strs[i].key, strs[i].slot);
+    }
+    lua_pop(L, 1);
+  }
+  for (const char *const *k = (const char *const[]){ "landlock", "seccomp", NULL }; *k; k++) {
+    const char *v = strcmp(*k, "landlock") == 0 ? cfg->exec_landlock : cfg->exec_seccomp;
+    if (v != NULL && strcmp(v, "auto") != 0 && strcmp(v, "require") != 0 && strcmp(v, "off") != 0) {
+      key_error(L, c, *k, "executor.%s must be \"auto\", \"require\" or \"off\"", *k);
+    }
+  }
+  if (lua_getfield(L, tbl, "net_ports") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "net_ports", "executor.net_ports must be a list of TCP ports");
+    }
+    size_t n = (size_t)luaL_len(L, -1);
+    cfg->exec_ports = calloc(n + 1, sizeof *cfg->exec_ports);
+    if (cfg->exec_ports == NULL) {
+      luaL_error(L, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+      lua_rawgeti(L, -1, (lua_Integer)i + 1);
+      int ok;
+      lua_Integer port = lua_tointegerx(L, -1, &ok);
+      if (!ok || port < 1 || port > 65535) {
+        key_error(L, c, "net_ports", "executor.net_ports[%zu] must be a port from 1 to 65535",
+                  i + 1);
+      }
+      cfg->exec_ports[cfg->nexec_ports++] = (uint16_t)port;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "rlimits") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "rlimits", "executor.rlimits must be a table");
+    }
+    int rt = lua_gettop(L);
+    static const char *const rknown[] = { "cpu", "as", "nofile", "fsize", "nproc", NULL };
+    check_known(L, c, rt, "executor.rlimits.", rknown);
+    if (lua_getfield(L, rt, "cpu") != LUA_TNIL) {
+      cfg->rl_cpu_s = (opt_duration(L, c, "cpu") + 999) / 1000;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, rt, "as") != LUA_TNIL) {
+      cfg->rl_as = opt_bytes(L, c, "as");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, rt, "fsize") != LUA_TNIL) {
+      cfg->rl_fsize = opt_bytes(L, c, "fsize");
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, rt, "nofile") != LUA_TNIL) {
+      cfg->rl_nofile = opt_count(L, c, "nofile", 1 << 20);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, rt, "nproc") != LUA_TNIL) {
+      cfg->rl_nproc = opt_count(L, c, "nproc", 1 << 20);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+void vg_config_executor_opts(const vg_config_t *cfg, vg_executor_opts_t *o)
+{
+  *o = cfg->executor;
+  o->mode = (vg_mode_t)(vg_mode_parse(cfg->executor_mode) >= 0 ? vg_mode_parse(cfg->executor_mode)
+                                                               : VG_MODE_DRY_RUN);
+  o->kill_switch_file = cfg->kill_switch_file;
+  o->guard.types = cfg->guard_types;
+  o->guard.ntypes = cfg->nguard_types;
+}
+
 static int read_config_p(lua_State *L)
 {
   load_ctx_t *c = lua_touserdata(L, 1);
@@ -630,9 +968,10 @@ static int read_config_p(lua_State *L)
   lua_settop(L, 2);
   luaL_checktype(L, 2, LUA_TTABLE);
   static const char *const known[] = {
-    "listen",   "store",         "policies",  "repl_socket",     "log_level", "token",
-    "limits",   "policy_errors", "drain",     "reload_debounce", "watchdog",  "watchdog_hard",
-    "executor", "sources",       "notifiers", "intake",          "retention", NULL,
+    "listen",    "store",         "policies",      "repl_socket", "log_level",
+    "token",     "limits",        "policy_errors", "drain",       "reload_debounce",
+    "watchdog",  "watchdog_hard", "executor",      "guard",       "sources",
+    "notifiers", "intake",        "retention",     NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -716,15 +1055,14 @@ static int read_config_p(lua_State *L)
     if (lua_type(L, -1) != LUA_TTABLE) {
       key_error(L, c, "executor", "executor must be a table { mode = \"dry-run\", allow = {...} }");
     }
-    if (lua_getfield(L, -1, "mode") != LUA_TNIL) {
-      const char *m = lua_tostring(L, -1);
-      if (m == NULL ||
-          (strcmp(m, "observe") != 0 && strcmp(m, "dry-run") != 0 && strcmp(m, "enforce") != 0)) {
-        key_error(L, c, "mode", "executor.mode must be \"observe\", \"dry-run\" or \"enforce\"");
-      }
-      set_str(&cfg->executor_mode, m);
+    read_executor(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "guard") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "guard", "guard must be a table { rate = \"30/h\", cooldown = \"5m\", ... }");
     }
-    lua_pop(L, 1);
+    read_guard(L, c, lua_gettop(L));
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "intake") == LUA_TTABLE) {

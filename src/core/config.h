@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/executor.h"
 #include "core/vm.h"
 #include "engine/source.h"
 
@@ -53,6 +54,25 @@ typedef struct vg_config {
 
   vg_source_config_t *sources;
   size_t nsources;
+
+  /* executor = { ... } and guard = { ... }: modes, approvals, the kill switch file and the
+     guard rails (executor.opts.mode mirrors executor_mode) */
+  vg_executor_opts_t executor;
+  char *kill_switch_file;
+  vg_guard_type_t *guard_types; /* their names are owned here */
+  size_t nguard_types;
+
+  /* the sandboxed runner (engine/exec.h), read by vg_config_exec_opts */
+  char **exec_allow;
+  size_t nexec_allow;
+  char **exec_env; /* names passed through from the daemon's environment */
+  size_t nexec_env;
+  char *exec_helper, *exec_scratch, *exec_user, *exec_landlock, *exec_seccomp;
+  uint64_t exec_timeout_ms, exec_grace_ms;
+  uint64_t exec_max_output;
+  uint16_t *exec_ports;
+  size_t nexec_ports;
+  uint64_t rl_cpu_s, rl_as, rl_nofile, rl_fsize, rl_nproc; /* 0: the runner's default */
 } vg_config_t;
 
 /* Fills `cfg` with the defaults. */
@@ -66,6 +86,13 @@ void vg_config_free(vg_config_t *cfg);
 /* Gives each declared source its policy and headers in the runtime's registry. Returns 0, or
  * -1 when out of memory. */
 int vg_config_apply_sources(const vg_config_t *cfg, struct vg_sources *ss);
+
+/* The executor's options (kill switch file, guard types) point into cfg. */
+void vg_config_executor_opts(const vg_config_t *cfg, vg_executor_opts_t *o);
+
+/* Parses a rate: "30/h", "5/10m", "1/30s"; "0" or "unlimited" is no limit. Returns 0, or -1
+ * with a message in err. */
+int vg_rate_parse(const char *text, vg_rate_t *out, char *err, size_t errlen);
 
 /* The declared source called `name`, or NULL. */
 const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *name);

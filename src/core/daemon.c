@@ -11,6 +11,8 @@
 
 #include "vigil/version.h"
 
+#include "core/config.h"
+#include "core/executor.h"
 #include "core/intake.h"
 #include "core/log.h"
 #include "core/policy.h"
@@ -38,6 +40,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   d->intake = NULL;
   vg_repl_server_stop(d->repl);
   d->repl = NULL;
+  vg_executor_stop(d->rt->executor); /* before the store: its last writes still land */
   if (d->store != NULL) {
     vg_store_close(d->store, NULL, NULL); /* answers what it took, then closes */
   }
@@ -46,6 +49,11 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   d->rt->policies = NULL;
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
+}
+
+static void on_executor_started(void *ud, int64_t unknown)
+{
+  *(int64_t *)ud = unknown;
 }
 
 static void print_hello(const vg_config_t *cfg, int npolicies, int port)
@@ -105,6 +113,24 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     return 1;
   }
 
+  /* the executor: guard state and the kill switch loaded, actions left claimed by a crash
+     marked unknown, before any policy can act */
+  vg_executor_opts_t eo;
+  vg_config_executor_opts(cfg, &eo);
+  vg_executor_t *ex = vg_executor_new(rt, d.store, vg_runtime_exec(rt), &eo);
+  if (ex == NULL) {
+    fprintf(stderr, "vigil: cannot set up the executor (out of memory)\n");
+    vg_store_close(d.store, NULL, NULL);
+    vg_runtime_run(rt, -1);
+    vg_runtime_free(rt);
+    return 1;
+  }
+  vg_runtime_set_executor(rt, ex);
+  int64_t started = INT64_MIN;
+  vg_executor_start(ex, on_executor_started, &started);
+  while (started == INT64_MIN && uv_run(rt->loop, UV_RUN_ONCE) != 0) {
+  }
+
   if (cfg->nsources > 0 &&
       (vg_runtime_sources(rt) == NULL || vg_config_apply_sources(cfg, rt->sources) != 0)) {
     fprintf(stderr, "vigil: cannot set up the data sources (out of memory?)\n");
@@ -145,6 +171,7 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     vg_repl_server_stop(d.repl);
     vg_policies_free(rt->policies);
     rt->policies = NULL;
+    vg_executor_stop(rt->executor);
     vg_store_close(d.store, NULL, NULL);
     vg_runtime_run(rt, -1);
     vg_runtime_free(rt);
@@ -182,8 +209,10 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   }
   vg_repl_server_stop(d.repl);
   vg_intake_stop(d.intake);
+  vg_executor_stop(rt->executor);
   if (d.store != NULL) {
     vg_store_close(d.store, NULL, NULL);
+    vg_runtime_run(rt, -1); /* the store's last callbacks, before the executor goes */
   }
   vg_runtime_free(rt);
   vg_log(VG_LOG_INFO, "stopped", NULL);

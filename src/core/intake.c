@@ -15,9 +15,11 @@
 #include <strings.h>
 
 #include "core/clock.h"
+#include "core/executor.h"
 #include "core/log.h"
 #include "core/policy.h"
 #include "engine/alertdec.h"
+#include "engine/ledger.h"
 #include "engine/source.h"
 
 /* ---- routes and their counters ---- */
@@ -30,6 +32,10 @@ typedef enum {
   R_INCIDENTS,
   R_INCIDENT,
   R_INCIDENT_ACTION,
+  R_ACTIONS,
+  R_ACTION,
+  R_ACTION_DECIDE,
+  R_KILL_SWITCH,
   R_HEALTHZ,
   R_READYZ,
   R_RELOAD,
@@ -39,8 +45,9 @@ typedef enum {
 } route_t;
 
 static const char *const ROUTE_NAMES[R_COUNT] = {
-  "alerts_v2",       "webhook", "events", "alerts", "incidents", "incident",
-  "incident_action", "healthz", "readyz", "reload", "metrics",   "other",
+  "alerts_v2",       "webhook", "events",  "alerts",        "incidents",   "incident",
+  "incident_action", "actions", "action",  "action_decide", "kill_switch", "healthz",
+  "readyz",          "reload",  "metrics", "other",
 };
 
 enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
@@ -247,7 +254,7 @@ static bool parse_size(const char *s, size_t max, size_t *out)
 
 /* ---- writes: alerts in ---- */
 
-static void dispatch(vg_intake_t *in, const vg_store_alert_t *a)
+static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, int64_t incident_id)
 {
   vg_policies_t *ps = in->rt->policies;
   if (ps == NULL || in->rt->stopping) {
@@ -263,6 +270,7 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a)
     .ends_at = a->ends_at,
     .fingerprint = a->fingerprint,
     .generator_url = a->generator_url,
+    .incident_id = incident_id,
   };
   vg_policies_dispatch(ps, &alert);
   in->dispatched++;
@@ -279,7 +287,7 @@ static void on_expired(void *ud,
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
       in->expired++;
-      dispatch(in, &alerts[i]);
+      dispatch(in, &alerts[i], results[i].incident_id);
     }
   }
 }
@@ -329,7 +337,7 @@ static void committed(
   }
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
-      dispatch(in, &b->alerts[i]);
+      dispatch(in, &b->alerts[i], results[i].incident_id);
     }
   }
   req_free(r);
@@ -541,6 +549,204 @@ run:
   json_decref(doc); /* the store copied who and comment */
 }
 
+/* ---- the action ledger: list, one, decisions, the kill switch ---- */
+
+typedef struct {
+  vg_ledger_query_t *q;
+  char *state, *policy;
+  char err[200];
+} action_params_t;
+
+static int action_param(void *ud, const char *name, const char *value)
+{
+  action_params_t *p = ud;
+  static const char *const states[] = { "observed", "dry-run", "refused", "awaiting_approval",
+                                        "approved", "denied",  "expired", "claimed",
+                                        "done",     "failed",  "unknown", NULL };
+  if (strcmp(name, "state") == 0) {
+    bool ok = false;
+    for (int i = 0; states[i] != NULL; i++) {
+      ok = ok || strcmp(value, states[i]) == 0;
+    }
+    if (!ok) {
+      snprintf(p->err, sizeof p->err,
+               "state must be one of observed, dry-run, refused, awaiting_approval, approved,"
+               " denied, expired, claimed, done, failed, unknown");
+      return -1;
+    }
+    free(p->state);
+    p->q->state = p->state = strdup(value);
+  } else if (strcmp(name, "policy") == 0) {
+    free(p->policy);
+    p->q->policy = p->policy = strdup(value);
+  } else if (strcmp(name, "incident") == 0 || strcmp(name, "before") == 0) {
+    size_t v;
+    if (!parse_size(value, (size_t)1 << 53, &v) || v == 0) {
+      snprintf(p->err, sizeof p->err, "%s must be a positive id", name);
+      return -1;
+    }
+    *(strcmp(name, "incident") == 0 ? &p->q->incident_id : &p->q->before_id) = (int64_t)v;
+  } else if (strcmp(name, "limit") == 0) {
+    if (!parse_size(value, 1000, &p->q->limit)) {
+      snprintf(p->err, sizeof p->err, "limit must be a number up to 1000");
+      return -1;
+    }
+  } else {
+    snprintf(p->err, sizeof p->err,
+             "unknown parameter '%.40s' (state, policy, incident, before, limit)", name);
+    return -1;
+  }
+  return 0;
+}
+
+static vg_executor_t *executor_of(req_t *r)
+{
+  vg_executor_t *ex = vg_runtime_executor(r->in->rt);
+  if (ex == NULL || vg_executor_store(ex) == NULL) {
+    reply_error(r, 503, "the executor is not available");
+    req_free(r);
+    return NULL;
+  }
+  return ex;
+}
+
+static void get_actions(req_t *r, const vg_http_request_t *req)
+{
+  vg_executor_t *ex = executor_of(r);
+  if (ex == NULL) {
+    return;
+  }
+  vg_ledger_query_t q = { 0 };
+  action_params_t p = { .q = &q };
+  if (each_param(req->query, action_param, &p) != 0) {
+    reply_error(r, 400, p.err[0] ? p.err : "malformed query string");
+    req_free(r);
+  } else if (vg_ledger_list(vg_executor_store(ex), &q, store_answered, r) != 0) {
+    reply_error(r, 503, "the store cannot answer now");
+    req_free(r);
+  }
+  free(p.state);
+  free(p.policy);
+}
+
+static void get_action(req_t *r, int64_t id)
+{
+  vg_executor_t *ex = executor_of(r);
+  if (ex != NULL && vg_ledger_get(vg_executor_store(ex), id, store_answered, r) != 0) {
+    reply_error(r, 503, "the store cannot answer now");
+    req_free(r);
+  }
+}
+
+/* Reads {"who": ..., "comment": ..., <extra>: ...} into the out-parameters; answers 4xx and
+ * returns NULL when the body is wrong. The strings live as long as the returned document. */
+static json_t *operator_body(req_t *r,
+                             const vg_http_request_t *req,
+                             const char **who,
+                             const char **comment,
+                             const char *extra,
+                             json_t **extra_value)
+{
+  json_error_t je;
+  json_t *doc = req->body_len == 0 ? json_object()
+                : is_json(req) ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
+                               : NULL;
+  json_t *w = json_object_get(doc, "who"), *c = json_object_get(doc, "comment");
+  if (req->body_len > 0 && !is_json(req)) {
+    reply_error(r, 415, "send the body as Content-Type: application/json");
+  } else if (!json_is_object(doc)) {
+    reply_error(r, 400, "the body must be a JSON object {\"who\": ..., \"comment\": ...}");
+  } else if ((w != NULL &&
+              (!json_is_string(w) || json_string_length(w) == 0 || json_string_length(w) > 256)) ||
+             (c != NULL && (!json_is_string(c) || json_string_length(c) > 4096))) {
+    reply_error(r, 400, "who must be a string of 1 to 256 bytes, comment at most 4096");
+  } else {
+    *who = w != NULL ? json_string_value(w) : "api";
+    *comment = c != NULL ? json_string_value(c) : NULL;
+    if (extra != NULL) {
+      *extra_value = json_object_get(doc, extra);
+    }
+    return doc;
+  }
+  json_decref(doc);
+  req_free(r);
+  return NULL;
+}
+
+static void operator_answered(void *ud, int status, const char *msg)
+{
+  req_t *r = ud;
+  if (status == 0) {
+    json_t *doc = json_pack("{s:b,s:s}", "ok", 1, "message", msg != NULL ? msg : "");
+    reply_json(r, 200, doc, NULL);
+  } else {
+    reply_error(r,
+                status == -ENOENT   ? 404
+                : status == -EINVAL ? 409
+                                    : 503,
+                msg != NULL ? msg : "failed");
+  }
+  req_free(r);
+}
+
+/* POST /api/v1/actions/{id}/approve | deny | reconcile {"outcome": "done"|"failed"} */
+static void action_decide(req_t *r, const vg_http_request_t *req, int64_t id, const char *verb)
+{
+  vg_executor_t *ex = executor_of(r);
+  if (ex == NULL) {
+    return;
+  }
+  const char *who, *comment;
+  json_t *outcome = NULL;
+  bool reconcile = strcmp(verb, "reconcile") == 0;
+  json_t *doc = operator_body(r, req, &who, &comment, reconcile ? "outcome" : NULL, &outcome);
+  if (doc == NULL) {
+    return;
+  }
+  const char *decision = strcmp(verb, "approve") == 0 ? "approved"
+                         : strcmp(verb, "deny") == 0  ? "denied"
+                                                      : json_string_value(outcome);
+  if (decision == NULL ||
+      (reconcile && strcmp(decision, "done") != 0 && strcmp(decision, "failed") != 0)) {
+    reply_error(r, 400,
+                "reconcile needs {\"outcome\": \"done\" | \"failed\"}: what the target"
+                " shows really happened");
+    req_free(r);
+  } else {
+    vg_executor_decide(ex, id, decision, who, comment, operator_answered, r);
+  }
+  json_decref(doc);
+}
+
+/* GET /api/v1/kill-switch -> {"on": bool}; POST {"on": bool, "who", "comment"} */
+static void kill_switch(req_t *r, const vg_http_request_t *req, bool post)
+{
+  vg_executor_t *ex = vg_runtime_executor(r->in->rt);
+  if (ex == NULL) {
+    reply_error(r, 503, "the executor is not available");
+    req_free(r);
+    return;
+  }
+  if (!post) {
+    reply_json(r, 200, json_pack("{s:b}", "on", vg_executor_killed(ex)), NULL);
+    req_free(r);
+    return;
+  }
+  const char *who, *comment;
+  json_t *on = NULL;
+  json_t *doc = operator_body(r, req, &who, &comment, "on", &on);
+  if (doc == NULL) {
+    return;
+  }
+  if (!json_is_boolean(on)) {
+    reply_error(r, 400, "the body must say {\"on\": true} or {\"on\": false}");
+    req_free(r);
+  } else {
+    vg_executor_kill_switch(ex, json_is_true(on), who, comment, operator_answered, r);
+  }
+  json_decref(doc);
+}
+
 /* ---- health, reload, metrics ---- */
 
 static void readyz(req_t *r)
@@ -692,6 +898,45 @@ static void source_counts(void *ud, const char *name, const vg_source_stats_t *s
   }
 }
 
+static void executor_metrics(text_t *t, vg_executor_t *ex)
+{
+  if (ex == NULL) {
+    return;
+  }
+  vg_executor_stats_t s;
+  vg_executor_stats(ex, &s);
+  metric_head(t, "vigil_actions_total", "counter",
+              "Actions by outcome: observed and dry-run (nothing ran), refused (guard rails or"
+              " kill switch), done, failed, duplicate (key already claimed), denied, expired.");
+  const struct {
+    const char *state;
+    uint64_t n;
+  } states[] = { { "observed", s.observed }, { "dry-run", s.dry_run }, { "refused", s.refused },
+                 { "done", s.done },         { "failed", s.failed },   { "duplicate", s.duplicate },
+                 { "denied", s.denied },     { "expired", s.expired } };
+  for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+    out(t, "vigil_actions_total{state=\"%s\"} %llu\n", states[i].state,
+        (unsigned long long)states[i].n);
+  }
+  metric_head(t, "vigil_guard_refusals_total", "counter",
+              "Actions the guard rails refused, by rule.");
+  for (int v = 1; v <= VG_GUARD_BREAKER; v++) {
+    out(t, "vigil_guard_refusals_total{reason=\"%s\"} %llu\n",
+        vg_guard_verdict_name((vg_guard_verdict_t)v), (unsigned long long)s.guard.refused[v]);
+  }
+  metric_head(t, "vigil_actions_running", "gauge", "Actions claimed and not finished.");
+  out(t, "vigil_actions_running %u\n", s.running);
+  metric_head(t, "vigil_actions_awaiting_approval", "gauge", "Actions waiting for an operator.");
+  out(t, "vigil_actions_awaiting_approval %u\n", s.awaiting_approval);
+  metric_head(t, "vigil_actions_unknown_at_start", "gauge",
+              "Actions found claimed at start-up: they may have run; reconcile them.");
+  out(t, "vigil_actions_unknown_at_start %llu\n", (unsigned long long)s.unknown_at_start);
+  metric_head(t, "vigil_guard_breakers_open", "gauge", "Targets whose circuit breaker is open.");
+  out(t, "vigil_guard_breakers_open %u\n", s.guard.breakers_open);
+  metric_head(t, "vigil_kill_switch", "gauge", "1 while the kill switch stops every action.");
+  out(t, "vigil_kill_switch %d\n", s.killed ? 1 : 0);
+}
+
 static void metrics(req_t *r)
 {
   vg_intake_t *in = r->in;
@@ -806,6 +1051,8 @@ static void metrics(req_t *r)
   metric_head(&t, "vigil_task_errors_total", "counter", "Tasks that failed or were killed.");
   out(&t, "vigil_task_errors_total %llu\n", (unsigned long long)rt->task_errors);
 
+  executor_metrics(&t, rt->executor);
+
   if (t.oom) {
     reply_error(r, 503, "out of memory");
   } else {
@@ -839,11 +1086,33 @@ static target_t resolve(const char *path)
     { "/readyz", R_READYZ },
     { "/-/reload", R_RELOAD },
     { "/metrics", R_METRICS },
+    { "/api/v1/actions", R_ACTIONS },
+    { "/api/v1/kill-switch", R_KILL_SWITCH },
   };
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
     if (strcmp(path, fixed[i].path) == 0) {
       return (target_t){ fixed[i].route, 0, NULL };
     }
+  }
+  static const char aprefix[] = "/api/v1/actions/";
+  if (strncmp(path, aprefix, sizeof(aprefix) - 1) == 0) {
+    const char *p = path + sizeof(aprefix) - 1;
+    char *end;
+    errno = 0;
+    long long id = strtoll(p, &end, 10);
+    if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0) {
+      return (target_t){ R_OTHER, 0, NULL };
+    }
+    if (*end == '\0') {
+      return (target_t){ R_ACTION, id, NULL };
+    }
+    static const char *const verbs[] = { "approve", "deny", "reconcile" };
+    for (int i = 0; i < 3; i++) {
+      if (end[0] == '/' && strcmp(end + 1, verbs[i]) == 0) {
+        return (target_t){ R_ACTION_DECIDE, id, verbs[i] };
+      }
+    }
+    return (target_t){ R_OTHER, 0, NULL };
   }
   static const char prefix[] = "/api/v1/incidents/";
   if (strncmp(path, prefix, sizeof(prefix) - 1) == 0) {
@@ -870,7 +1139,7 @@ static target_t resolve(const char *path)
 static bool is_write(route_t r)
 {
   return r == R_ALERTS_V2 || r == R_WEBHOOK || r == R_EVENTS || r == R_INCIDENT_ACTION ||
-         r == R_RELOAD;
+         r == R_RELOAD || r == R_ACTION_DECIDE;
 }
 
 static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud)
@@ -889,7 +1158,8 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
     req_free(r);
     return;
   }
-  if ((is_write(t.route) && !post) || (!is_write(t.route) && !get)) {
+  bool either = t.route == R_KILL_SWITCH; /* read with GET, set with POST */
+  if (!either && ((is_write(t.route) && !post) || (!is_write(t.route) && !get))) {
     char msg[80];
     snprintf(msg, sizeof(msg), "method %s not allowed here: use %s", req->method,
              is_write(t.route) ? "POST" : "GET");
@@ -897,8 +1167,13 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
     req_free(r);
     return;
   }
+  if (either && !get && !post) {
+    reply_error(r, 405, "method not allowed here: use GET or POST");
+    req_free(r);
+    return;
+  }
   if (in->token != NULL && t.route != R_HEALTHZ && t.route != R_READYZ &&
-      (is_write(t.route) || in->auth_reads) && !authorized(in, req)) {
+      (is_write(t.route) || (either && post) || in->auth_reads) && !authorized(in, req)) {
     reply_error(r, 401, "a valid bearer token is required (Authorization: Bearer ...)");
     req_free(r);
     return;
@@ -932,6 +1207,18 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
       break;
     case R_INCIDENT_ACTION:
       incident_action(r, req, t.id, t.action);
+      break;
+    case R_ACTIONS:
+      get_actions(r, req);
+      break;
+    case R_ACTION:
+      get_action(r, t.id);
+      break;
+    case R_ACTION_DECIDE:
+      action_decide(r, req, t.id, t.action);
+      break;
+    case R_KILL_SWITCH:
+      kill_switch(r, req, post);
       break;
     case R_HEALTHZ:
       reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);

@@ -13,6 +13,7 @@
 
 #include "core/clock.h"
 #include "core/every.h"
+#include "core/executor.h"
 #include "core/log.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
@@ -43,6 +44,7 @@ typedef struct {
   vg_matchers_t *matchers;
   char *name;
   char *description;
+  int mode;           /* the policy's executor mode, or -1 */
   vg_limits_t limits; /* the runtime's, tightened by the policy's `limits` */
   char err[8192];
 } compiled_t;
@@ -123,7 +125,7 @@ static int line_of_field(const char *text, const char *key)
 }
 
 static const char *const known_fields[] = {
-  "name", "match", "on_alert", "every", "description", "limits", NULL,
+  "name", "match", "on_alert", "every", "description", "limits", "mode", NULL,
 };
 /* Fields of policy contract v2 (the AIOps pipeline): reserved, refused until it lands. */
 static const char *const v2_fields[] = {
@@ -397,7 +399,7 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
       }
       field_error(L, c, key,
                   "unknown field '%s' (known: name, match, on_alert, every, "
-                  "description, limits)",
+                  "description, limits, mode)",
                   key);
     }
   }
@@ -424,6 +426,19 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
     c->description = strdup(lua_tostring(L, -1));
   } else if (t != LUA_TNIL) {
     field_error(L, c, "description", "description must be a string");
+  }
+  lua_pop(L, 1);
+
+  c->mode = -1;
+  lua_pushliteral(L, "mode");
+  t = lua_rawget(L, tbl);
+  if (t != LUA_TNIL) {
+    c->mode = t == LUA_TSTRING ? vg_mode_parse(lua_tostring(L, -1)) : -1;
+    if (c->mode < 0) {
+      field_error(L, c, "mode",
+                  "mode must be \"observe\", \"dry-run\" or \"enforce\" (it can only lower the"
+                  " executor's mode)");
+    }
   }
   lua_pop(L, 1);
 
@@ -793,6 +808,7 @@ static void policy_set_vm(vg_policy_t *p, compiled_t *c)
   }
   free(p->description);
   p->description = c->description;
+  p->mode = c->mode;
   c->vm = NULL;
   c->matchers = NULL;
   c->name = c->description = NULL;

@@ -34,6 +34,7 @@ struct vg_policy {
   int on_alert_ref;
   vg_matchers_t *matchers;
   char *description;
+  int mode; /* the policy's own executor mode (vg_mode_t), or -1: the global one */
 
   uint64_t runs, failures, kills, matched;
   uint64_t dropped; /* alerts not run because the policy had max_inflight tasks already */

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 
 #include "core/clock.h"
+#include "core/config.h"
+#include "core/executor.h"
 #include "core/log.h"
 #include "core/task.h"
+#include "engine/exec.h"
 #include "engine/httpc.h"
 #include "engine/source.h"
 
@@ -61,6 +64,10 @@ void vg_runtime_free(vg_runtime_t *rt)
     return;
   }
   vg_sched_run_deferred(rt);
+  vg_executor_free(rt->executor); /* before the runner and the HTTP client it uses */
+  rt->executor = NULL;
+  vg_exec_free(rt->exec);
+  rt->exec = NULL;
   vg_sources_free(rt->sources); /* cancels their requests, before the client goes */
   rt->sources = NULL;
   vg_httpc_free(rt->httpc); /* its handles close in the runs below */
@@ -93,4 +100,71 @@ struct vg_sources *vg_runtime_sources(vg_runtime_t *rt)
     rt->sources = vg_sources_new(rt->loop, rt->httpc);
   }
   return rt->sources;
+}
+
+struct vg_executor *vg_runtime_executor(vg_runtime_t *rt)
+{
+  if (rt->executor == NULL && !rt->stopping) {
+    vg_executor_opts_t o;
+    if (rt->config != NULL) {
+      vg_config_executor_opts(rt->config, &o);
+    } else {
+      vg_executor_opts_default(&o);
+    }
+    rt->executor = vg_executor_new(rt, NULL, vg_runtime_exec(rt), &o);
+  }
+  return rt->executor;
+}
+
+void vg_runtime_set_executor(vg_runtime_t *rt, struct vg_executor *ex)
+{
+  vg_executor_free(rt->executor);
+  rt->executor = ex;
+}
+
+struct vg_exec *vg_runtime_exec(vg_runtime_t *rt)
+{
+  if (rt->exec != NULL || rt->stopping || rt->exec_failed) {
+    return rt->exec;
+  }
+  const vg_config_t *cfg = rt->config;
+  vg_exec_opts_t o = { 0 };
+  if (cfg != NULL) {
+    o.helper = cfg->exec_helper;
+    o.allow = (const char *const *)cfg->exec_allow;
+    o.nallow = cfg->nexec_allow;
+    o.env_allow = (const char *const *)cfg->exec_env;
+    o.nenv_allow = cfg->nexec_env;
+    o.scratch = cfg->exec_scratch;
+    o.timeout_ms = cfg->exec_timeout_ms;
+    o.grace_ms = cfg->exec_grace_ms;
+    o.max_output = (size_t)cfg->exec_max_output;
+    o.limits = (vg_exec_limits_t){ .cpu_s = cfg->rl_cpu_s,
+                                   .as_bytes = cfg->rl_as,
+                                   .nofile = cfg->rl_nofile,
+                                   .fsize_bytes = cfg->rl_fsize,
+                                   .nproc = cfg->rl_nproc };
+    o.landlock = cfg->exec_landlock != NULL ? (vg_exec_mode_t)vg_exec_mode_parse(cfg->exec_landlock)
+                                            : VG_EXEC_AUTO;
+    o.seccomp = cfg->exec_seccomp != NULL ? (vg_exec_mode_t)vg_exec_mode_parse(cfg->exec_seccomp)
+                                          : VG_EXEC_AUTO;
+    o.tcp_ports = cfg->exec_ports;
+    o.ntcp_ports = cfg->nexec_ports;
+    o.tcp_any = cfg->exec_ports == NULL; /* no net_ports: TCP is not restricted */
+    o.user = cfg->exec_user;
+  } else {
+    o.tcp_any = true;
+  }
+  char err[512];
+  rt->exec = vg_exec_new(rt->loop, &o, err, sizeof err);
+  if (rt->exec == NULL) {
+    rt->exec_failed = true;
+    vg_log(VG_LOG_ERROR, "the process executor is not available: process actions will fail",
+           "error", err, NULL);
+  } else {
+    const vg_exec_tiers_t *t = vg_exec_tiers(rt->exec);
+    vg_log(VG_LOG_INFO, "executor sandbox", "tiers", t->summary != NULL ? t->summary : "", "notes",
+           t->notes != NULL ? t->notes : "", NULL);
+  }
+  return rt->exec;
 }

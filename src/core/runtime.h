@@ -40,6 +40,9 @@ struct vg_runtime {
 
   struct vg_httpc *httpc;     /* the HTTP client, made on first use (vg_runtime_httpc) */
   struct vg_sources *sources; /* named data sources' request policies (vg_runtime_sources) */
+  struct vg_exec *exec;         /* the sandboxed process runner, made on first use */
+  bool exec_failed;             /* it could not be made (logged once) */
+  struct vg_executor *executor; /* actions under guard rails (the daemon's has the store) */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -65,6 +68,16 @@ struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt);
 /* The registry of data sources (breakers, retries, concurrency), created on first use; it
  * lives as long as the runtime, so a policy reload keeps each source's state. */
 struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
+
+/* The sandboxed process runner configured by `executor = {...}`, created on first use; NULL
+ * when it cannot be (the reason is logged once). */
+struct vg_exec *vg_runtime_exec(vg_runtime_t *rt);
+
+/* The executor actions go through. The daemon installs one with the store
+ * (vg_runtime_set_executor); elsewhere (REPL, `vigil test`) one without a store is made on
+ * first use: observe and dry-run work, enforce is refused. */
+struct vg_executor *vg_runtime_executor(vg_runtime_t *rt);
+void vg_runtime_set_executor(vg_runtime_t *rt, struct vg_executor *ex);
 
 /* Default limits for policy VMs (config `limits`): 64 MiB, 100M instructions per task, 1 s
  * slice, 5 min deadline. */

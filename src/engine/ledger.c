@@ -64,9 +64,9 @@ static bool dups(char **dst[], const char *const src[], size_t n)
 
 static void op_free(op_t *op)
 {
-  char *owned[] = { op->key,     op->policy,  op->policy_version, op->subject, op->type,
-                    op->target,  op->scope,   op->mode,           op->why,     op->command,
-                    op->who,     op->state,   op->detail,         op->o_output, op->o_error,
+  char *owned[] = { op->key,      op->policy, op->policy_version, op->subject,    op->type,
+                    op->target,   op->scope,  op->mode,           op->why,        op->command,
+                    op->who,      op->state,  op->detail,         op->o_output,   op->o_error,
                     op->o_detail, op->name,   op->value,          op->dup_output, op->dup_error };
   for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) {
     free(owned[i]);
@@ -91,12 +91,20 @@ static op_t *op_new(op_kind_t kind, vg_ledger_done_fn done, void *ud)
 
 static bool op_action(op_t *op, const vg_ledger_action_t *a)
 {
-  char **dst[] = { &op->key,  &op->policy, &op->policy_version, &op->subject,
-                   &op->type, &op->target, &op->scope,          &op->mode,
-                   &op->why,  &op->command, &op->who };
-  const char *const src[] = { a->key,  a->policy, a->policy_version, a->subject,
-                              a->type, a->target, a->scope,          a->mode,
-                              a->why,  a->command, a->who != NULL ? a->who : "vigil" };
+  char **dst[] = { &op->key,    &op->policy, &op->policy_version, &op->subject, &op->type,
+                   &op->target, &op->scope,  &op->mode,           &op->why,     &op->command,
+                   &op->who };
+  const char *const src[] = { a->key,
+                              a->policy,
+                              a->policy_version,
+                              a->subject,
+                              a->type,
+                              a->target,
+                              a->scope,
+                              a->mode,
+                              a->why,
+                              a->command,
+                              a->who != NULL ? a->who : "vigil" };
   op->incident_id = a->incident_id;
   return a->key != NULL && a->policy != NULL && a->type != NULL && a->target != NULL &&
          a->mode != NULL && a->command != NULL && dups(dst, src, sizeof src / sizeof src[0]);
@@ -138,8 +146,8 @@ static int step_done(sqlite3_stmt *st)
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
 }
 
-static int audit(sqlite3 *db, int64_t at, int64_t id, const char *event, const char *who,
-                 const char *detail)
+static int audit(
+    sqlite3 *db, int64_t at, int64_t id, const char *event, const char *who, const char *detail)
 {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(
@@ -261,8 +269,13 @@ static int find_claim(sqlite3 *db, op_t *op)
 
 /* Moves row `id` from one of `from` (NULL-terminated) to `to`. SQLITE_OK with res filled, or
  * SQLITE_CONSTRAINT with a message for a refused transition (status -EINVAL). */
-static int transition(sqlite3 *db, op_t *op, const char *const *from, const char *to,
-                      bool free_key, char *err, size_t errlen)
+static int transition(sqlite3 *db,
+                      op_t *op,
+                      const char *const *from,
+                      const char *to,
+                      bool free_key,
+                      char *err,
+                      size_t errlen)
 {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db, "SELECT state FROM actions WHERE id = ?", -1, &st, NULL);
@@ -445,7 +458,8 @@ static int do_recover(sqlite3 *db, op_t *op, int64_t at)
   if ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK) {
     return rc;
   }
-  op->res.unknown = changes(db, "UPDATE actions SET state = 'unknown' WHERE state = 'claimed'", &rc);
+  op->res.unknown =
+      changes(db, "UPDATE actions SET state = 'unknown' WHERE state = 'claimed'", &rc);
   if (rc != SQLITE_OK) {
     return rc;
   }
@@ -493,20 +507,20 @@ static int op_work(sqlite3 *db, void *ud, char *err, size_t errlen)
   op_t *op = ud;
   int64_t at = now_ms();
   switch (op->kind) {
-  case OP_RECORD: {
-    int rc = insert_action(db, op, false, at);
-    return rc != SQLITE_OK ? rc : audit(db, at, op->res.id, op->state, op->who, op->detail);
-  }
-  case OP_CLAIM:
-    return do_claim(db, op, at, err, errlen);
-  case OP_FINISH:
-    return do_finish(db, op, at, err, errlen);
-  case OP_DECIDE:
-    return do_decide(db, op, at, err, errlen);
-  case OP_RECOVER:
-    return do_recover(db, op, at);
-  case OP_SET:
-    return do_set(db, op, at);
+    case OP_RECORD: {
+      int rc = insert_action(db, op, false, at);
+      return rc != SQLITE_OK ? rc : audit(db, at, op->res.id, op->state, op->who, op->detail);
+    }
+    case OP_CLAIM:
+      return do_claim(db, op, at, err, errlen);
+    case OP_FINISH:
+      return do_finish(db, op, at, err, errlen);
+    case OP_DECIDE:
+      return do_decide(db, op, at, err, errlen);
+    case OP_RECOVER:
+      return do_recover(db, op, at);
+    case OP_SET:
+      return do_set(db, op, at);
   }
   return SQLITE_MISUSE;
 }
@@ -704,8 +718,8 @@ typedef struct {
   load_item_t *head, **tail;
 } load_t;
 
-static int load_push(load_t *l, bool setting, const char *name, const char *text, double value,
-                     int64_t at)
+static int load_push(
+    load_t *l, bool setting, const char *name, const char *text, double value, int64_t at)
 {
   size_t n = strlen(name) + 1;
   load_item_t *it = calloc(1, sizeof *it + n);
@@ -822,8 +836,8 @@ static json_t *time_or_null(sqlite3_stmt *st, int i)
   struct tm tm;
   gmtime_r(&secs, &tm);
   char buf[64];
-  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
   return json_string(buf);
 }
 
@@ -835,10 +849,10 @@ static json_t *time_or_null(sqlite3_stmt *st, int i)
 static json_t *action_json(sqlite3_stmt *st)
 {
   static const char *const names[] = {
-    "id",        "key",      "policy",     "policyVersion", "subject",  "incidentId", "type",
-    "target",    "scope",    "mode",       "state",         "why",      "command",    "attempts",
-    "exitCode",  "signal",   "httpStatus", "output",        "error",    "createdAt",  "finishedAt",
-    "durationMs", "expiresAt", "decidedBy", "decidedAt"
+    "id",         "key",       "policy",     "policyVersion", "subject", "incidentId", "type",
+    "target",     "scope",     "mode",       "state",         "why",     "command",    "attempts",
+    "exitCode",   "signal",    "httpStatus", "output",        "error",   "createdAt",  "finishedAt",
+    "durationMs", "expiresAt", "decidedBy",  "decidedAt"
   };
   json_t *o = json_object();
   for (int i = 0; o != NULL && i < (int)(sizeof names / sizeof names[0]); i++) {
@@ -867,7 +881,8 @@ static int read_list(sqlite3 *db, void *ud, char *err, size_t errlen)
   read_t *r = ud;
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db,
-                              "SELECT " ACTION_COLUMNS " FROM actions"
+                              "SELECT " ACTION_COLUMNS
+                              " FROM actions"
                               " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR policy = ?2)"
                               " AND (?3 = 0 OR incident_id = ?3) AND (?4 = 0 OR id < ?4)"
                               " ORDER BY id DESC LIMIT ?5",
@@ -913,8 +928,8 @@ static int read_one(sqlite3 *db, void *ud, char *err, size_t errlen)
 {
   read_t *r = ud;
   sqlite3_stmt *st;
-  int rc = sqlite3_prepare_v2(db, "SELECT " ACTION_COLUMNS " FROM actions WHERE id = ?", -1, &st,
-                              NULL);
+  int rc =
+      sqlite3_prepare_v2(db, "SELECT " ACTION_COLUMNS " FROM actions WHERE id = ?", -1, &st, NULL);
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "%s", sqlite3_errmsg(db));
     return -EIO;
@@ -991,8 +1006,8 @@ int vg_ledger_list(vg_store_t *s, const vg_ledger_query_t *q, vg_store_json_fn d
   r->ud = ud;
   r->state = q != NULL ? sdup(q->state) : NULL;
   r->policy = q != NULL ? sdup(q->policy) : NULL;
-  if (q != NULL && ((q->state != NULL && r->state == NULL) ||
-                    (q->policy != NULL && r->policy == NULL))) {
+  if (q != NULL &&
+      ((q->state != NULL && r->state == NULL) || (q->policy != NULL && r->policy == NULL))) {
     read_free(r);
     return -ENOMEM;
   }

@@ -51,9 +51,9 @@ typedef struct {
 typedef struct {
   bool ok;
   int attempts;
-  int exit_code;   /* -1: none */
-  int signal;      /* 0: none */
-  int http_status; /* 0: none */
+  int exit_code;      /* -1: none */
+  int signal;         /* 0: none */
+  int http_status;    /* 0: none */
   const char *output; /* excerpt; may be NULL */
   const char *error;  /* "ETIMEDOUT: ..." ; may be NULL */
   int64_t duration_ms;
@@ -62,11 +62,11 @@ typedef struct {
 
 /* What a write reports back, on the loop. */
 typedef struct {
-  int status;      /* 0, or < 0 when nothing was committed (err says why) */
+  int status; /* 0, or < 0 when nothing was committed (err says why) */
   const char *err;
-  int64_t id;      /* the action row */
-  char state[24];  /* its state after the operation */
-  bool duplicate;  /* claim: the key was already taken by row `id` */
+  int64_t id;     /* the action row */
+  char state[24]; /* its state after the operation */
+  bool duplicate; /* claim: the key was already taken by row `id` */
   /* a duplicate's recorded outcome */
   int exit_code, signal, http_status;
   const char *output, *error;
@@ -137,13 +137,13 @@ int vg_ledger_set(vg_store_t *s,
 /* ---- reading (thread pool) ---- */
 
 /* Loads the guard entries and settings: fn is called on the loop for each, then done. */
-typedef void (*vg_ledger_load_fn)(void *ud, bool setting, const char *name, const char *text,
-                                  double value, int64_t at);
+typedef void (*vg_ledger_load_fn)(
+    void *ud, bool setting, const char *name, const char *text, double value, int64_t at);
 int vg_ledger_load(vg_store_t *s, vg_ledger_load_fn each, vg_ledger_done_fn done, void *ud);
 
 typedef struct {
-  const char *state;  /* NULL: all */
-  const char *policy; /* NULL: all */
+  const char *state;   /* NULL: all */
+  const char *policy;  /* NULL: all */
   int64_t incident_id; /* 0: all */
   size_t limit;        /* 0: 100 */
   int64_t before_id;   /* paging: rows with id < this; 0: newest */

@@ -13,6 +13,7 @@ void vg_open_modules(lua_State *L)
     { "vigil.logs.core", vg_open_vigil_logs },
     { "vigil.detect", vg_open_vigil_detect },
     { "vigil.crypto", vg_open_vigil_crypto },
+    { "vigil.actions.core", vg_open_vigil_actions },
     { NULL, NULL },
   };
   for (const luaL_Reg *m = modules; m->name != NULL; m++) {
