@@ -350,8 +350,8 @@ end
 -- ---- generic webhook ----
 
 local function check_header_name(field, name)
-  if type(name) ~= "string" or name == "" or #name > 64 or name:find("[^%w%-]") then
-    return einval(field, "must be a header name (letters, digits and '-')")
+  if type(name) ~= "string" or #name > 64 or not name:find("^[A-Za-z][A-Za-z0-9%-]*$") then
+    return einval(field, "must be a header name (letters, digits and '-', starting with a letter)")
   end
   return name
 end
