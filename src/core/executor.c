@@ -300,7 +300,7 @@ static void entry_add(void *ud, const char *name, double value, int64_t at)
     e->v = v;
     e->cap = cap;
   }
-  e->v[e->n++] = (vg_ledger_entry_t){ .name = (char *)name, .value = value, .at = at };
+  e->v[e->n++] = (vg_ledger_entry_t){ .name = name, .value = value, .at = at };
 }
 
 /* ---- recording a decision where nothing runs ---- */

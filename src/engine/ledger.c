@@ -72,7 +72,7 @@ static void op_free(op_t *op)
     free(owned[i]);
   }
   for (size_t i = 0; i < op->nentries; i++) {
-    free(op->entries[i].name);
+    free((char *)op->entries[i].name); /* our copy (op_entries) */
   }
   free(op->entries);
   free(op);

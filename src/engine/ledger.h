@@ -26,7 +26,7 @@
 
 /* One guard-state entry to write with an operation (value < 0: delete it). */
 typedef struct {
-  char *name;
+  const char *name;
   double value;
   int64_t at;
 } vg_ledger_entry_t;
