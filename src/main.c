@@ -40,6 +40,11 @@ static void usage(FILE *out)
       "  incidents [--status S] [--severity S]    its incidents\n"
       "  incident ID                              one incident, its alerts and timeline\n"
       "  ack|resolve|close ID [--who W] [--comment C]\n"
+      "  actions   [--state S] [--policy P]       what the executor decided and did\n"
+      "  action ID                                one action with its audit trail\n"
+      "  approve|deny ID [--who W] [--comment C]  an action awaiting approval\n"
+      "  reconcile ID --outcome done|failed       an action whose outcome is unknown\n"
+      "  kill-switch [on|off]                     read or set: no action runs while on\n"
       "\n"
       "`vigil <command> --help` describes each command.\n",
       out);

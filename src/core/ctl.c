@@ -17,7 +17,7 @@ static const vg_curl_t *C; /* libcurl, loaded when a command runs */
 typedef struct {
   const char *url;
   const char *config;
-  const char *status, *severity, *who, *comment;
+  const char *status, *severity, *who, *comment, *policy, *outcome;
   const char *filters[16];
   int nfilters;
   long limit, offset;
@@ -214,8 +214,70 @@ static int show_incident(json_t *doc)
 
 /* ---- the commands ---- */
 
-static const char *const COMMANDS[] = { "alerts",  "incidents", "incident", "ack",
-                                        "resolve", "close",     NULL };
+static const char *const COMMANDS[] = { "alerts",  "incidents", "incident",  "ack",
+                                        "resolve", "close",     "actions",   "action",
+                                        "approve", "deny",      "reconcile", "kill-switch",
+                                        NULL };
+
+static bool is(const char *cmd, const char *name)
+{
+  return strcmp(cmd, name) == 0;
+}
+
+static void action_head(void)
+{
+  printf("%-6s  %-17s  %-7s  %-10s  %-20s  %-32s  %s\n", "ID", "STATE", "MODE", "TYPE", "POLICY",
+         "TARGET", "ERROR");
+}
+
+static void action_row(json_t *a)
+{
+  printf("%-6lld  %-17s  %-7s  %-10.10s  %-20.20s  %-32.32s  %s\n",
+         (long long)json_integer_value(json_object_get(a, "id")), str(a, "state"), str(a, "mode"),
+         str(a, "type"), str(a, "policy"), str(a, "target"),
+         json_is_string(json_object_get(a, "error")) ? str(a, "error") : "");
+}
+
+static int show_actions(json_t *doc)
+{
+  json_t *list = json_object_get(doc, "actions");
+  if (!json_is_array(list)) {
+    return -1;
+  }
+  action_head();
+  size_t i;
+  json_t *a;
+  json_array_foreach(list, i, a)
+  {
+    action_row(a);
+  }
+  return 0;
+}
+
+static int show_action(json_t *doc)
+{
+  if (!json_is_object(doc) || json_object_get(doc, "audit") == NULL) {
+    return -1;
+  }
+  action_head();
+  action_row(doc);
+  char *command = json_dumps(json_object_get(doc, "command"), JSON_COMPACT);
+  printf("\nkey:      %s\nwhy:      %s\ncommand:  %s\n", str(doc, "key"), str(doc, "why"),
+         command != NULL ? command : "-");
+  free(command);
+  if (json_is_string(json_object_get(doc, "output"))) {
+    printf("output:   %s\n", str(doc, "output"));
+  }
+  printf("\naudit:\n");
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(doc, "audit"), i, e)
+  {
+    printf("  %-24.24s  %-18.18s  %-18s  %s\n", str(e, "at"), str(e, "who"), str(e, "event"),
+           json_is_string(json_object_get(e, "detail")) ? str(e, "detail") : "");
+  }
+  return 0;
+}
 
 int vg_ctl_is_command(const char *name)
 {
@@ -238,9 +300,9 @@ static void help(FILE *out, const char *cmd)
           "  -c, --config FILE  read listen and token from this config\n"
           "  --json             print the JSON answer as it came\n",
           cmd,
-          strcmp(cmd, "alerts") == 0      ? ""
-          : strcmp(cmd, "incidents") == 0 ? ""
-                                          : " ID");
+          is(cmd, "alerts") || is(cmd, "incidents") || is(cmd, "actions") ? ""
+          : is(cmd, "kill-switch")                                        ? " [on|off]"
+                                                                          : " ID");
   if (strcmp(cmd, "alerts") == 0) {
     fputs(
         "  --status S         firing or resolved\n"
@@ -254,7 +316,21 @@ static void help(FILE *out, const char *cmd)
         "  --severity S       critical, high, medium, low, info\n"
         "  --limit N, --offset N\n",
         out);
-  } else if (strcmp(cmd, "incident") != 0) {
+  } else if (is(cmd, "actions")) {
+    fputs(
+        "  --state S          observed, dry-run, refused, awaiting_approval, approved, denied,\n"
+        "                     expired, claimed, done, failed, unknown\n"
+        "  --policy NAME      one policy's actions\n"
+        "  --limit N          at most N (default 100)\n",
+        out);
+  } else if (is(cmd, "reconcile")) {
+    fputs(
+        "  --outcome O        done or failed: what the target shows really happened\n"
+        "  --who NAME, --comment TEXT   recorded in the audit log\n",
+        out);
+  } else if (is(cmd, "approve") || is(cmd, "deny") || is(cmd, "kill-switch")) {
+    fputs("  --who NAME, --comment TEXT   recorded in the audit log\n", out);
+  } else if (strcmp(cmd, "incident") != 0 && strcmp(cmd, "action") != 0) {
     fputs(
         "  --who NAME         who does it (default: $USER)\n"
         "  --comment TEXT     recorded on the incident's timeline\n",
@@ -268,12 +344,21 @@ int vg_ctl_main(int argc, char **argv)
   const char *cmd = argv[0];
   ctl_opts_t o = { .limit = -1, .offset = -1 };
   static const struct option longopts[] = {
-    { "url", required_argument, NULL, 'u' },     { "config", required_argument, NULL, 'c' },
-    { "status", required_argument, NULL, 's' },  { "severity", required_argument, NULL, 'S' },
-    { "filter", required_argument, NULL, 'f' },  { "limit", required_argument, NULL, 'l' },
-    { "offset", required_argument, NULL, 'o' },  { "who", required_argument, NULL, 'w' },
-    { "comment", required_argument, NULL, 'm' }, { "json", no_argument, NULL, 'j' },
-    { "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
+    { "url", required_argument, NULL, 'u' },
+    { "config", required_argument, NULL, 'c' },
+    { "status", required_argument, NULL, 's' },
+    { "severity", required_argument, NULL, 'S' },
+    { "filter", required_argument, NULL, 'f' },
+    { "limit", required_argument, NULL, 'l' },
+    { "offset", required_argument, NULL, 'o' },
+    { "who", required_argument, NULL, 'w' },
+    { "comment", required_argument, NULL, 'm' },
+    { "json", no_argument, NULL, 'j' },
+    { "state", required_argument, NULL, 's' },
+    { "policy", required_argument, NULL, 'p' },
+    { "outcome", required_argument, NULL, 'O' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
   };
   optind = 1;
   int ch;
@@ -310,6 +395,12 @@ int vg_ctl_main(int argc, char **argv)
       case 'm':
         o.comment = optarg;
         break;
+      case 'p':
+        o.policy = optarg;
+        break;
+      case 'O':
+        o.outcome = optarg;
+        break;
       case 'j':
         o.json = true;
         break;
@@ -321,11 +412,28 @@ int vg_ctl_main(int argc, char **argv)
         return 2;
     }
   }
-  bool needs_id = strcmp(cmd, "alerts") != 0 && strcmp(cmd, "incidents") != 0;
+  const char *switch_to = NULL; /* kill-switch on|off */
+  if (is(cmd, "kill-switch") && optind < argc) {
+    switch_to = argv[optind++];
+    if (!is(switch_to, "on") && !is(switch_to, "off")) {
+      fprintf(stderr, "vigil kill-switch: say on or off (or nothing, to read it)\n");
+      return 2;
+    }
+  }
+  if (is(cmd, "reconcile") &&
+      (o.outcome == NULL || (!is(o.outcome, "done") && !is(o.outcome, "failed")))) {
+    fprintf(stderr, "vigil reconcile: --outcome done|failed is required\n");
+    return 2;
+  }
+  bool needs_id =
+      !is(cmd, "alerts") && !is(cmd, "incidents") && !is(cmd, "actions") && !is(cmd, "kill-switch");
   char *end = NULL;
   long long id = needs_id && optind < argc ? strtoll(argv[optind], &end, 10) : 0;
   if (needs_id && (optind + 1 != argc || end == argv[optind] || *end != '\0' || id <= 0)) {
-    fprintf(stderr, "vigil %s: give one incident id (a positive number)\n", cmd);
+    fprintf(stderr, "vigil %s: give one %s id (a positive number)\n", cmd,
+            is(cmd, "action") || is(cmd, "approve") || is(cmd, "deny") || is(cmd, "reconcile")
+                ? "action"
+                : "incident");
     return 2;
   }
   if (!needs_id && optind != argc) {
@@ -385,6 +493,40 @@ int vg_ctl_main(int argc, char **argv)
     }
   } else if (strcmp(cmd, "incident") == 0) {
     snprintf(url, sizeof(url), "%s/api/v1/incidents/%lld", base, id);
+  } else if (is(cmd, "actions")) {
+    snprintf(url, sizeof(url), "%s/api/v1/actions", base);
+    if (o.status != NULL) {
+      append_param(url, sizeof(url), "state", o.status);
+    }
+    if (o.policy != NULL) {
+      append_param(url, sizeof(url), "policy", o.policy);
+    }
+  } else if (is(cmd, "action")) {
+    snprintf(url, sizeof(url), "%s/api/v1/actions/%lld", base, id);
+  } else if (is(cmd, "kill-switch") && switch_to == NULL) {
+    snprintf(url, sizeof(url), "%s/api/v1/kill-switch", base);
+  } else if (is(cmd, "kill-switch") || is(cmd, "approve") || is(cmd, "deny") ||
+             is(cmd, "reconcile")) {
+    if (is(cmd, "kill-switch")) {
+      snprintf(url, sizeof(url), "%s/api/v1/kill-switch", base);
+    } else {
+      snprintf(url, sizeof(url), "%s/api/v1/actions/%lld/%s", base, id, cmd);
+    }
+    method = "POST";
+    const char *who = o.who != NULL ? o.who : getenv("USER");
+    json_t *body = json_object();
+    json_object_set_new(body, "who", json_string(who != NULL && *who ? who : "vigil-cli"));
+    if (o.comment != NULL) {
+      json_object_set_new(body, "comment", json_string(o.comment));
+    }
+    if (switch_to != NULL) {
+      json_object_set_new(body, "on", json_boolean(is(switch_to, "on")));
+    }
+    if (o.outcome != NULL) {
+      json_object_set_new(body, "outcome", json_string(o.outcome));
+    }
+    payload = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
   } else {
     snprintf(url, sizeof(url), "%s/api/v1/incidents/%lld/%s", base, id, cmd);
     method = "POST";
@@ -424,9 +566,24 @@ int vg_ctl_main(int argc, char **argv)
     } else if (o.json || doc == NULL) {
       printf("%s%s", answer, answer[0] && answer[strlen(answer) - 1] == '\n' ? "" : "\n");
     } else {
-      int shown = strcmp(cmd, "alerts") == 0      ? show_alerts(doc)
-                  : strcmp(cmd, "incidents") == 0 ? show_incidents(doc)
-                                                  : show_incident(doc);
+      json_t *msg = json_object_get(doc, "message");
+      json_t *on = json_object_get(doc, "on");
+      int shown = 0;
+      if (is(cmd, "alerts")) {
+        shown = show_alerts(doc);
+      } else if (is(cmd, "incidents")) {
+        shown = show_incidents(doc);
+      } else if (is(cmd, "actions")) {
+        shown = show_actions(doc);
+      } else if (is(cmd, "action")) {
+        shown = show_action(doc);
+      } else if (json_is_string(msg)) {
+        printf("%s\n", json_string_value(msg));
+      } else if (json_is_boolean(on)) {
+        printf("kill switch %s\n", json_is_true(on) ? "on" : "off");
+      } else {
+        shown = show_incident(doc);
+      }
       if (shown != 0) {
         printf("%s\n", answer); /* an answer of a shape this vigil does not know */
       }
