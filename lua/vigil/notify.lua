@@ -60,9 +60,15 @@ local function text(v, max)
 end
 M.text = text
 
---- Escapes Slack's control characters (& < >) so alert text cannot make links or mentions.
-local function slack_escape(s)
-  return (s:gsub("[&<>]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;" }))
+--- Any value as Slack mrkdwn text of at most `max` characters once escaped: & < > become
+-- entities (so alert text cannot make links or mentions), and a cut never splits one.
+local function slack_text(v, max)
+  local s = utf8_clean(tostring(v)):gsub("[&<>]", { ["&"] = "&amp;", ["<"] = "&lt;",
+    [">"] = "&gt;" })
+  if utf8.len(s) > max then
+    s = s:sub(1, utf8.offset(s, max) - 1):gsub("&%a*$", "") .. "…"
+  end
+  return s
 end
 
 -- An http(s) URL without blanks, controls or characters that break out of a header line.
@@ -152,11 +158,11 @@ local function slack_fields(fields)
   if #list > 20 then return einval("fields", "at most 20 fields") end
   local out = {}
   for i, f in ipairs(list) do
-    local value = text(f.value, 1000)
+    local value = slack_text(f.value, 1000)
     out[i] = {
-      title = slack_escape(text(f.title, 100)),
-      value = slack_escape(value),
-      short = f.short == nil and #value <= 40 or f.short == true,
+      title = slack_text(f.title, 100),
+      value = value,
+      short = f.short == nil and utf8.len(value) <= 40 or f.short == true,
     }
   end
   return out
@@ -177,11 +183,11 @@ function M.slack(opts)
   end
   local severity = opts.severity ~= nil and text(opts.severity, 20):lower() or nil
   local style = SEVERITY_STYLE[severity] or { color = "#9b9b9b", icon = ":bell:" }
-  local body_text = slack_escape(text(opts.text, 2900))
+  local body_text = slack_text(opts.text, 2900)
   local title = opts.title ~= nil and text(opts.title, 150) or nil
   local head = (severity and ("[" .. severity:upper() .. "] ") or "")
     .. (title and (title .. ": ") or "")
-  local fallback = style.icon .. " " .. slack_escape(text(head, 200)) .. body_text
+  local fallback = style.icon .. " " .. slack_text(head, 200) .. body_text
   local blocks = {}
   if title then
     blocks[#blocks + 1] = { type = "header",

@@ -74,6 +74,15 @@ describe("vigil.notify.slack", function()
     expect(utf8.len(doc.blocks[1].text.text)):to_be(150)
   end)
 
+  it("cuts after escaping, so escaped text stays within Slack's limits and whole", function()
+    local doc = body(notify.slack({ webhook = HOOK, text = ("a<"):rep(3000) }))
+    local t = doc.blocks[1].text.text
+    -- 579 whole "a&lt;" make 2895 characters; the 580th is cut to "a", the partial entity
+    -- dropped, then the ellipsis
+    expect(utf8.len(t)):to_be(2897)
+    expect(t:sub(-9)):to_be("a&lt;a…")
+  end)
+
   it("refuses a missing text or a bad URL without showing the webhook", function()
     refused("text", notify.slack({ webhook = HOOK }))
     refused("text", notify.slack({ webhook = HOOK, text = {} }))
