@@ -6,7 +6,7 @@ set -euo pipefail
 
 build=(cmake make gcc pkg-config liblua5.4-dev lua5.4 lua-cjson-dev libuv1-dev
        libcurl4-openssl-dev libsqlite3-dev libedit-dev libpcre2-dev libjansson-dev
-       libhttp-parser-dev)
+       libhttp-parser-dev libseccomp-dev)
 test=(libcmocka-dev lua-check tmux clang clang-format clang-tidy curl python3 python3-aiohttp wrk strace sqlite3
       prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway)
 
