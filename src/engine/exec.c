@@ -1,0 +1,997 @@
+/* The sandboxed process runner. See exec.h; the helper and the argv/status protocol are in
+ * src/exec/.
+ *
+ * A run is one uv_process_t (the helper, detached: it leads its own process group), three
+ * pipes read with uv_read (stdout, stderr, the helper's status on fd 3), an optional stdin
+ * pipe written with uv_write and closed, and one timer that is, in turn, the run's timeout,
+ * the backstop after the grace period (SIGKILL to the group in case the helper itself hangs)
+ * and, once the helper has exited, a bound on the wait for the pipes' EOF. A run finishes
+ * when the helper has exited and every pipe is at EOF; the helper only exits after the whole
+ * process tree is reaped, so by then nothing of the run is left. Output past max_output is
+ * dropped, flagged, and stops the run ("output cap"): a process that floods its output is
+ * stuck or hostile, and letting it go on would cost the loop reads for nothing. */
+#include "engine/exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "exec/protocol.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_GRACE_MS 5000
+#define DEFAULT_MAX_OUTPUT (64u << 10)
+#define STATUS_MAX 8192  /* of status lines kept per run: a few hundred bytes are used */
+#define BACKSTOP_MS 1000 /* past the grace: the helper had its chance to stop the tree */
+#define DRAIN_MS 1000    /* past the helper's exit: a pipe still open is someone else's */
+#define PROBE_MAX (64u << 10)
+
+static const char *const default_env_allow[] = { "PATH",   "HOME", "LANG",
+                                                 "LC_ALL", "TZ",   "KUBECONFIG" };
+
+typedef struct {
+  char *buf;
+  size_t len, cap, max;
+  bool truncated, eof;
+} sink_t;
+
+typedef enum { RUN_RUNNING, RUN_STOPPING, RUN_EXITED, RUN_DONE } run_phase_t;
+
+struct vg_exec_run {
+  vg_exec_t *ex;
+  uv_process_t proc;
+  uv_pipe_t in, out, err, status;
+  uv_timer_t timer;
+  uv_write_t write_req;
+  char *stdin_buf;
+  bool has_stdin;
+  sink_t sout, serr, sstat;
+  int pid;
+  int open_handles;
+  run_phase_t phase;
+  bool stopping; /* SIGTERM sent to the group */
+  bool exited;
+  int64_t exit_status;
+  int term_signal;
+  bool cancelled, timed_out;
+  const char *killed;
+  uint64_t started_ns, ended_ns;
+  vg_exec_done_fn done;
+  void *ud;
+  vg_exec_run_t *prev, *next;
+};
+
+struct vg_exec {
+  uv_loop_t *loop;
+  char *helper;
+  char **allow; /* realpaths */
+  size_t nallow;
+  char **env; /* "NAME=value" taken from the daemon at creation */
+  size_t nenv;
+  char *tmpdir_env; /* "TMPDIR=<scratch>" */
+  char *scratch;
+  bool scratch_made;
+  uint64_t timeout_ms, grace_ms;
+  size_t max_output;
+  char **hargs; /* helper options shared by every run */
+  size_t nhargs;
+  vg_exec_tiers_t tiers;
+  char *summary, *notes;
+  vg_exec_run_t *runs;
+  size_t active;
+  bool freeing;
+};
+
+static char discard[64 << 10]; /* bytes past a cap land here; the loop is single-threaded */
+
+int vg_exec_mode_parse(const char *s)
+{
+  if (s == NULL) {
+    return -1;
+  }
+  return strcmp(s, "auto") == 0      ? VG_EXEC_AUTO
+         : strcmp(s, "require") == 0 ? VG_EXEC_REQUIRE
+         : strcmp(s, "off") == 0     ? VG_EXEC_OFF
+                                     : -1;
+}
+
+static const char *mode_name(vg_exec_mode_t m)
+{
+  return m == VG_EXEC_REQUIRE ? "require" : m == VG_EXEC_OFF ? "off" : "auto";
+}
+
+static char *dupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *dupf(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = NULL;
+  if (vasprintf(&s, fmt, ap) < 0) {
+    s = NULL;
+  }
+  va_end(ap);
+  return s;
+}
+
+static void free_strv(char **v, size_t n)
+{
+  for (size_t i = 0; v != NULL && i < n; i++) {
+    free(v[i]);
+  }
+  free(v);
+}
+
+static bool push_str(char ***v, size_t *n, char *s)
+{
+  if (s == NULL) {
+    return false;
+  }
+  char **nv = realloc(*v, (*n + 2) * sizeof(**v));
+  if (nv == NULL) {
+    free(s);
+    return false;
+  }
+  nv[(*n)++] = s;
+  nv[*n] = NULL;
+  *v = nv;
+  return true;
+}
+
+/* ---- status lines (src/exec/protocol.h) ---- */
+
+typedef struct {
+  char *tiers, *bpf, *error;
+  const char *detail;
+  char *notes; /* "; "-joined, malloc'd */
+  bool final;
+  int code, signal;
+} status_t;
+
+/* Splits buf (NUL-terminated, modified in place) into its lines; strings point into buf. */
+static void status_parse(char *buf, size_t len, status_t *st)
+{
+  memset(st, 0, sizeof(*st));
+  st->code = -1;
+  st->notes = calloc(1, len + 1);
+  size_t nlen = 0;
+  for (char *line = buf; line != NULL && *line != '\0';) {
+    char *nl = strchr(line, '\n');
+    if (nl == NULL) {
+      break; /* a partial line: the helper died while writing */
+    }
+    *nl = '\0';
+    char *sp = strchr(line, ' ');
+    char *text = sp != NULL ? sp + 1 : line + strlen(line);
+    if (sp != NULL) {
+      *sp = '\0';
+    }
+    if (strcmp(line, "tiers") == 0) {
+      st->tiers = text;
+    } else if (strcmp(line, "note") == 0 && st->notes != NULL) {
+      nlen += (size_t)sprintf(st->notes + nlen, "%s%s", nlen > 0 ? "; " : "", text);
+    } else if (strcmp(line, "bpf") == 0) {
+      st->bpf = text;
+    } else if (strcmp(line, "exit") == 0) {
+      st->final = true;
+      st->code = atoi(text);
+    } else if (strcmp(line, "signal") == 0) {
+      st->final = true;
+      st->signal = atoi(text);
+    } else if (strcmp(line, "error") == 0) {
+      st->final = true;
+      char *d = strchr(text, ' ');
+      if (d != NULL) {
+        *d++ = '\0';
+      }
+      st->error = text;
+      st->detail = d != NULL ? d : "";
+    }
+    line = nl + 1;
+  }
+}
+
+/* ---- runs ---- */
+
+static void ex_destroy(vg_exec_t *ex);
+
+static void sink_free(sink_t *k)
+{
+  free(k->buf);
+  k->buf = NULL;
+}
+
+static void run_closed(uv_handle_t *h)
+{
+  vg_exec_run_t *run = h->data;
+  if (--run->open_handles > 0) {
+    return;
+  }
+  vg_exec_t *ex = run->ex;
+  if (run->prev != NULL) {
+    run->prev->next = run->next;
+  } else {
+    ex->runs = run->next;
+  }
+  if (run->next != NULL) {
+    run->next->prev = run->prev;
+  }
+  ex->active--;
+  sink_free(&run->sout);
+  sink_free(&run->serr);
+  sink_free(&run->sstat);
+  free(run->stdin_buf);
+  free(run);
+  if (ex->freeing && ex->active == 0) {
+    ex_destroy(ex);
+  }
+}
+
+static void close_handle(vg_exec_run_t *run, uv_handle_t *h)
+{
+  if (h->data == run && !uv_is_closing(h)) {
+    uv_close(h, run_closed);
+  }
+}
+
+static void close_all(vg_exec_run_t *run)
+{
+  close_handle(run, (uv_handle_t *)&run->timer);
+  close_handle(run, (uv_handle_t *)&run->proc);
+  close_handle(run, (uv_handle_t *)&run->out);
+  close_handle(run, (uv_handle_t *)&run->err);
+  close_handle(run, (uv_handle_t *)&run->status);
+  if (run->has_stdin) {
+    close_handle(run, (uv_handle_t *)&run->in);
+  }
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* SIGTERM to the helper's group: the helper stops the tree (it finds the setsid() escapees),
+ * the rest of the group gets it at once. SIGKILL follows if the helper has not exited when
+ * the grace period and a margin are over. */
+static void stop_tree(vg_exec_run_t *run)
+{
+  if (run->stopping || run->exited) {
+    return;
+  }
+  run->stopping = true;
+  run->phase = RUN_STOPPING;
+  kill(-run->pid, SIGTERM);
+  uv_timer_start(&run->timer, on_timer, run->ex->grace_ms + BACKSTOP_MS, 0);
+}
+
+static void finish(vg_exec_run_t *run)
+{
+  if (run->phase == RUN_DONE) {
+    return;
+  }
+  run->phase = RUN_DONE;
+  uv_timer_stop(&run->timer);
+  if (run->ended_ns == 0) {
+    run->ended_ns = uv_hrtime();
+  }
+  if (!run->cancelled) {
+    sink_t *k = &run->sstat;
+    status_t st;
+    status_parse(k->buf != NULL ? k->buf : (char *)"", k->len, &st);
+    vg_exec_result_t res = {
+      .code = st.final && st.error == NULL && st.signal == 0 ? st.code : -1,
+      .signal = st.signal,
+      .stdout_data = run->sout.buf != NULL ? run->sout.buf : "",
+      .stdout_len = run->sout.len,
+      .stdout_truncated = run->sout.truncated,
+      .stderr_data = run->serr.buf != NULL ? run->serr.buf : "",
+      .stderr_len = run->serr.len,
+      .stderr_truncated = run->serr.truncated,
+      .timed_out = run->timed_out,
+      .killed = run->killed,
+      .duration = (double)(run->ended_ns - run->started_ns) / 1e9,
+      .error = st.error,
+      .detail = st.detail,
+      .tiers = st.tiers != NULL ? st.tiers : "",
+      .notes = st.notes != NULL ? st.notes : "",
+    };
+    char detail[160];
+    if (!st.final) {
+      /* The helper died without a word: killed by our backstop, or a bug. */
+      if (run->stopping && run->term_signal != 0) {
+        res.signal = run->term_signal;
+      } else {
+        res.error = "EHELPER";
+        if (run->term_signal != 0) {
+          snprintf(detail, sizeof(detail), "vigil-exec ended by signal %d without an outcome",
+                   run->term_signal);
+        } else {
+          snprintf(detail, sizeof(detail), "vigil-exec exited %lld without an outcome",
+                   (long long)run->exit_status);
+        }
+        res.detail = detail;
+      }
+    }
+    run->done(run->ud, &res);
+    free(st.notes);
+  }
+  close_all(run);
+}
+
+static void maybe_finish(vg_exec_run_t *run)
+{
+  if (run->exited && run->sout.eof && run->serr.eof && run->sstat.eof) {
+    finish(run);
+  }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+  vg_exec_run_t *run = t->data;
+  switch (run->phase) {
+    case RUN_RUNNING:
+      run->timed_out = true;
+      run->killed = "timeout";
+      stop_tree(run);
+      break;
+    case RUN_STOPPING:
+      kill(-run->pid, SIGKILL);
+      break;
+    case RUN_EXITED:
+      finish(run); /* some pipe is held open by a process outside the tree: stop waiting */
+      break;
+    case RUN_DONE:
+      break;
+  }
+}
+
+static void on_helper_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+  vg_exec_run_t *run = p->data;
+  run->exited = true;
+  run->exit_status = exit_status;
+  run->term_signal = term_signal;
+  run->ended_ns = uv_hrtime();
+  run->phase = RUN_EXITED;
+  uv_timer_start(&run->timer, on_timer, DRAIN_MS, 0);
+  maybe_finish(run);
+}
+
+static sink_t *sink_of(vg_exec_run_t *run, uv_handle_t *h)
+{
+  return h == (uv_handle_t *)&run->out   ? &run->sout
+         : h == (uv_handle_t *)&run->err ? &run->serr
+                                         : &run->sstat;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  vg_exec_run_t *run = h->data;
+  sink_t *k = sink_of(run, h);
+  if (k->len >= k->max) {
+    *buf = uv_buf_init(discard, sizeof(discard));
+    return;
+  }
+  if (k->cap - k->len < 4096 + 1 && k->cap < k->max + 1) {
+    size_t cap = k->cap ? k->cap * 2 : 16384;
+    cap = cap > k->max + 1 ? k->max + 1 : cap;
+    char *nb = realloc(k->buf, cap);
+    if (nb != NULL) {
+      k->buf = nb;
+      k->cap = cap;
+    }
+  }
+  if (k->buf == NULL || k->cap <= k->len + 1) {
+    *buf = uv_buf_init(discard, sizeof(discard)); /* out of memory: counts as truncated */
+    return;
+  }
+  size_t room = k->cap - k->len - 1; /* the NUL */
+  room = room > k->max - k->len ? k->max - k->len : room;
+  *buf = uv_buf_init(k->buf + k->len, (unsigned)room);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+  vg_exec_run_t *run = s->data;
+  sink_t *k = sink_of(run, (uv_handle_t *)s);
+  if (n > 0) {
+    if (buf->base == discard) {
+      k->truncated = true;
+      if (k != &run->sstat && run->killed == NULL && !run->cancelled) {
+        run->killed = "output cap";
+        stop_tree(run);
+      }
+    } else {
+      k->len += (size_t)n;
+      k->buf[k->len] = '\0';
+    }
+  } else if (n < 0) {
+    k->eof = true;
+    uv_read_stop(s);
+    maybe_finish(run);
+  }
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+  (void)status; /* EPIPE when the target does not read it all: its business */
+  vg_exec_run_t *run = w->data;
+  free(run->stdin_buf);
+  run->stdin_buf = NULL;
+  close_handle(run, (uv_handle_t *)&run->in);
+}
+
+/* ---- starting a run ---- */
+
+static bool env_name_ok(const char *kv, size_t *namelen)
+{
+  const char *eq = strchr(kv, '=');
+  if (eq == NULL || eq == kv) {
+    return false;
+  }
+  for (const char *c = kv; c < eq; c++) {
+    bool alpha = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || *c == '_';
+    if (!alpha && !(c > kv && *c >= '0' && *c <= '9')) {
+      return false;
+    }
+  }
+  *namelen = (size_t)(eq - kv);
+  /* The dynamic loader's variables would run code of the caller's choosing in the target. */
+  return strncmp(kv, "LD_", 3) != 0;
+}
+
+/* The target's environment: the snapshot, TMPDIR, then the request's (same name: replaced).
+ * The array holds borrowed pointers. */
+static const char **build_env(vg_exec_t *ex, const vg_exec_req_t *req, char *err, size_t errlen)
+{
+  const char **env = calloc(ex->nenv + req->nenv + 2, sizeof(*env));
+  if (env == NULL) {
+    snprintf(err, errlen, "ENOMEM: out of memory");
+    return NULL;
+  }
+  size_t n = 0;
+  for (size_t i = 0; i < ex->nenv; i++) {
+    env[n++] = ex->env[i];
+  }
+  env[n++] = ex->tmpdir_env;
+  for (size_t i = 0; i < req->nenv; i++) {
+    size_t nl;
+    if (req->env[i] == NULL || !env_name_ok(req->env[i], &nl)) {
+      snprintf(err, errlen, "EINVAL: bad environment entry %.60s", req->env[i] ? req->env[i] : "");
+      free(env);
+      return NULL;
+    }
+    size_t j = 0;
+    while (j < n && !(strncmp(env[j], req->env[i], nl + 1) == 0)) {
+      j++;
+    }
+    env[j] = req->env[i];
+    n += j == n;
+  }
+  env[n] = NULL;
+  return env;
+}
+
+/* argv[0] after realpath, when it is on the allowlist; else NULL with err set. */
+static const char *resolve_allowed(vg_exec_t *ex, const char *path, char *err, size_t errlen)
+{
+  if (path == NULL || path[0] != '/') {
+    snprintf(err, errlen, "EDENIED: %.200s: not an absolute path", path ? path : "(null)");
+    return NULL;
+  }
+  char real[PATH_MAX];
+  if (realpath(path, real) == NULL) {
+    int e = errno;
+    snprintf(err, errlen, "%s: %.200s: %s", e == ENOENT ? "ENOENT" : "EDENIED", path, strerror(e));
+    return NULL;
+  }
+  for (size_t i = 0; i < ex->nallow; i++) {
+    if (strcmp(ex->allow[i], real) == 0) {
+      return ex->allow[i];
+    }
+  }
+  snprintf(err, errlen, "EDENIED: %.200s is not on the executor's allowlist", path);
+  return NULL;
+}
+
+vg_exec_run_t *vg_exec_run(vg_exec_t *ex,
+                           const vg_exec_req_t *req,
+                           vg_exec_done_fn done,
+                           void *ud,
+                           char *err,
+                           size_t errlen)
+{
+  if (ex->freeing) {
+    snprintf(err, errlen, "ECANCELED: the executor is shutting down");
+    return NULL;
+  }
+  if (req->argc == 0 || req->argv == NULL) {
+    snprintf(err, errlen, "EINVAL: empty argv");
+    return NULL;
+  }
+  for (size_t i = 0; i < req->argc; i++) {
+    if (req->argv[i] == NULL) {
+      snprintf(err, errlen, "EINVAL: argv[%zu] is NULL", i);
+      return NULL;
+    }
+  }
+  const char *file = resolve_allowed(ex, req->argv[0], err, errlen);
+  if (file == NULL) {
+    return NULL;
+  }
+  const char *cwd = req->cwd != NULL ? req->cwd : ex->scratch;
+  struct stat sb;
+  if (cwd[0] != '/' || stat(cwd, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    snprintf(err, errlen, "EINVAL: cwd %.200s is not an absolute path to a directory", cwd);
+    return NULL;
+  }
+  const char **env = build_env(ex, req, err, errlen);
+  if (env == NULL) {
+    return NULL;
+  }
+  vg_exec_run_t *run = calloc(1, sizeof(*run));
+  char *path_opt = dupf("--path=%s", file);
+  char *cwd_opt = dupf("--cwd=%s", cwd);
+  const char **args = calloc(ex->nhargs + req->argc + 5, sizeof(*args));
+  if (run != NULL && req->stdin_data != NULL && req->stdin_len > 0) {
+    run->stdin_buf = malloc(req->stdin_len);
+    if (run->stdin_buf != NULL) {
+      memcpy(run->stdin_buf, req->stdin_data, req->stdin_len);
+    }
+  }
+  if (run == NULL || path_opt == NULL || cwd_opt == NULL || args == NULL ||
+      (req->stdin_data != NULL && req->stdin_len > 0 && run->stdin_buf == NULL)) {
+    if (run != NULL) {
+      free(run->stdin_buf);
+    }
+    free(run);
+    free(path_opt);
+    free(cwd_opt);
+    free(args);
+    free(env);
+    snprintf(err, errlen, "ENOMEM: out of memory");
+    return NULL;
+  }
+  size_t na = 0;
+  args[na++] = ex->helper;
+  for (size_t i = 0; i < ex->nhargs; i++) {
+    args[na++] = ex->hargs[i];
+  }
+  args[na++] = path_opt;
+  args[na++] = cwd_opt;
+  args[na++] = "--";
+  for (size_t i = 0; i < req->argc; i++) {
+    args[na++] = req->argv[i];
+  }
+  args[na] = NULL;
+
+  size_t max = req->max_output ? req->max_output : ex->max_output;
+  run->ex = ex;
+  run->done = done;
+  run->ud = ud;
+  run->sout.max = run->serr.max = max;
+  run->sstat.max = STATUS_MAX;
+  run->has_stdin = req->stdin_data != NULL;
+  run->next = ex->runs;
+  if (ex->runs != NULL) {
+    ex->runs->prev = run;
+  }
+  ex->runs = run;
+  ex->active++;
+
+  uv_pipe_t *pipes[] = { &run->out, &run->err, &run->status, &run->in };
+  for (int i = 0; i < (run->has_stdin ? 4 : 3); i++) {
+    uv_pipe_init(ex->loop, pipes[i], 0);
+    pipes[i]->data = run;
+    run->open_handles++;
+  }
+  uv_timer_init(ex->loop, &run->timer);
+  run->timer.data = run;
+  run->open_handles++;
+
+  uv_stdio_container_t stdio[4];
+  stdio[0].flags = UV_IGNORE; /* libuv gives the child /dev/null */
+  if (run->has_stdin) {
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *)&run->in;
+  }
+  for (int i = 1; i < 4; i++) {
+    stdio[i].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[i].data.stream = (uv_stream_t *)pipes[i - 1];
+  }
+  uv_process_options_t po = {
+    .exit_cb = on_helper_exit,
+    .file = ex->helper,
+    .args = (char **)args,
+    .env = (char **)env,
+    .flags = UV_PROCESS_DETACHED, /* setsid(): its own group, so kill(-pid) spares us */
+    .stdio_count = 4,
+    .stdio = stdio,
+  };
+  run->started_ns = uv_hrtime();
+  int rc = uv_spawn(ex->loop, &run->proc, &po);
+  run->proc.data = run;
+  run->open_handles++;
+  free(path_opt);
+  free(cwd_opt);
+  free(args);
+  free(env);
+  if (rc != 0) {
+    snprintf(err, errlen, "EHELPER: cannot start %s: %s", ex->helper, uv_strerror(rc));
+    run->cancelled = true;
+    run->phase = RUN_DONE;
+    close_all(run);
+    return NULL;
+  }
+  run->pid = run->proc.pid;
+  uv_read_start((uv_stream_t *)&run->out, on_alloc, on_read);
+  uv_read_start((uv_stream_t *)&run->err, on_alloc, on_read);
+  uv_read_start((uv_stream_t *)&run->status, on_alloc, on_read);
+  if (run->has_stdin) {
+    if (req->stdin_len > 0) {
+      uv_buf_t b = uv_buf_init(run->stdin_buf, (unsigned)req->stdin_len);
+      run->write_req.data = run;
+      if (uv_write(&run->write_req, (uv_stream_t *)&run->in, &b, 1, on_written) != 0) {
+        close_handle(run, (uv_handle_t *)&run->in);
+      }
+    } else {
+      close_handle(run, (uv_handle_t *)&run->in); /* empty stdin: EOF at once */
+    }
+  }
+  uv_timer_start(&run->timer, on_timer, req->timeout_ms ? req->timeout_ms : ex->timeout_ms, 0);
+  return run;
+}
+
+void vg_exec_cancel(vg_exec_run_t *run)
+{
+  if (run == NULL || run->cancelled || run->phase == RUN_DONE) {
+    return;
+  }
+  run->cancelled = true;
+  if (run->exited) {
+    finish(run); /* only the pipes were left */
+  } else {
+    stop_tree(run);
+  }
+}
+
+/* ---- the executor ---- */
+
+static char *default_helper(void)
+{
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) {
+    return NULL;
+  }
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  if (slash == NULL) {
+    return NULL;
+  }
+  *slash = '\0';
+  return dupf("%s/vigil-exec", self);
+}
+
+static bool resolve_user(const char *user, long *uid, long *gid, char *err, size_t errlen)
+{
+  char buf[4096];
+  struct passwd pw, *res = NULL;
+  char *end;
+  errno = 0;
+  unsigned long n = strtoul(user, &end, 10);
+  bool numeric = *user != '\0' && *end == '\0' && errno == 0 && n < UINT32_MAX;
+  if (numeric) {
+    getpwuid_r((uid_t)n, &pw, buf, sizeof(buf), &res);
+    *uid = (long)n;
+    *gid = res != NULL ? (long)res->pw_gid : (long)n;
+    return true;
+  }
+  getpwnam_r(user, &pw, buf, sizeof(buf), &res);
+  if (res == NULL) {
+    snprintf(err, errlen, "executor: no such user %.100s", user);
+    return false;
+  }
+  *uid = (long)res->pw_uid;
+  *gid = (long)res->pw_gid;
+  return true;
+}
+
+/* Runs the helper with --probe and reads its lines (blocking, once, at creation). */
+static bool probe(vg_exec_t *ex, char *err, size_t errlen)
+{
+  char **argv = NULL;
+  size_t n = 0;
+  bool ok = push_str(&argv, &n, strdup(ex->helper));
+  for (size_t i = 0; ok && i < ex->nhargs; i++) {
+    ok = push_str(&argv, &n, strdup(ex->hargs[i]));
+  }
+  ok = ok && push_str(&argv, &n, strdup("--probe")) && push_str(&argv, &n, strdup("--status-fd=1"));
+  int p[2] = { -1, -1 };
+  if (!ok || pipe2(p, O_CLOEXEC) != 0) {
+    free_strv(argv, n);
+    snprintf(err, errlen, "executor: out of memory or fds");
+    return false;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  char *envp[] = { NULL };
+  pid_t pid;
+  int rc = posix_spawn(&pid, ex->helper, &fa, NULL, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free_strv(argv, n);
+  close(p[1]);
+  if (rc != 0) {
+    close(p[0]);
+    snprintf(err, errlen, "executor: cannot run the helper %s: %s", ex->helper, strerror(rc));
+    return false;
+  }
+  char *buf = malloc(PROBE_MAX + 1);
+  size_t len = 0;
+  for (;;) {
+    ssize_t r = buf != NULL ? read(p[0], buf + len, PROBE_MAX - len) : 0;
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r <= 0 || (len += (size_t)r) == PROBE_MAX) {
+      break;
+    }
+  }
+  close(p[0]);
+  int wst = 0;
+  while (waitpid(pid, &wst, 0) < 0 && errno == EINTR) {
+  }
+  if (buf == NULL) {
+    snprintf(err, errlen, "executor: out of memory");
+    return false;
+  }
+  buf[len] = '\0';
+  status_t st;
+  status_parse(buf, len, &st);
+  ok = false;
+  if (st.error != NULL) {
+    snprintf(err, errlen, "%s: %s", st.error, st.detail);
+  } else if (st.tiers == NULL || !WIFEXITED(wst) || WEXITSTATUS(wst) != 0) {
+    snprintf(err, errlen, "executor: the helper %s does not work (status %d)", ex->helper, wst);
+  } else {
+    ex->summary = strdup(st.tiers);
+    ex->notes = strdup(st.notes != NULL ? st.notes : "");
+    ok = ex->summary != NULL && ex->notes != NULL &&
+         (st.bpf == NULL || push_str(&ex->hargs, &ex->nhargs, dupf("--bpf=%s", st.bpf)));
+    if (!ok) {
+      snprintf(err, errlen, "executor: out of memory");
+    }
+  }
+  free(st.notes);
+  free(buf);
+  if (!ok) {
+    return false;
+  }
+  /* The tiers line's words, for vg_exec_tiers. */
+  ex->tiers.summary = ex->summary;
+  ex->tiers.notes = ex->notes;
+  const char *s = ex->summary;
+  const char *ll = strstr(s, "landlock=");
+  ex->tiers.landlock_abi = ll != NULL ? atoi(ll + 9) : 0;
+  ex->tiers.landlock = ll != NULL;
+  ex->tiers.landlock_net = strstr(s, "landlock-net") != NULL;
+  ex->tiers.seccomp = strstr(s, "seccomp") != NULL;
+  return true;
+}
+
+static bool add_opt(vg_exec_t *ex, char *s)
+{
+  return push_str(&ex->hargs, &ex->nhargs, s);
+}
+
+vg_exec_t *vg_exec_new(uv_loop_t *loop, const vg_exec_opts_t *o, char *err, size_t errlen)
+{
+  vg_exec_t *ex = calloc(1, sizeof(*ex));
+  if (ex == NULL) {
+    snprintf(err, errlen, "executor: out of memory");
+    return NULL;
+  }
+  ex->loop = loop;
+  ex->tiers.uid = -1;
+  ex->timeout_ms = o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
+  ex->grace_ms = o->grace_ms ? o->grace_ms : DEFAULT_GRACE_MS;
+  ex->max_output = o->max_output ? o->max_output : DEFAULT_MAX_OUTPUT;
+  char why[PATH_MAX + 200];
+  why[0] = '\0';
+
+  ex->helper = o->helper != NULL ? strdup(o->helper) : default_helper();
+  if (ex->helper == NULL || access(ex->helper, X_OK) != 0) {
+    snprintf(why, sizeof(why), "executor: helper %s: %s",
+             ex->helper != NULL ? ex->helper : "vigil-exec", strerror(errno));
+    goto fail;
+  }
+
+  for (size_t i = 0; i < o->nallow; i++) {
+    const char *a = o->allow[i];
+    char real[PATH_MAX];
+    struct stat sb;
+    if (a == NULL || a[0] != '/') {
+      snprintf(why, sizeof(why), "executor: allowlist entry %.200s is not an absolute path",
+               a != NULL ? a : "(null)");
+      goto fail;
+    }
+    if (realpath(a, real) == NULL) {
+      snprintf(why, sizeof(why), "executor: allowlist entry %.200s: %s", a, strerror(errno));
+      goto fail;
+    }
+    if (stat(real, &sb) != 0 || !S_ISREG(sb.st_mode) || access(real, X_OK) != 0) {
+      snprintf(why, sizeof(why), "executor: allowlist entry %.200s is not an executable file", a);
+      goto fail;
+    }
+    if (!push_str(&ex->allow, &ex->nallow, strdup(real))) {
+      goto oom;
+    }
+  }
+
+  const char *const *names = o->env_allow != NULL ? o->env_allow : default_env_allow;
+  size_t nnames = o->env_allow != NULL ? o->nenv_allow
+                                       : sizeof(default_env_allow) / sizeof(default_env_allow[0]);
+  for (size_t i = 0; i < nnames; i++) {
+    const char *v = names[i] != NULL ? getenv(names[i]) : NULL;
+    if (v != NULL && !push_str(&ex->env, &ex->nenv, dupf("%s=%s", names[i], v))) {
+      goto oom;
+    }
+  }
+
+  long uid = -1, gid = -1;
+  if (o->user != NULL && !resolve_user(o->user, &uid, &gid, why, sizeof(why))) {
+    goto fail;
+  }
+  ex->tiers.uid = uid;
+
+  if (o->scratch != NULL) {
+    if (o->scratch[0] != '/') {
+      snprintf(why, sizeof(why), "executor: scratch %.200s is not an absolute path", o->scratch);
+      goto fail;
+    }
+    if (mkdir(o->scratch, 0700) == 0) {
+      if (uid >= 0 && chown(o->scratch, (uid_t)uid, (gid_t)gid) != 0) {
+        snprintf(why, sizeof(why), "executor: chown %.200s: %s", o->scratch, strerror(errno));
+        goto fail;
+      }
+    } else if (errno != EEXIST) {
+      snprintf(why, sizeof(why), "executor: scratch %.200s: %s", o->scratch, strerror(errno));
+      goto fail;
+    }
+    char real[PATH_MAX];
+    if (realpath(o->scratch, real) == NULL || (ex->scratch = strdup(real)) == NULL) {
+      snprintf(why, sizeof(why), "executor: scratch %.200s: %s", o->scratch, strerror(errno));
+      goto fail;
+    }
+  } else {
+    char tmpl[] = "/tmp/vigil-exec-XXXXXX";
+    if (mkdtemp(tmpl) == NULL) {
+      snprintf(why, sizeof(why), "executor: cannot make a scratch directory: %s", strerror(errno));
+      goto fail;
+    }
+    ex->scratch_made = true;
+    if ((ex->scratch = strdup(tmpl)) == NULL) {
+      rmdir(tmpl);
+      goto oom;
+    }
+    if (uid >= 0 && chown(tmpl, (uid_t)uid, (gid_t)gid) != 0) {
+      snprintf(why, sizeof(why), "executor: chown %s: %s", tmpl, strerror(errno));
+      goto fail;
+    }
+  }
+  if ((ex->tmpdir_env = dupf("TMPDIR=%s", ex->scratch)) == NULL) {
+    goto oom;
+  }
+
+  const vg_exec_limits_t *l = &o->limits;
+  bool ok =
+      add_opt(ex, dupf("--cpu=%llu", (unsigned long long)(l->cpu_s ? l->cpu_s : 60))) &&
+      add_opt(ex,
+              dupf("--as=%llu", (unsigned long long)(l->as_bytes ? l->as_bytes : 1ull << 30))) &&
+      add_opt(ex, dupf("--nofile=%llu", (unsigned long long)(l->nofile ? l->nofile : 256))) &&
+      add_opt(ex, dupf("--fsize=%llu",
+                       (unsigned long long)(l->fsize_bytes ? l->fsize_bytes : 64ull << 20))) &&
+      add_opt(ex, dupf("--nproc=%llu", (unsigned long long)(l->nproc ? l->nproc : 256))) &&
+      add_opt(ex, dupf("--grace=%llu", (unsigned long long)ex->grace_ms)) &&
+      add_opt(ex, dupf("--scratch=%s", ex->scratch)) &&
+      add_opt(ex, dupf("--landlock=%s", mode_name(o->landlock))) &&
+      add_opt(ex, dupf("--seccomp=%s", mode_name(o->seccomp)));
+  if (ok && uid >= 0) {
+    ok = add_opt(ex, dupf("--uid=%ld", uid)) && add_opt(ex, dupf("--gid=%ld", gid));
+  }
+  if (ok && o->tcp_any) {
+    ok = add_opt(ex, strdup("--tcp=any"));
+  }
+  if (o->ntcp_ports > VG_EXEC_MAX_PORTS) {
+    snprintf(why, sizeof(why), "executor: at most %d TCP ports", VG_EXEC_MAX_PORTS);
+    goto fail;
+  }
+  for (size_t i = 0; ok && !o->tcp_any && i < o->ntcp_ports; i++) {
+    if (o->tcp_ports[i] == 0) {
+      snprintf(why, sizeof(why), "executor: TCP port 0");
+      goto fail;
+    }
+    ok = add_opt(ex, dupf("--tcp=%u", (unsigned)o->tcp_ports[i]));
+  }
+  if (ok && (o->pretend & VG_EXEC_PRETEND_NO_LANDLOCK)) {
+    ok = add_opt(ex, strdup("--pretend=no-landlock"));
+  }
+  if (ok && (o->pretend & VG_EXEC_PRETEND_LANDLOCK_ABI3)) {
+    ok = add_opt(ex, strdup("--pretend=landlock-abi=3"));
+  }
+  if (ok && (o->pretend & VG_EXEC_PRETEND_NO_SECCOMP)) {
+    ok = add_opt(ex, strdup("--pretend=no-seccomp"));
+  }
+  if (!ok) {
+    goto oom;
+  }
+  if (!probe(ex, why, sizeof(why))) {
+    goto fail;
+  }
+  /* A target that stops reading its stdin must not kill the daemon with SIGPIPE. */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+  return ex;
+
+oom:
+  snprintf(why, sizeof(why), "executor: out of memory");
+fail:
+  snprintf(err, errlen, "%s", why);
+  ex_destroy(ex);
+  return NULL;
+}
+
+static void ex_destroy(vg_exec_t *ex)
+{
+  if (ex->scratch_made && ex->scratch != NULL) {
+    rmdir(ex->scratch); /* only when empty: runs' files are the operator's to read */
+  }
+  free(ex->helper);
+  free_strv(ex->allow, ex->nallow);
+  free_strv(ex->env, ex->nenv);
+  free_strv(ex->hargs, ex->nhargs);
+  free(ex->tmpdir_env);
+  free(ex->scratch);
+  free(ex->summary);
+  free(ex->notes);
+  free(ex);
+}
+
+const vg_exec_tiers_t *vg_exec_tiers(const vg_exec_t *ex)
+{
+  return &ex->tiers;
+}
+
+const char *vg_exec_scratch(const vg_exec_t *ex)
+{
+  return ex->scratch;
+}
+
+size_t vg_exec_active(const vg_exec_t *ex)
+{
+  return ex->active;
+}
+
+void vg_exec_free(vg_exec_t *ex)
+{
+  if (ex == NULL) {
+    return;
+  }
+  ex->freeing = true;
+  for (vg_exec_run_t *r = ex->runs; r != NULL; r = r->next) {
+    vg_exec_cancel(r);
+  }
+  if (ex->active == 0) {
+    ex_destroy(ex);
+  }
+}
