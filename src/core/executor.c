@@ -458,7 +458,14 @@ static void exec_done(void *ud, const vg_exec_result_t *r)
   } else if (r->signal != 0) {
     set_error(a, "ESIGNAL", "%s was killed by signal %d", a->argv[0], r->signal);
   } else if (r->code != 0) {
-    set_error(a, "EEXIT", "%s exited with %d", a->argv[0], r->code);
+    /* the first line of stderr says more than the code */
+    int len = 0;
+    const char *e = a->err != NULL ? a->err : "";
+    while (e[len] != '\0' && e[len] != '\n' && len < 200) {
+      len++;
+    }
+    set_error(a, "EEXIT", "%s exited with %d%s%.*s", a->argv[0], r->code, len > 0 ? ": " : "", len,
+              e);
     retryable = true;
   }
   attempt_over(a, retryable);

@@ -920,9 +920,12 @@ static void executor_metrics(text_t *t, vg_executor_t *ex)
   }
   metric_head(t, "vigil_guard_refusals_total", "counter",
               "Actions the guard rails refused, by rule.");
-  for (int v = 1; v <= VG_GUARD_BREAKER; v++) {
-    out(t, "vigil_guard_refusals_total{reason=\"%s\"} %llu\n",
-        vg_guard_verdict_name((vg_guard_verdict_t)v), (unsigned long long)s.guard.refused[v]);
+  static const char *const rules[] = { "",         "rate_type",   "rate_target",
+                                       "cooldown", "concurrency", "blast_radius",
+                                       "breaker",  "invalid" };
+  for (size_t v = 1; v < sizeof rules / sizeof rules[0]; v++) {
+    out(t, "vigil_guard_refusals_total{rule=\"%s\"} %llu\n", rules[v],
+        (unsigned long long)s.guard.refused[v]);
   }
   metric_head(t, "vigil_actions_running", "gauge", "Actions claimed and not finished.");
   out(t, "vigil_actions_running %u\n", s.running);

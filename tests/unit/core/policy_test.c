@@ -419,7 +419,7 @@ static void test_validation_errors(void **state)
                "}\n",
                5,
                "unknown field 'frobnicate' (known: name, match, on_alert, every, description, "
-               "limits)");
+               "limits, mode)");
   expect_error(&f,
                "return {\n"
                "  name = 'x',\n"
