@@ -494,7 +494,8 @@ static void http_done(void *ud, const vg_httpc_resp_t *r)
     a->resp_headers_len = a->resp_headers != NULL ? r->headers_len : 0;
     a->resp_body_len = a->resp_body != NULL ? r->body_len : 0;
     if (r->status < 200 || r->status > 299) {
-      set_error(a, "EHTTP", "%s answered %ld", a->url, r->status);
+      /* not the URL: a webhook's URL is its secret */
+      set_error(a, "EHTTP", "%s answered %ld", a->target, r->status);
       retryable = r->status >= 500 || r->status == 429;
     }
   }
