@@ -109,7 +109,7 @@ static bool parse_args(int argc, char **argv, confine_policy_t *p, char *why, si
   int i = 1;
   for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
     const char *a = argv[i], *v;
-    uint64_t n;
+    uint64_t n = 0;
     bool ok = true, known = false;
     for (int l = 0; l < LIM_COUNT; l++) {
       if ((v = opt(a, lims[l])) != NULL) {
