@@ -3,7 +3,7 @@ PRESET ?= dev
 JOBS   ?= $(shell nproc)
 BUILD  := build/$(PRESET)
 
-.PHONY: all deps test-deps build run test asan ci release bench bench-intake bench-sources format format-check lint clean
+.PHONY: all deps test-deps build run test asan ci release bench bench-intake bench-sources bench-exec format format-check lint clean
 
 all: build
 
@@ -44,6 +44,11 @@ bench-intake: release
 # vigil.prom vs Python aiohttp against a real Prometheus (bench/sources/run --quick for a short run)
 bench-sources: release
 	@bench/sources/run build/release/vigil
+
+# the sandboxed process runner vs bare uv_spawn/posix_spawn and Python asyncio
+# (bench/exec/run.py --quick for a short run)
+bench-exec: release
+	@bench/exec/run.py build/release/vigil
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 
