@@ -21,7 +21,6 @@
 
 #include "engine/exec.h"
 
-
 typedef enum { BARE_UV, BARE_POSIX, SANDBOXED } runner_t;
 
 typedef struct {
