@@ -661,7 +661,9 @@ vg_exec_run_t *vg_exec_run(vg_exec_t *ex,
   vg_exec_run_t *run = calloc(1, sizeof(*run));
   char *path_opt = dupf("--path=%s", file);
   char *cwd_opt = dupf("--cwd=%s", cwd);
-  const char **args = calloc(ex->nhargs + req->argc + 5, sizeof(*args));
+  char ppid_opt[32];
+  snprintf(ppid_opt, sizeof(ppid_opt), "--ppid=%ld", (long)getpid());
+  const char **args = calloc(ex->nhargs + req->argc + 6, sizeof(*args));
   if (run != NULL && req->stdin_data != NULL && req->stdin_len > 0) {
     run->stdin_buf = malloc(req->stdin_len);
     if (run->stdin_buf != NULL) {
@@ -688,6 +690,7 @@ vg_exec_run_t *vg_exec_run(vg_exec_t *ex,
   }
   args[na++] = path_opt;
   args[na++] = cwd_opt;
+  args[na++] = ppid_opt;
   args[na++] = "--";
   for (size_t i = 0; i < req->argc; i++) {
     args[na++] = req->argv[i];

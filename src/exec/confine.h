@@ -35,6 +35,7 @@ typedef struct {
   int pretend_abi; /* -1: the kernel's */
   bool pretend_no_seccomp;
   const char *bpf; /* --bpf: the seccomp program as hex, compiled by an earlier probe */
+  long ppid;       /* --ppid: the daemon, which must still be the parent; 0: not checked */
 } confine_policy_t;
 
 #define CONFINE_MAX_NOTES 4

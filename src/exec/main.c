@@ -155,6 +155,9 @@ static bool parse_args(int argc, char **argv, confine_policy_t *p, char *why, si
     } else if ((v = opt(a, "--status-fd")) != NULL) {
       ok = parse_u64(v, 1024, &n);
       p->status_fd = (int)n;
+    } else if ((v = opt(a, "--ppid")) != NULL) {
+      ok = parse_u64(v, INT32_MAX, &n);
+      p->ppid = (long)n;
     } else if ((v = opt(a, "--bpf")) != NULL) {
       p->bpf = v;
     } else if (strcmp(a, "--probe") == 0) {
@@ -383,8 +386,8 @@ int main(int argc, char **argv)
   if (!p.probe) {
     /* The daemon's death stops the run the same way its timeout does. */
     prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
-    if (getppid() == 1) {
-      say("error", "ESANDBOX the daemon is gone");
+    if (p.ppid > 0 && getppid() != (pid_t)p.ppid) {
+      say("error", "ESANDBOX the daemon (pid %ld) is gone", p.ppid);
       return 1;
     }
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
