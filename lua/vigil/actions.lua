@@ -222,13 +222,51 @@ M.slack = notifier("slack", "slack")
 M.pagerduty = notifier("pagerduty", "pagerduty")
 M.webhook = notifier("webhook", "webhook")
 
+-- Alertmanager-style matchers ({name, value, isEqual, isRegex}) as label-matcher text.
+local function matcher_text(ms)
+  local parts = {}
+  for _, m in ipairs(ms) do
+    if m.isRegex then return nil, "EINVAL: matchers: regex matchers are not used locally" end
+    local v = m.value:gsub("\\", "\\\\"):gsub('"', '\\"'):gsub("\n", "\\n")
+    parts[#parts + 1] = ('%s%s"%s"'):format(m.name, m.isEqual == false and "!=" or "=", v)
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+--- suppress{ alert = alert, by = { "alertname", "host" } | matchers = {...}, duration = "1h",
+-- reason }: vigil stops acting on matching alerts (they are still stored) until it expires.
+-- Stored, so a restart keeps it. Returns { state = "done", id } or nil, err.
+function M.suppress(opts)
+  local silence = require("vigil.silence")
+  local req, err = silence.request({ url = "http://local", alert = opts.alert, by = opts.by,
+    matchers = opts.matchers, labels = opts.labels, duration = opts.duration or "1h",
+    comment = opts.reason or "suppressed by vigil", created_by = "vigil" })
+  if not req then return nil, err end
+  local text
+  text, err = matcher_text(req.matchers)
+  if not text then return nil, err end
+  local id
+  id, err = core.suppress(text, req.ends_at, opts.reason)
+  if not id then return nil, err end
+  return { state = "done", id = id, matchers = text, ends_at = req.ends_at }
+end
+
 --- silence{ url = <alertmanager>, alert = alert | matchers = {...}, duration = "1h",
--- comment, created_by }: an Alertmanager silence through its API.
+-- comment, created_by, ["local"] = true }: an Alertmanager silence through its API, and (unless
+-- local = false) a local suppression over the same matchers, so vigil stops acting on them too.
 function M.silence(opts)
   local silence = require("vigil.silence")
   local req, err = silence.request(opts)
   if not req then return nil, err end
-  return http_action(opts, "silence", opts.target or (opts.url or "alertmanager"), req, false)
+  local r
+  r, err = http_action(opts, "silence", opts.target or (opts.url or "alertmanager"), req, false)
+  if r and r.state == "done" and opts["local"] ~= false then
+    local text = matcher_text(req.matchers)
+    if text then
+      r.suppression = core.suppress(text, req.ends_at, opts.comment)
+    end
+  end
+  return r, err
 end
 
 -- ---- operators (REPL, tests) ----
@@ -238,5 +276,10 @@ M.kill_switch = core.kill_switch
 M.reset_breaker = core.reset_breaker
 M.stats = core.stats
 M.execute = core.execute
+
+--- heal{ name, steps, verify, alert }: see vigil.heal.
+function M.heal(opts)
+  return require("vigil.heal").run(opts)
+end
 
 return M

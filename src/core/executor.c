@@ -24,6 +24,12 @@
 #define KEY_MAX 1024
 #define EXCERPT 2048 /* bytes of output or body kept in the ledger */
 
+typedef struct suppression {
+  struct suppression *next;
+  vg_matchers_t *matchers;
+  int64_t until_ms;
+} suppression_t;
+
 struct vg_executor {
   vg_runtime_t *rt;
   vg_store_t *store;
@@ -33,6 +39,7 @@ struct vg_executor {
   vg_guard_t *guard;
   bool killed; /* the switch as set through the API (the file is checked each time) */
   vg_action_t *acts;
+  suppression_t *suppressions;
   vg_executor_stats_t st;
   bool freeing;
 };
@@ -1095,6 +1102,161 @@ bool vg_executor_reset_breaker(vg_executor_t *ex, const char *target)
   return vg_guard_reset_breaker(ex->guard, target, now_ms(ex));
 }
 
+/* ---- local suppressions ---- */
+
+/* Parses and keeps a suppression; refuses one that could match every alert. */
+static bool add_suppression(
+    vg_executor_t *ex, const char *text, int64_t until_ms, char *err, size_t errlen)
+{
+  vg_matchers_t *m = labelmatch_new();
+  if (m == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return false;
+  }
+  if (labelmatch_parse(m, text, strlen(text), err, errlen) != 0) {
+    labelmatch_free(m);
+    return false;
+  }
+  bool narrowing = false;
+  for (size_t i = 0; i < labelmatch_count(m); i++) {
+    vg_matcher_info_t info;
+    narrowing =
+        narrowing || (labelmatch_get(m, i, &info) && info.op == VG_MATCH_EQ && info.value_len > 0);
+  }
+  suppression_t *sp = narrowing ? calloc(1, sizeof *sp) : NULL;
+  if (sp == NULL) {
+    snprintf(err, errlen,
+             narrowing ? "out of memory"
+                       : "a suppression needs at least one name=\"value\" matcher:"
+                         " it must never match every alert");
+    labelmatch_free(m);
+    return false;
+  }
+  sp->matchers = m;
+  sp->until_ms = until_ms;
+  sp->next = ex->suppressions;
+  ex->suppressions = sp;
+  return true;
+}
+
+bool vg_executor_suppressed(vg_executor_t *ex, const vg_label_t *labels, size_t nlabels)
+{
+  int64_t now = now_ms(ex);
+  for (suppression_t **p = &ex->suppressions; *p != NULL;) {
+    suppression_t *sp = *p;
+    if (sp->until_ms <= now) {
+      *p = sp->next;
+      labelmatch_free(sp->matchers);
+      free(sp);
+      continue;
+    }
+    if (labelmatch_eval(sp->matchers, labels, nlabels)) {
+      ex->st.suppressed++;
+      return true;
+    }
+    p = &sp->next;
+  }
+  return false;
+}
+
+typedef struct {
+  void (*done)(void *ud, int status, const char *msg, int64_t id);
+  void *ud;
+} id_answer_t;
+
+static void id_answered(void *ud, const vg_ledger_result_t *r)
+{
+  id_answer_t *a = ud;
+  a->done(a->ud, r->status, r->status == 0 ? "stored" : (r->err != NULL ? r->err : "failed"),
+          r->status == 0 ? r->id : 0);
+  free(a);
+}
+
+static id_answer_t *id_answer(void (*done)(void *, int, const char *, int64_t), void *ud)
+{
+  id_answer_t *a = calloc(1, sizeof *a);
+  if (a == NULL) {
+    done(ud, -ENOMEM, "out of memory", 0);
+  } else {
+    a->done = done;
+    a->ud = ud;
+  }
+  return a;
+}
+
+void vg_executor_suppress(vg_executor_t *ex,
+                          const char *matchers,
+                          int64_t until_ms,
+                          const char *reason,
+                          const char *who,
+                          void (*done)(void *ud, int status, const char *msg, int64_t id),
+                          void *ud)
+{
+  char err[256];
+  if (until_ms <= now_ms(ex)) {
+    done(ud, -EINVAL, "the suppression would already have expired", 0);
+    return;
+  }
+  if (!add_suppression(ex, matchers, until_ms, err, sizeof err)) {
+    done(ud, -EINVAL, err, 0);
+    return;
+  }
+  vg_log(VG_LOG_INFO, "suppression", "matchers", matchers, "who", who != NULL ? who : "vigil",
+         "reason", reason != NULL ? reason : "", NULL);
+  if (ex->store == NULL) {
+    done(ud, 0, "in force (not stored: no store)", 0);
+    return;
+  }
+  id_answer_t *a = id_answer(done, ud);
+  if (a != NULL &&
+      vg_ledger_suppress(ex->store, matchers, until_ms, reason, who, id_answered, a) != 0) {
+    vg_ledger_result_t r = { .status = -EIO, .err = "in force, but the store refused it" };
+    id_answered(a, &r);
+  }
+}
+
+/* ---- healing runs ---- */
+
+void vg_executor_heal_begin(vg_executor_t *ex,
+                            const char *policy,
+                            const char *name,
+                            const char *subject,
+                            int64_t incident_id,
+                            vg_heal_done_fn done,
+                            void *ud)
+{
+  if (ex->store == NULL) {
+    done(ud, 0, "not stored: no store", 0);
+    return;
+  }
+  id_answer_t *a = id_answer(done, ud);
+  if (a != NULL &&
+      vg_ledger_heal_begin(ex->store, policy, name, subject, incident_id, id_answered, a) != 0) {
+    vg_ledger_result_t r = { .status = -EIO, .err = "the store refused the healing record" };
+    id_answered(a, &r);
+  }
+}
+
+void vg_executor_heal_end(vg_executor_t *ex,
+                          int64_t id,
+                          const char *status,
+                          const char *steps_json,
+                          const char *error,
+                          vg_heal_done_fn done,
+                          void *ud)
+{
+  if (ex->store == NULL || id <= 0) {
+    done(ud, 0, "not stored: no store", id);
+    return;
+  }
+  id_answer_t *a = id_answer(done, ud);
+  if (a != NULL &&
+      vg_ledger_heal_end(ex->store, id, status, steps_json, error, id_answered, a) != 0) {
+    vg_ledger_result_t r = { .status = -EINVAL, .err = "the store refused the healing record" };
+    id_answered(a, &r);
+  }
+}
+
 /* ---- life cycle ---- */
 
 vg_executor_t *vg_executor_new(vg_runtime_t *rt,
@@ -1134,13 +1296,19 @@ typedef struct {
 } start_t;
 
 static void on_loaded_entry(
-    void *ud, bool setting, const char *name, const char *text, double value, int64_t at)
+    void *ud, vg_ledger_item_t kind, const char *name, const char *text, double value, int64_t at)
 {
   start_t *s = ud;
-  if (setting) {
+  char err[200];
+  (void)value;
+  if (kind == VG_LEDGER_SETTING) {
     if (strcmp(name, "kill_switch") == 0 && text != NULL && strcmp(text, "on") == 0) {
       s->ex->killed = true;
       vg_log(VG_LOG_WARN, "kill switch is on (set before the restart): no action will run", NULL);
+    }
+  } else if (kind == VG_LEDGER_SUPPRESSION) {
+    if (!add_suppression(s->ex, name, at, err, sizeof err)) {
+      vg_log(VG_LOG_WARN, "stored suppression not restored", "matchers", name, "error", err, NULL);
     }
   } else {
     vg_guard_restore(s->ex->guard, name, value, at);
@@ -1231,6 +1399,12 @@ void vg_executor_free(vg_executor_t *ex)
   while (ex->acts != NULL) {
     action_free(ex->acts); /* only possible when a ledger callback never came */
   }
+  while (ex->suppressions != NULL) {
+    suppression_t *sp = ex->suppressions;
+    ex->suppressions = sp->next;
+    labelmatch_free(sp->matchers);
+    free(sp);
+  }
   vg_guard_free(ex->guard);
   free(ex->kill_switch_file);
   free(ex);
@@ -1240,6 +1414,10 @@ void vg_executor_stats(vg_executor_t *ex, vg_executor_stats_t *out)
 {
   *out = ex->st;
   out->killed = kill_switch_on(ex);
+  out->suppressions = 0;
+  for (suppression_t *sp = ex->suppressions; sp != NULL; sp = sp->next) {
+    out->suppressions += sp->until_ms > now_ms(ex);
+  }
   vg_guard_stats(ex->guard, now_ms(ex), &out->guard);
 }
 

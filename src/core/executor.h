@@ -26,6 +26,7 @@
 
 #include "core/vm.h"
 #include "engine/guard.h"
+#include "engine/labelmatch.h"
 
 typedef struct vg_executor vg_executor_t;
 typedef struct vg_action vg_action_t;
@@ -186,10 +187,45 @@ bool vg_executor_killed(vg_executor_t *ex);
 
 bool vg_executor_reset_breaker(vg_executor_t *ex, const char *target);
 
+/* ---- local suppressions: vigil stops acting on matching alerts until they expire ---- */
+
+/* `matchers` in label-matcher syntax ({alertname="DiskFull",host="db-1"}); at least one
+ * equality matcher with a value, never "everything". In force at once; stored when there is a
+ * store (done gets its id, or 0). */
+void vg_executor_suppress(vg_executor_t *ex,
+                          const char *matchers,
+                          int64_t until_ms,
+                          const char *reason,
+                          const char *who,
+                          void (*done)(void *ud, int status, const char *msg, int64_t id),
+                          void *ud);
+
+/* True when a suppression in force matches the labels (the alert is not handed to policies). */
+bool vg_executor_suppressed(vg_executor_t *ex, const vg_label_t *labels, size_t nlabels);
+
+/* ---- healing runs: records of ordered steps (lua/vigil/heal.lua runs them) ---- */
+
+typedef void (*vg_heal_done_fn)(void *ud, int status, const char *msg, int64_t id);
+void vg_executor_heal_begin(vg_executor_t *ex,
+                            const char *policy,
+                            const char *name,
+                            const char *subject,
+                            int64_t incident_id,
+                            vg_heal_done_fn done,
+                            void *ud);
+void vg_executor_heal_end(vg_executor_t *ex,
+                          int64_t id,
+                          const char *status,
+                          const char *steps_json,
+                          const char *error,
+                          vg_heal_done_fn done,
+                          void *ud);
+
 typedef struct {
   uint64_t submitted, observed, dry_run, refused, done, failed, duplicate, denied, expired;
   uint64_t unknown_at_start;
-  uint32_t running, awaiting_approval;
+  uint32_t running, awaiting_approval, suppressions;
+  uint64_t suppressed; /* alerts not handed to policies because of a suppression */
   bool killed;
   vg_guard_stats_t guard;
 } vg_executor_stats_t;

@@ -36,6 +36,8 @@ typedef enum {
   R_ACTION,
   R_ACTION_DECIDE,
   R_KILL_SWITCH,
+  R_HEALINGS,
+  R_HEALING,
   R_HEALTHZ,
   R_READYZ,
   R_RELOAD,
@@ -45,9 +47,9 @@ typedef enum {
 } route_t;
 
 static const char *const ROUTE_NAMES[R_COUNT] = {
-  "alerts_v2",       "webhook", "events",  "alerts",        "incidents",   "incident",
-  "incident_action", "actions", "action",  "action_decide", "kill_switch", "healthz",
-  "readyz",          "reload",  "metrics", "other",
+  "alerts_v2",       "webhook", "events", "alerts",        "incidents",   "incident",
+  "incident_action", "actions", "action", "action_decide", "kill_switch", "healings",
+  "healing",         "healthz", "readyz", "reload",        "metrics",     "other",
 };
 
 enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
@@ -259,6 +261,9 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, int64_t inciden
   vg_policies_t *ps = in->rt->policies;
   if (ps == NULL || in->rt->stopping) {
     return;
+  }
+  if (in->rt->executor != NULL && vg_executor_suppressed(in->rt->executor, a->labels, a->nlabels)) {
+    return; /* stored, counted, not acted on (a local suppression is in force) */
   }
   vg_alert_t alert = {
     .labels = a->labels,
@@ -936,6 +941,11 @@ static void executor_metrics(text_t *t, vg_executor_t *ex)
   out(t, "vigil_actions_unknown_at_start %llu\n", (unsigned long long)s.unknown_at_start);
   metric_head(t, "vigil_guard_breakers_open", "gauge", "Targets whose circuit breaker is open.");
   out(t, "vigil_guard_breakers_open %u\n", s.guard.breakers_open);
+  metric_head(t, "vigil_suppressions_active", "gauge", "Local suppressions in force.");
+  out(t, "vigil_suppressions_active %u\n", s.suppressions);
+  metric_head(t, "vigil_alerts_suppressed_total", "counter",
+              "Alerts stored but not handed to policies because a suppression matched them.");
+  out(t, "vigil_alerts_suppressed_total %llu\n", (unsigned long long)s.suppressed);
   metric_head(t, "vigil_kill_switch", "gauge", "1 while the kill switch stops every action.");
   out(t, "vigil_kill_switch %d\n", s.killed ? 1 : 0);
 }
@@ -1091,11 +1101,23 @@ static target_t resolve(const char *path)
     { "/metrics", R_METRICS },
     { "/api/v1/actions", R_ACTIONS },
     { "/api/v1/kill-switch", R_KILL_SWITCH },
+    { "/api/v1/healings", R_HEALINGS },
   };
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
     if (strcmp(path, fixed[i].path) == 0) {
       return (target_t){ fixed[i].route, 0, NULL };
     }
+  }
+  static const char hprefix[] = "/api/v1/healings/";
+  if (strncmp(path, hprefix, sizeof(hprefix) - 1) == 0) {
+    const char *p = path + sizeof(hprefix) - 1;
+    char *end;
+    errno = 0;
+    long long id = strtoll(p, &end, 10);
+    if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0 || *end != '\0') {
+      return (target_t){ R_OTHER, 0, NULL };
+    }
+    return (target_t){ R_HEALING, id, NULL };
   }
   static const char aprefix[] = "/api/v1/actions/";
   if (strncmp(path, aprefix, sizeof(aprefix) - 1) == 0) {
@@ -1223,6 +1245,16 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
     case R_KILL_SWITCH:
       kill_switch(r, req, post);
       break;
+    case R_HEALINGS:
+    case R_HEALING: {
+      vg_executor_t *ex = executor_of(r);
+      if (ex != NULL && vg_ledger_healings(vg_executor_store(ex), t.route == R_HEALING ? t.id : 0,
+                                           100, store_answered, r) != 0) {
+        reply_error(r, 503, "the store cannot answer now");
+        req_free(r);
+      }
+      break;
+    }
     case R_HEALTHZ:
       reply(r, 200, "text/plain; charset=utf-8", "ok\n", 3, NULL);
       req_free(r);

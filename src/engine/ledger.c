@@ -14,7 +14,17 @@
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
 
-typedef enum { OP_RECORD, OP_CLAIM, OP_FINISH, OP_DECIDE, OP_RECOVER, OP_SET } op_kind_t;
+typedef enum {
+  OP_RECORD,
+  OP_CLAIM,
+  OP_FINISH,
+  OP_DECIDE,
+  OP_RECOVER,
+  OP_SET,
+  OP_HEAL_BEGIN,
+  OP_HEAL_END,
+  OP_SUPPRESS,
+} op_kind_t;
 
 typedef struct {
   op_kind_t kind;
@@ -475,6 +485,13 @@ static int do_recover(sqlite3 *db, op_t *op, int64_t at)
                             "UPDATE actions SET state = 'expired', claim_key = NULL"
                             " WHERE state IN ('awaiting_approval', 'approved')",
                             &rc);
+  if (rc != SQLITE_OK) {
+    return rc;
+  }
+  changes(db,
+          "UPDATE healings SET status = 'interrupted', error = 'vigil restarted during the run'"
+          " WHERE status = 'running'",
+          &rc);
   return rc;
 }
 
@@ -502,6 +519,75 @@ static int do_set(sqlite3 *db, op_t *op, int64_t at)
   return audit(db, at, 0, "setting", op->who, detail);
 }
 
+static int do_heal(sqlite3 *db, op_t *op, int64_t at)
+{
+  sqlite3_stmt *st;
+  int rc;
+  if (op->kind == OP_HEAL_BEGIN) {
+    rc = sqlite3_prepare_v2(db,
+                            "INSERT INTO healings (policy, name, subject, incident_id, status,"
+                            " started_at) VALUES (?, ?, ?, ?, 'running', ?)",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+      return rc;
+    }
+    sqlite3_bind_text(st, 1, op->policy, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, op->name, -1, SQLITE_STATIC);
+    bind_opt(st, 3, op->subject);
+    if (op->incident_id > 0) {
+      sqlite3_bind_int64(st, 4, op->incident_id);
+    }
+    sqlite3_bind_int64(st, 5, at);
+  } else {
+    rc = sqlite3_prepare_v2(db,
+                            "UPDATE healings SET status = ?2, steps = ?3, error = ?4,"
+                            " finished_at = ?5, duration_ms = ?5 - started_at"
+                            " WHERE id = ?1 AND status = 'running'",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+      return rc;
+    }
+    sqlite3_bind_int64(st, 1, op->id);
+    sqlite3_bind_text(st, 2, op->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, op->command != NULL ? op->command : "[]", -1, SQLITE_STATIC);
+    bind_opt(st, 4, op->detail);
+    sqlite3_bind_int64(st, 5, at);
+  }
+  if ((rc = step_done(st)) != SQLITE_OK) {
+    return rc;
+  }
+  op->res.id = op->kind == OP_HEAL_BEGIN ? sqlite3_last_insert_rowid(db) : op->id;
+  snprintf(op->res.state, sizeof op->res.state, "%s",
+           op->kind == OP_HEAL_BEGIN ? "running" : op->state);
+  return SQLITE_OK;
+}
+
+static int do_suppress(sqlite3 *db, op_t *op, int64_t at)
+{
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db,
+                              "INSERT INTO suppressions (matchers, reason, created_by, created_at,"
+                              " until) VALUES (?, ?, ?, ?, ?)",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    return rc;
+  }
+  sqlite3_bind_text(st, 1, op->name, -1, SQLITE_STATIC);
+  bind_opt(st, 2, op->detail);
+  sqlite3_bind_text(st, 3, op->who, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, at);
+  sqlite3_bind_int64(st, 5, op->expires_at);
+  if ((rc = step_done(st)) != SQLITE_OK) {
+    return rc;
+  }
+  op->res.id = sqlite3_last_insert_rowid(db);
+  char detail[700];
+  snprintf(detail, sizeof detail, "suppressed %s until %lld%s%s", op->name,
+           (long long)op->expires_at, op->detail != NULL ? ": " : "",
+           op->detail != NULL ? op->detail : "");
+  return audit(db, at, 0, "suppression", op->who, detail);
+}
+
 static int op_work(sqlite3 *db, void *ud, char *err, size_t errlen)
 {
   op_t *op = ud;
@@ -521,6 +607,11 @@ static int op_work(sqlite3 *db, void *ud, char *err, size_t errlen)
       return do_recover(db, op, at);
     case OP_SET:
       return do_set(db, op, at);
+    case OP_HEAL_BEGIN:
+    case OP_HEAL_END:
+      return do_heal(db, op, at);
+    case OP_SUPPRESS:
+      return do_suppress(db, op, at);
   }
   return SQLITE_MISUSE;
 }
@@ -700,11 +791,82 @@ int vg_ledger_set(vg_store_t *s,
                     (comment == NULL || op->detail != NULL));
 }
 
+int vg_ledger_heal_begin(vg_store_t *s,
+                         const char *policy,
+                         const char *name,
+                         const char *subject,
+                         int64_t incident_id,
+                         vg_ledger_done_fn done,
+                         void *ud)
+{
+  if (s == NULL || policy == NULL || name == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  op_t *op = op_new(OP_HEAL_BEGIN, done, ud);
+  if (op == NULL) {
+    return -ENOMEM;
+  }
+  op->policy = strdup(policy);
+  op->name = strdup(name);
+  op->subject = sdup(subject);
+  op->incident_id = incident_id;
+  return submit(s, op,
+                op->policy != NULL && op->name != NULL && (subject == NULL || op->subject != NULL));
+}
+
+int vg_ledger_heal_end(vg_store_t *s,
+                       int64_t id,
+                       const char *status,
+                       const char *steps_json,
+                       const char *error,
+                       vg_ledger_done_fn done,
+                       void *ud)
+{
+  if (s == NULL || status == NULL || done == NULL ||
+      (strcmp(status, "succeeded") != 0 && strcmp(status, "failed") != 0)) {
+    return -EINVAL;
+  }
+  op_t *op = op_new(OP_HEAL_END, done, ud);
+  if (op == NULL) {
+    return -ENOMEM;
+  }
+  op->id = id;
+  op->state = strdup(status);
+  op->command = sdup(steps_json);
+  op->detail = sdup(error);
+  return submit(s, op,
+                op->state != NULL && (steps_json == NULL || op->command != NULL) &&
+                    (error == NULL || op->detail != NULL));
+}
+
+int vg_ledger_suppress(vg_store_t *s,
+                       const char *matchers,
+                       int64_t until,
+                       const char *reason,
+                       const char *who,
+                       vg_ledger_done_fn done,
+                       void *ud)
+{
+  if (s == NULL || matchers == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  op_t *op = op_new(OP_SUPPRESS, done, ud);
+  if (op == NULL) {
+    return -ENOMEM;
+  }
+  op->name = strdup(matchers);
+  op->detail = sdup(reason);
+  op->who = strdup(who != NULL ? who : "vigil");
+  op->expires_at = until;
+  return submit(s, op,
+                op->name != NULL && op->who != NULL && (reason == NULL || op->detail != NULL));
+}
+
 /* ---- reading ---- */
 
 typedef struct load_item {
   struct load_item *next;
-  bool setting;
+  vg_ledger_item_t kind;
   double value;
   int64_t at;
   char *text;
@@ -719,7 +881,7 @@ typedef struct {
 } load_t;
 
 static int load_push(
-    load_t *l, bool setting, const char *name, const char *text, double value, int64_t at)
+    load_t *l, vg_ledger_item_t kind, const char *name, const char *text, double value, int64_t at)
 {
   size_t n = strlen(name) + 1;
   load_item_t *it = calloc(1, sizeof *it + n);
@@ -728,7 +890,7 @@ static int load_push(
     return -ENOMEM;
   }
   memcpy(it->name, name, n);
-  it->setting = setting;
+  it->kind = kind;
   it->value = value;
   it->at = at;
   *l->tail = it;
@@ -739,16 +901,21 @@ static int load_push(
 static int load_work(sqlite3 *db, void *ud, char *err, size_t errlen)
 {
   load_t *l = ud;
-  static const char *const sql[] = { "SELECT name, value, at FROM guard_state",
-                                     "SELECT name, value, updated_at FROM settings" };
-  for (int k = 0; k < 2; k++) {
+  char sup[160];
+  snprintf(sup, sizeof sup,
+           "SELECT matchers, id, until, reason FROM suppressions WHERE until > %lld ORDER BY id",
+           (long long)now_ms());
+  const char *const sql[] = { "SELECT name, value, at, NULL FROM guard_state",
+                              "SELECT name, 0, updated_at, value FROM settings", sup };
+  const vg_ledger_item_t kinds[] = { VG_LEDGER_GUARD, VG_LEDGER_SETTING, VG_LEDGER_SUPPRESSION };
+  for (int k = 0; k < 3; k++) {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql[k], -1, &st, NULL);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
       const char *name = (const char *)sqlite3_column_text(st, 0);
-      int r = load_push(l, k == 1, name != NULL ? name : "",
-                        k == 1 ? (const char *)sqlite3_column_text(st, 1) : NULL,
-                        k == 1 ? 0 : sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
+      int r =
+          load_push(l, kinds[k], name != NULL ? name : "", (const char *)sqlite3_column_text(st, 3),
+                    sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2));
       rc = r == 0 ? SQLITE_OK : SQLITE_NOMEM;
     }
     sqlite3_finalize(st);
@@ -766,7 +933,7 @@ static void load_done(void *ud, int status, const char *err)
   for (load_item_t *it = l->head, *next; it != NULL; it = next) {
     next = it->next;
     if (status == 0) {
-      l->each(l->ud, it->setting, it->name, it->text, it->value, it->at);
+      l->each(l->ud, it->kind, it->name, it->text, it->value, it->at);
     }
     free(it->text);
     free(it);
@@ -978,6 +1145,70 @@ static int read_one(sqlite3 *db, void *ud, char *err, size_t errlen)
   return 0;
 }
 
+static int read_healings(sqlite3 *db, void *ud, char *err, size_t errlen)
+{
+  read_t *r = ud;
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db,
+                              "SELECT id, policy, name, subject, incident_id, status, steps, error,"
+                              " started_at, finished_at, duration_ms FROM healings"
+                              " WHERE ?1 = 0 OR id = ?1 ORDER BY id DESC LIMIT ?2",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+    return -EIO;
+  }
+  sqlite3_bind_int64(st, 1, r->id);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)r->q.limit);
+  static const char *const names[] = { "id",         "policy",     "name",      "subject",
+                                       "incidentId", "status",     "steps",     "error",
+                                       "startedAt",  "finishedAt", "durationMs" };
+  json_t *arr = json_array();
+  bool ok = arr != NULL;
+  while (ok && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    json_t *o = json_object();
+    for (int i = 0; o != NULL && i < 11; i++) {
+      json_t *v;
+      if (i == 6) {
+        v = json_loads((const char *)sqlite3_column_text(st, i), 0, NULL);
+        v = v != NULL ? v : json_array();
+      } else if (i == 8 || i == 9) {
+        v = time_or_null(st, i);
+      } else if (sqlite3_column_type(st, i) == SQLITE_INTEGER ||
+                 sqlite3_column_type(st, i) == SQLITE_NULL) {
+        v = int_or_null(st, i);
+      } else {
+        v = text_or_null(st, i);
+      }
+      ok = ok && v != NULL && json_object_set_new(o, names[i], v) == 0;
+    }
+    ok = ok && o != NULL && json_array_append_new(arr, o) == 0;
+  }
+  sqlite3_finalize(st);
+  json_t *doc = NULL;
+  if (ok && r->id != 0) {
+    if (json_array_size(arr) == 0) {
+      json_decref(arr);
+      snprintf(err, errlen, "no healing run %lld", (long long)r->id);
+      return -ENOENT;
+    }
+    doc = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+  } else if (ok) {
+    doc = json_pack("{s:o}", "healings", arr);
+  } else {
+    json_decref(arr);
+  }
+  if (doc == NULL || (r->json = json_dumps(doc, JSON_COMPACT)) == NULL) {
+    json_decref(doc);
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  json_decref(doc);
+  r->len = strlen(r->json);
+  return 0;
+}
+
 static void read_done(void *ud, int status, const char *err)
 {
   read_t *r = ud;
@@ -1031,6 +1262,26 @@ int vg_ledger_get(vg_store_t *s, int64_t id, vg_store_json_fn done, void *ud)
   r->done = done;
   r->ud = ud;
   int rc = vg_store_read(s, read_one, read_done, r);
+  if (rc != 0) {
+    read_free(r);
+  }
+  return rc;
+}
+
+int vg_ledger_healings(vg_store_t *s, int64_t id, size_t limit, vg_store_json_fn done, void *ud)
+{
+  if (s == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  read_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    return -ENOMEM;
+  }
+  r->id = id;
+  r->q.limit = limit == 0 ? LIST_DEFAULT : limit > LIST_MAX ? LIST_MAX : limit;
+  r->done = done;
+  r->ud = ud;
+  int rc = vg_store_read(s, read_healings, read_done, r);
   if (rc != 0) {
     read_free(r);
   }

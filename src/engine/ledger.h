@@ -122,7 +122,8 @@ int vg_ledger_decide(vg_store_t *s,
                      void *ud);
 
 /* At start-up: every row still "claimed" becomes "unknown" (it may have run: never retried
- * blind), awaiting or approved rows expire; counts in the result. */
+ * blind), awaiting or approved rows expire, healing runs still "running" become
+ * "interrupted"; counts in the result. */
 int vg_ledger_recover(vg_store_t *s, vg_ledger_done_fn done, void *ud);
 
 /* Sets an operator switch (e.g. "kill_switch" = "on"), with an audit event. */
@@ -134,11 +135,52 @@ int vg_ledger_set(vg_store_t *s,
                   vg_ledger_done_fn done,
                   void *ud);
 
+/* ---- healing runs and local suppressions ---- */
+
+/* A healing run starts ("running"); res.id is its row. */
+int vg_ledger_heal_begin(vg_store_t *s,
+                         const char *policy,
+                         const char *name,
+                         const char *subject,
+                         int64_t incident_id,
+                         vg_ledger_done_fn done,
+                         void *ud);
+
+/* It ends: status "succeeded" or "failed", its steps as a JSON array, the error if any. */
+int vg_ledger_heal_end(vg_store_t *s,
+                       int64_t id,
+                       const char *status,
+                       const char *steps_json,
+                       const char *error,
+                       vg_ledger_done_fn done,
+                       void *ud);
+
+/* {"healings":[...]} newest first (id 0), or one healing run ({"id":..,"steps":[..],...};
+ * -ENOENT when there is none). */
+int vg_ledger_healings(vg_store_t *s, int64_t id, size_t limit, vg_store_json_fn done, void *ud);
+
+/* A local suppression: alerts matching `matchers` (labelmatch syntax) are not handed to the
+ * policies until `until` (ms). res.id is its row. */
+int vg_ledger_suppress(vg_store_t *s,
+                       const char *matchers,
+                       int64_t until,
+                       const char *reason,
+                       const char *who,
+                       vg_ledger_done_fn done,
+                       void *ud);
+
 /* ---- reading (thread pool) ---- */
 
-/* Loads the guard entries and settings: fn is called on the loop for each, then done. */
+typedef enum {
+  VG_LEDGER_GUARD,       /* name, value, at: a guard entry */
+  VG_LEDGER_SETTING,     /* name, text, at */
+  VG_LEDGER_SUPPRESSION, /* name = matchers, text = reason, value = id, at = until */
+} vg_ledger_item_t;
+
+/* Loads the guard entries, settings and suppressions still in force: fn is called on the loop
+ * for each, then done. */
 typedef void (*vg_ledger_load_fn)(
-    void *ud, bool setting, const char *name, const char *text, double value, int64_t at);
+    void *ud, vg_ledger_item_t kind, const char *name, const char *text, double value, int64_t at);
 int vg_ledger_load(vg_store_t *s, vg_ledger_load_fn each, vg_ledger_done_fn done, void *ud);
 
 typedef struct {

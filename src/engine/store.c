@@ -135,6 +135,28 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
   "  value TEXT NOT NULL,"
   "  updated_at INTEGER NOT NULL,"
   "  updated_by TEXT) WITHOUT ROWID;",
+  /* 3: healing runs (ordered steps with verification) and local suppressions */
+  "CREATE TABLE healings ("
+  "  id INTEGER PRIMARY KEY,"
+  "  policy TEXT NOT NULL,"
+  "  name TEXT NOT NULL,"
+  "  subject TEXT,"
+  "  incident_id INTEGER,"
+  "  status TEXT NOT NULL CHECK (status IN ('running','succeeded','failed','interrupted')),"
+  "  steps TEXT NOT NULL DEFAULT '[]',"
+  "  error TEXT,"
+  "  started_at INTEGER NOT NULL,"
+  "  finished_at INTEGER,"
+  "  duration_ms INTEGER);"
+  "CREATE INDEX healings_incident ON healings (incident_id, id);"
+  "CREATE TABLE suppressions ("
+  "  id INTEGER PRIMARY KEY,"
+  "  matchers TEXT NOT NULL,"
+  "  reason TEXT,"
+  "  created_by TEXT NOT NULL,"
+  "  created_at INTEGER NOT NULL,"
+  "  until INTEGER NOT NULL);"
+  "CREATE INDEX suppressions_until ON suppressions (until);",
 };
 
 /* ---- jobs ---- */

@@ -2,6 +2,7 @@
  * runtime's executor (src/core/executor.c: modes, kill switch, guard rails, claim, run,
  * record) and suspends the task until it is answered; the operator functions (decide,
  * kill_switch, reset_breaker, stats) are what the REPL and tests use. */
+#include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,6 +471,120 @@ static int l_kill_switch(lua_State *L)
   return vg_task_yield(L);
 }
 
+/* ---- suppressions and healing records ---- */
+
+typedef struct {
+  vg_task_t *task;
+  bool answered;
+  int status;
+  int64_t id;
+  char msg[256];
+} id_op_t;
+
+static int id_push(lua_State *L, void *ud)
+{
+  id_op_t *op = ud;
+  int n = 2;
+  if (op->status == 0) {
+    lua_pushinteger(L, op->id);
+    lua_pushstring(L, op->msg);
+  } else {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", op->status == -EINVAL ? "EINVAL" : "ELEDGER", op->msg);
+  }
+  free(op);
+  return n;
+}
+
+static void id_cancel(void *ud)
+{
+  id_op_t *op = ud;
+  if (op->answered) {
+    free(op);
+  } else {
+    op->task = NULL;
+  }
+}
+
+static void on_id(void *ud, int status, const char *msg, int64_t id)
+{
+  id_op_t *op = ud;
+  op->answered = true;
+  op->status = status;
+  op->id = id;
+  snprintf(op->msg, sizeof op->msg, "%s", msg != NULL ? msg : "");
+  if (op->task != NULL) {
+    vg_task_wake(op->task, id_push);
+  } else {
+    free(op);
+  }
+}
+
+static id_op_t *id_op(lua_State *L, const char *fname)
+{
+  vg_task_t *t = vg_task_check_yieldable(L, fname);
+  id_op_t *op = calloc(1, sizeof *op);
+  if (op == NULL) {
+    luaL_error(L, "%s: out of memory", fname);
+  }
+  op->task = t;
+  vg_task_suspend(t, op, id_cancel);
+  return op;
+}
+
+static vg_executor_t *check_executor(lua_State *L, const char *fname)
+{
+  vg_executor_t *ex = vg_runtime_executor(vg_vm_of(L)->rt);
+  if (ex == NULL) {
+    luaL_error(L, "%s: the executor is not available", fname);
+  }
+  return ex;
+}
+
+/* suppress(matchers, until_s [, reason [, who]]) -> id, msg | nil, err */
+static int l_suppress(lua_State *L)
+{
+  const char *matchers = luaL_checkstring(L, 1);
+  lua_Number until = luaL_checknumber(L, 2);
+  const char *reason = luaL_optstring(L, 3, NULL);
+  char who[160];
+  char version[24];
+  vg_action_origin_t o = origin_of(L, version, sizeof version);
+  snprintf(who, sizeof who, "policy:%s", o.policy);
+  vg_executor_t *ex = check_executor(L, "vigil.actions.suppress");
+  id_op_t *op = id_op(L, "vigil.actions.suppress");
+  vg_executor_suppress(ex, matchers, (int64_t)(until * 1000.0), reason, luaL_optstring(L, 4, who),
+                       on_id, op);
+  return vg_task_yield(L);
+}
+
+/* heal_begin(name [, subject [, incident]]) -> id (0 without a store), msg */
+static int l_heal_begin(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  const char *subject = luaL_optstring(L, 2, NULL);
+  lua_Integer incident = luaL_optinteger(L, 3, 0);
+  char version[24];
+  vg_action_origin_t o = origin_of(L, version, sizeof version);
+  vg_executor_t *ex = check_executor(L, "vigil.actions.heal_begin");
+  id_op_t *op = id_op(L, "vigil.actions.heal_begin");
+  vg_executor_heal_begin(ex, o.policy, name, subject, incident, on_id, op);
+  return vg_task_yield(L);
+}
+
+/* heal_end(id, "succeeded"|"failed", steps_json [, error]) -> id, msg | nil, err */
+static int l_heal_end(lua_State *L)
+{
+  lua_Integer id = luaL_checkinteger(L, 1);
+  const char *status = luaL_checkstring(L, 2);
+  const char *steps = luaL_checkstring(L, 3);
+  const char *error = luaL_optstring(L, 4, NULL);
+  vg_executor_t *ex = check_executor(L, "vigil.actions.heal_end");
+  id_op_t *op = id_op(L, "vigil.actions.heal_end");
+  vg_executor_heal_end(ex, id, status, steps, error, on_id, op);
+  return vg_task_yield(L);
+}
+
 static int l_reset_breaker(lua_State *L)
 {
   const char *target = luaL_checkstring(L, 1);
@@ -502,7 +617,9 @@ static int l_stats(lua_State *L)
             { "unknown_at_start", s.unknown_at_start },
             { "running", s.running },
             { "awaiting_approval", s.awaiting_approval },
-            { "breakers_open", s.guard.breakers_open } };
+            { "breakers_open", s.guard.breakers_open },
+            { "suppressions", s.suppressions },
+            { "suppressed", s.suppressed } };
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
     lua_pushinteger(L, (lua_Integer)f[i].v);
     lua_setfield(L, -2, f[i].name);
@@ -519,6 +636,9 @@ int vg_open_vigil_actions(lua_State *L)
     { "decide", l_decide },
     { "kill_switch", l_kill_switch },
     { "reset_breaker", l_reset_breaker },
+    { "suppress", l_suppress },
+    { "heal_begin", l_heal_begin },
+    { "heal_end", l_heal_end },
     { "stats", l_stats },
     { NULL, NULL },
   };

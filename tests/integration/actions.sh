@@ -58,6 +58,30 @@ return {
   end,
 }
 LUA
+cat > policies/heal.lua <<'LUA'
+return {
+  name = "heal-web",
+  match = { alertname = "Degraded" },
+  on_alert = function(alert)
+    local l = alert.labels
+    local run = vigil.heal.run{ name = "restart-and-check", alert = alert, steps = {
+      { name = "restart", run = function()
+        return vigil.actions.restart{ alert = alert, kind = "deployment", name = l.deployment,
+          namespace = "prod" }
+      end },
+      { name = "status", run = function()
+        return vigil.actions.rollout_status{ kind = "deployment", name = l.deployment,
+          namespace = "prod" }
+      end },
+    }, verify = { within = "5s", every = "1s", query = "up", client = {
+      query = function() return { { labels = {}, value = 1 } } end } } }
+    vigil.log.info("heal result", { id = run.id, status = run.status, error = run.error or "" })
+    local s = vigil.actions.suppress{ alert = alert, by = { "alertname", "deployment" },
+      duration = "1h", reason = "healed: give it an hour" }
+    vigil.log.info("suppressed", { id = s and s.id or 0 })
+  end,
+}
+LUA
 cat > policies/restart.lua <<'LUA'
 return {
   name = "restart-on-crash",
@@ -214,5 +238,29 @@ api "/api/v1/actions/$uid" | grep_q '"state":"done"' || fail "not reconciled"
 code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "$base/api/v1/actions/$uid/reconcile" \
   -H 'Content-Type: application/json' -d '{"outcome": "failed"}')
 [[ $code == 409 ]] || fail "reconciling twice answered $code"
+stop
+
+echo "a healing run: ordered steps, verification, recorded; then a suppression stops further action"
+sqlite3 vigil.db "DELETE FROM guard_state"
+start
+post '[{"labels": {"alertname": "Degraded", "deployment": "web", "namespace": "prod"}}]'
+wait_for 'msg=suppressed' 1 20
+has "heal result" status=succeeded || fail "healing: $(grep 'heal result' "$log")"
+hid=$(api /api/v1/healings | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["healings"][0]["id"])')
+h=$(api "/api/v1/healings/$hid")
+/usr/bin/python3 - "$h" <<'PY' || fail "the healing record: $h"
+import json, sys
+h = json.loads(sys.argv[1])
+assert h["status"] == "succeeded" and h["name"] == "restart-and-check", h
+assert [s["name"] for s in h["steps"]] == ["restart", "status", "verify"], h["steps"]
+assert all(s["state"] == "done" for s in h["steps"]), h["steps"]
+PY
+# the same alertname and deployment on another pod: stored, not acted on
+post '[{"labels": {"alertname": "Degraded", "deployment": "web", "namespace": "prod", "pod": "web-2"}}]'
+until_ok 10 sh -c "curl -sf '$base/metrics' | grep -q 'vigil_alerts_suppressed_total 1'"
+stop
+start
+api /metrics | grep_q 'vigil_suppressions_active 1' || fail "the suppression did not survive a restart"
+[[ $(count 'msg="heal result"') == 0 ]] || fail "a suppressed alert was acted on"
 stop
 echo "ok"

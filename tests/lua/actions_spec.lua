@@ -153,3 +153,69 @@ describe("the operator switches", function()
     expect(s.kill_switch):to_be(false)
   end)
 end)
+
+describe("vigil.heal", function()
+  it("runs steps in order and stops at the first that fails", function()
+    local order = {}
+    local run = vigil.heal.run({ name = "web", alert = ALERT, steps = {
+      { name = "restart", run = function()
+        order[#order + 1] = "restart"
+        return vigil.actions.restart({ alert = ALERT, kind = "deployment", name = "web",
+          namespace = "prod" })
+      end },
+      { name = "broken", run = function() order[#order + 1] = "broken"; error("no luck") end },
+      { name = "never", run = function() order[#order + 1] = "never"; return true end },
+    } })
+    expect(order):to_equal({ "restart", "broken" })
+    expect(run.status):to_be("failed")
+    expect(run.steps[1].state):to_be("dry-run")
+    expect(run.steps[2].state):to_be("failed")
+    expect(run.error):to_match("^broken: ESTEP: ")
+  end)
+
+  it("skips verification when the steps were only rehearsed", function()
+    local run = vigil.heal.run({ name = "web", steps = {
+      function() return vigil.actions.restart({ kind = "deployment", name = "web",
+        namespace = "prod" }) end,
+    }, verify = function() error("not reached") end })
+    expect(run.status):to_be("succeeded")
+    expect(run.rehearsal):to_be(true)
+    expect(run.verified):to_match("^skipped")
+  end)
+
+  it("fails a run whose verification does not hold in time (on the virtual clock)", function()
+    local checks = 0
+    local t0 = vigil.now()
+    local run = vigil.heal.run({ name = "web", steps = { function() return true end },
+      verify = { within = "2m", every = "30s",
+        client = { query = function() checks = checks + 1; return {} end }, query = "up == 1" } })
+    expect(run.status):to_be("failed")
+    expect(run.error):to_match("^EVERIFY: did not hold within 120s")
+    expect(checks):to_be(5)
+    expect(vigil.now() - t0):to_be(120)
+  end)
+
+  it("succeeds once the verification holds", function()
+    local n = 0
+    local run = vigil.heal.run({ name = "web", steps = { function() return true end },
+      verify = function() n = n + 1; return n >= 3, "ready" end })
+    expect(run.status):to_be("succeeded")
+    expect(run.steps[#run.steps].name):to_be("verify")
+  end)
+end)
+
+describe("local suppressions", function()
+  it("refuse matchers that could match everything", function()
+    local r, err = vigil.actions.suppress({ matchers = {} })
+    expect(r):to_be_nil()
+    expect(err):to_match("^EINVAL")
+  end)
+
+  it("take an alert's labels, in force at once", function()
+    local r = assert(vigil.actions.suppress({ alert = ALERT, by = { "alertname", "deployment" },
+      duration = "1h", reason = "known issue" }))
+    expect(r.state):to_be("done")
+    expect(r.matchers):to_be('{alertname="HighCPU",deployment="web"}')
+    expect(vigil.actions.stats().suppressions):to_be(1)
+  end)
+end)

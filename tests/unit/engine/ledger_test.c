@@ -302,17 +302,19 @@ static void test_audit_is_append_only(void **state)
 }
 
 typedef struct {
-  int entries, settings, calls;
+  int entries, settings, suppressions, calls;
   bool kill_on;
   double bucket;
 } load_got_t;
 
-static void on_entry(void *ud, bool setting, const char *name, const char *text, double value,
-                     int64_t at)
+static void on_entry(void *ud, vg_ledger_item_t kind, const char *name, const char *text,
+                     double value, int64_t at)
 {
   load_got_t *g = ud;
   (void)at;
-  if (setting) {
+  if (kind == VG_LEDGER_SUPPRESSION) {
+    g->suppressions++;
+  } else if (kind == VG_LEDGER_SETTING) {
     g->settings++;
     g->kill_on = strcmp(name, "kill_switch") == 0 && strcmp(text, "on") == 0;
   } else {
