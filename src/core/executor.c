@@ -1376,16 +1376,25 @@ void vg_executor_stop(vg_executor_t *ex)
   ex->freeing = true;
   for (vg_action_t *a = ex->acts, *next; a != NULL; a = next) {
     next = a->next;
-    a->done = NULL;
     if (a->step == STEP_RUN || a->step == STEP_BACKOFF || a->step == STEP_APPROVAL) {
-      /* no ledger write is pending for these: abandon them now */
+      /* no ledger write is pending for these: abandon them now, and say so to the caller (who
+         must not hold on to the action) */
       if (a->run != NULL) {
         vg_exec_cancel(a->run);
+        a->run = NULL;
       }
       if (a->hreq != NULL) {
         vg_httpc_cancel(a->hreq);
+        a->hreq = NULL;
       }
-      action_free(a);
+      if (a->step == STEP_APPROVAL) {
+        ex->st.awaiting_approval--;
+      } else {
+        ex->st.running--;
+      }
+      set_error(a, "ESHUTDOWN", "vigil is stopping: the action was abandoned%s",
+                a->step == STEP_APPROVAL ? "" : " (its outcome reads unknown at the next start)");
+      answer(a, "failed");
     }
   }
 }
