@@ -115,7 +115,7 @@ void vg_exec_cancel(vg_exec_run_t *run);
 
 /* What the executor's runs get, detected at creation (for the start-up log and /metrics). */
 typedef struct {
-  int landlock_abi;    /* the kernel's Landlock ABI; 0: none */
+  int landlock_abi;    /* the Landlock ABI runs get; 0: none (absent or off) */
   bool landlock;       /* applied to runs */
   bool landlock_net;   /* TCP connect rules (ABI >= 4) */
   bool seccomp;        /* applied to runs */
