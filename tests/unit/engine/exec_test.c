@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <lauxlib.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -25,10 +24,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "core/runtime.h"
-#include "core/task.h"
-#include "core/vm.h"
-#include "lua/lvigil.h"
 #include "test_support.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -1061,126 +1056,6 @@ static void test_concurrent(void **state)
   done_with(ex);
 }
 
-/* ---- the Lua binding (src/lua/lexec.c) on a real runtime, VM and task ---- */
-
-static const char lua_checks[] =
-    "local r = exec.run({'/bin/sh', '-c', 'echo out; echo err >&2; exit 3'}, {timeout = '5s'})\n"
-    "ok_result = r.code == 3 and r.signal == nil and r.stdout == 'out\\n'\n"
-    "  and r.stderr == 'err\\n' and r.timed_out == false and r.stdout_truncated == false\n"
-    "  and type(r.duration) == 'number' and r.tiers:find('nnp') ~= nil and r.killed == nil\n"
-    "r = exec.run({'/bin/cat'}, {stdin = 'a\\0bc', max_output = 2})\n"
-    "ok_cap = r.stdout == 'a\\0' and r.stdout_truncated == true and r.killed == 'output cap'\n"
-    "r = exec.run({'/bin/sh', '-c', 'echo $FOO'}, {env = {FOO = 'bar'}, cwd = '/usr'})\n"
-    "ok_env = r.stdout == 'bar\\n'\n"
-    "r = exec.run({'/bin/sh', '-c', 'kill -TERM $$'})\n"
-    "ok_signal = r.signal == 15 and r.code == nil\n"
-    "r = exec.run({'/bin/sh', '-c', 'sleep 5'}, {timeout = 0.2})\n"
-    "ok_timeout = r.timed_out == true and r.killed == 'timeout'\n"
-    "local n, e = exec.run({'/bin/ls'})\n"
-    "ok_denied = n == nil and e:find('^EDENIED: ') ~= nil\n"
-    "local function raises(pat, ...)\n"
-    "  local ok, msg = pcall(exec.run, ...)\n"
-    "  return not ok and tostring(msg):find(pat) ~= nil\n"
-    "end\n"
-    "ok_raises = raises('NUL', {'/bin/sh', 'a\\0b'}) and raises('1 to 4096', {})\n"
-    "  and raises(\"unknown option 'timout'\", {'/bin/sh'}, {timout = 1})\n"
-    "  and raises('not LD_', {'/bin/sh'}, {env = {LD_PRELOAD = 'x.so'}})\n"
-    "  and raises('not a string', {'/bin/sh', 1})\n"
-    "  and raises('timeout', {'/bin/sh'}, {timeout = 0})\n";
-
-static bool lua_global_true(lua_State *L, const char *name)
-{
-  lua_getglobal(L, name);
-  bool v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-typedef struct {
-  int ends;
-  vg_task_status_t status;
-  char error[512];
-} task_end_t;
-
-static void task_done(vg_task_t *t, void *ud)
-{
-  task_end_t *e = ud;
-  e->ends++;
-  e->status = t->status;
-  snprintf(e->error, sizeof(e->error), "%s", t->error != NULL ? t->error : "");
-}
-
-static vg_task_t *spawn_lua(vg_vm_t *vm, const char *code, uint64_t timeout_ms, task_end_t *end)
-{
-  if (vg_vm_load_text(vm->L, code, strlen(code), "=exec_test") != LUA_OK) {
-    fail_msg("load: %s", lua_tostring(vm->L, -1));
-  }
-  vg_task_opts_t opts = {
-    .name = "exec", .label = "test", .timeout_ms = timeout_ms, .done = task_done, .done_ud = end
-  };
-  vg_task_t *t = vg_task_spawn(vm, 0, &opts);
-  assert_non_null(t);
-  return t;
-}
-
-static void test_lua_binding(void **state)
-{
-  (void)state;
-  vg_runtime_t *rt = vg_runtime_new();
-  assert_non_null(rt);
-  vg_limits_t none = { 0 };
-  vg_vm_t *vm = vg_vm_new(rt, "exectest", &none);
-  assert_non_null(vm);
-  const char *allow[] = { "/bin/sh", "/bin/cat" };
-  vg_exec_opts_t o = { .allow = allow, .nallow = 2, .grace_ms = 300 };
-  rt->exec = make_on(rt->loop, &o); /* what vg_runtime_exec hands out */
-  luaL_requiref(vm->L, "exec", vg_open_vigil_exec, 1);
-  lua_pop(vm->L, 1);
-
-  task_end_t end = { 0 };
-  spawn_lua(vm, lua_checks, 60000, &end);
-  vg_runtime_run(rt, -1);
-  assert_int_equal(end.ends, 1);
-  if (end.status != VG_TASK_OK) {
-    fail_msg("task: %s", end.error);
-  }
-  static const char *const checks[] = { "ok_result",  "ok_cap",    "ok_env",   "ok_signal",
-                                        "ok_timeout", "ok_denied", "ok_raises" };
-  for (size_t i = 0; i < COUNT(checks); i++) {
-    if (!lua_global_true(vm->L, checks[i])) {
-      fail_msg("%s is not true", checks[i]);
-    }
-  }
-
-  /* a task cancelled by its deadline stops the process tree it waits on */
-  char *m = marker();
-  char code[256];
-  snprintf(code, sizeof(code),
-           "exec.run({'/bin/sh', '-c', 'setsid sh -c \"sleep 100\" %s & wait'})", m);
-  end = (task_end_t){ 0 };
-  spawn_lua(vm, code, 300, &end);
-  vg_runtime_run(rt, -1);
-  assert_int_equal(end.ends, 1);
-  assert_int_equal(end.status, VG_TASK_CANCELLED);
-  while (vg_exec_active(rt->exec) > 0) {
-    uv_run(rt->loop, UV_RUN_ONCE);
-  }
-  assert_int_equal(count_marker(m), 0);
-
-  /* out of a task it cannot wait: a clear error, and nothing started */
-  lua_getglobal(vm->L, "exec");
-  lua_getfield(vm->L, -1, "run");
-  lua_newtable(vm->L);
-  lua_pushliteral(vm->L, "/bin/sh");
-  lua_rawseti(vm->L, -2, 1);
-  assert_int_not_equal(lua_pcall(vm->L, 1, 2, 0), LUA_OK);
-  assert_non_null(strstr(lua_tostring(vm->L, -1), "vigil.exec.run"));
-  lua_pop(vm->L, 2);
-  assert_int_equal(vg_exec_active(rt->exec), 0);
-
-  vg_vm_free(vm);
-  vg_runtime_free(rt);
-}
 
 static int setup(void **state)
 {
@@ -1240,7 +1115,6 @@ int main(void)
     cmocka_unit_test(test_stdin),
     cmocka_unit_test(test_exec_failures),
     cmocka_unit_test(test_concurrent),
-    cmocka_unit_test(test_lua_binding),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
