@@ -56,6 +56,7 @@ void vg_config_free(vg_config_t *cfg)
   free(cfg->repl_socket);
   free(cfg->executor_mode);
   free(cfg->kill_switch_file);
+  free(cfg->storm_label);
   for (size_t i = 0; i < cfg->nguard_types; i++) {
     free((char *)cfg->guard_types[i].type);
   }
@@ -774,6 +775,9 @@ static void read_guard(lua_State *L, load_ctx_t *c, int tbl)
                                        "breaker_failures",
                                        "breaker_cooldown",
                                        "types",
+                                       "storm_label",
+                                       "storm_alerts",
+                                       "storm_window",
                                        NULL };
   check_known(L, c, tbl, "guard.", known);
   vg_guard_opts_t *g = &c->cfg->executor.guard;
@@ -809,6 +813,18 @@ static void read_guard(lua_State *L, load_ctx_t *c, int tbl)
   lua_pop(L, 1);
   if (lua_getfield(L, tbl, "breaker_cooldown") != LUA_TNIL) {
     g->breaker_cooldown_ms = opt_duration(L, c, "breaker_cooldown");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "storm_label") != LUA_TNIL) {
+    opt_string(L, c, "storm_label", &c->cfg->storm_label);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "storm_alerts") != LUA_TNIL) {
+    c->cfg->executor.storm_alerts = opt_count(L, c, "storm_alerts", 10000000);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "storm_window") != LUA_TNIL) {
+    c->cfg->executor.storm_window_ms = opt_duration(L, c, "storm_window");
   }
   lua_pop(L, 1);
   if (lua_getfield(L, tbl, "types") != LUA_TNIL) {
@@ -957,6 +973,9 @@ void vg_config_executor_opts(const vg_config_t *cfg, vg_executor_opts_t *o)
   o->mode = (vg_mode_t)(vg_mode_parse(cfg->executor_mode) >= 0 ? vg_mode_parse(cfg->executor_mode)
                                                                : VG_MODE_DRY_RUN);
   o->kill_switch_file = cfg->kill_switch_file;
+  if (cfg->storm_label != NULL) {
+    o->storm_label = cfg->storm_label;
+  }
   o->guard.types = cfg->guard_types;
   o->guard.ntypes = cfg->nguard_types;
 }

@@ -59,6 +59,7 @@ typedef struct vg_config {
      guard rails (executor.opts.mode mirrors executor_mode) */
   vg_executor_opts_t executor;
   char *kill_switch_file;
+  char *storm_label;            /* NULL: the executor's default ("namespace") */
   vg_guard_type_t *guard_types; /* their names are owned here */
   size_t nguard_types;
 

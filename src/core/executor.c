@@ -30,6 +30,16 @@ typedef struct suppression {
   int64_t until_ms;
 } suppression_t;
 
+#define STORM_SLOTS 4096 /* scopes tracked at once; beyond, the oldest quiet ones are reused */
+#define STORM_PROBE 8
+
+/* Alerts per scope in a sliding window, estimated from the current and the previous window. */
+typedef struct {
+  char *scope;
+  int64_t window_start;
+  uint32_t count, prev;
+} storm_slot_t;
+
 struct vg_executor {
   vg_runtime_t *rt;
   vg_store_t *store;
@@ -40,6 +50,8 @@ struct vg_executor {
   bool killed; /* the switch as set through the API (the file is checked each time) */
   vg_action_t *acts;
   suppression_t *suppressions;
+  char *storm_label;
+  storm_slot_t *storm; /* STORM_SLOTS, or NULL when storms are not watched */
   vg_executor_stats_t st;
   bool freeing;
 };
@@ -116,6 +128,9 @@ void vg_executor_opts_default(vg_executor_opts_t *o)
   o->approval_timeout_ms = 30 * 60 * 1000;
   o->backoff_ms = 1000;
   o->backoff_max_ms = 60000;
+  o->storm_label = "namespace";
+  o->storm_alerts = 100;
+  o->storm_window_ms = 60000;
 }
 
 static int64_t now_ms(vg_executor_t *ex)
@@ -606,6 +621,104 @@ static void attempt(vg_action_t *a)
   }
 }
 
+/* ---- alert storms ---- */
+
+static uint64_t fnv(const char *p, size_t n)
+{
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; i++) {
+    h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+  }
+  return h;
+}
+
+/* Rolls a slot's windows forward to `now`. */
+static void storm_roll(vg_executor_t *ex, storm_slot_t *sl, int64_t now)
+{
+  int64_t w = (int64_t)ex->o.storm_window_ms;
+  if (now - sl->window_start >= 2 * w) {
+    sl->prev = sl->count = 0;
+    sl->window_start = now - (now % w);
+  } else if (now - sl->window_start >= w) {
+    sl->prev = sl->count;
+    sl->count = 0;
+    sl->window_start += w;
+  }
+}
+
+static storm_slot_t *storm_find(
+    vg_executor_t *ex, const char *scope, size_t len, bool add, int64_t now)
+{
+  uint64_t h = fnv(scope, len);
+  storm_slot_t *reuse = NULL;
+  for (int i = 0; i < STORM_PROBE; i++) {
+    storm_slot_t *sl = &ex->storm[(h + (uint64_t)i) % STORM_SLOTS];
+    if (sl->scope != NULL && strlen(sl->scope) == len && memcmp(sl->scope, scope, len) == 0) {
+      storm_roll(ex, sl, now);
+      return sl;
+    }
+    if (reuse == NULL &&
+        (sl->scope == NULL || now - sl->window_start >= 2 * (int64_t)ex->o.storm_window_ms)) {
+      reuse = sl; /* empty, or quiet for two windows: its count is 0 anyway */
+    }
+  }
+  if (!add || reuse == NULL) {
+    return NULL;
+  }
+  char *copy = malloc(len + 1);
+  if (copy == NULL) {
+    return NULL;
+  }
+  memcpy(copy, scope, len);
+  copy[len] = '\0';
+  free(reuse->scope);
+  *reuse =
+      (storm_slot_t){ .scope = copy, .window_start = now - (now % (int64_t)ex->o.storm_window_ms) };
+  return reuse;
+}
+
+void vg_executor_note_alert(vg_executor_t *ex, const vg_label_t *labels, size_t nlabels)
+{
+  if (ex->storm == NULL) {
+    return;
+  }
+  size_t ll = strlen(ex->storm_label);
+  for (size_t i = 0; i < nlabels; i++) {
+    if (labels[i].name_len == ll && memcmp(labels[i].name, ex->storm_label, ll) == 0 &&
+        labels[i].value_len > 0 && labels[i].value_len <= 256) {
+      storm_slot_t *sl = storm_find(ex, labels[i].value, labels[i].value_len, true, now_ms(ex));
+      if (sl != NULL && sl->count < UINT32_MAX) {
+        sl->count++;
+      }
+      return;
+    }
+  }
+}
+
+/* True (with a sentence in why) when the action's scope is in an alert storm. */
+static bool storming(vg_executor_t *ex, const char *scope, char *why, size_t whylen)
+{
+  if (ex->storm == NULL || scope == NULL || scope[0] == '\0') {
+    return false;
+  }
+  int64_t now = now_ms(ex);
+  storm_slot_t *sl = storm_find(ex, scope, strlen(scope), false, now);
+  if (sl == NULL) {
+    return false;
+  }
+  double w = (double)ex->o.storm_window_ms;
+  double into = (double)(now - sl->window_start) / w;
+  double estimate = sl->prev * (1.0 - (into < 1 ? into : 1)) + sl->count;
+  if (estimate <= ex->o.storm_alerts) {
+    return false;
+  }
+  snprintf(why, whylen,
+           "alert storm in %s=%s: about %.0f alerts in the last %.0f s (limit %u); acting on"
+           " that much at once is likelier to hurt than help: a human should look",
+           ex->storm_label, scope, estimate, w / 1000, ex->o.storm_alerts);
+  return true;
+}
+
 /* ---- claiming ---- */
 
 static void claimed(void *ud, const vg_ledger_result_t *r)
@@ -654,6 +767,12 @@ static void take_and_claim(vg_action_t *a)
   char why[256] = "";
   if (!a->notify && kill_switch_on(ex)) {
     set_error(a, "EKILLSWITCH", "the kill switch is on: nothing runs");
+    record(a, "refused", a->error);
+    return;
+  }
+  if (!a->notify && storming(ex, a->scope, why, sizeof why)) {
+    ex->st.storm_refused++;
+    set_error(a, "ESTORM", "%s", why);
     record(a, "refused", a->error);
     return;
   }
@@ -935,8 +1054,11 @@ vg_action_t *vg_executor_submit(vg_executor_t *ex,
     vg_guard_verdict_t v = a->notify ? VG_GUARD_OK
                                      : vg_guard_check(ex->guard, a->type, a->target, a->scope,
                                                       now_ms(ex), why, sizeof why);
+    char storm[256];
     if (v == VG_GUARD_OK && !a->notify && kill_switch_on(ex)) {
       snprintf(why, sizeof why, "EKILLSWITCH: the kill switch is on");
+    } else if (v == VG_GUARD_OK && !a->notify && storming(ex, a->scope, storm, sizeof storm)) {
+      snprintf(why, sizeof why, "ESTORM: %.240s", storm);
     } else if (v != VG_GUARD_OK) {
       char tmp[sizeof why];
       snprintf(tmp, sizeof tmp, "%s", why);
@@ -1277,12 +1399,26 @@ vg_executor_t *vg_executor_new(vg_runtime_t *rt,
     vg_executor_opts_default(&ex->o);
   }
   ex->o.kill_switch_file = NULL;
+  ex->o.storm_label = NULL;
+  if (o != NULL && o->storm_alerts > 0 && o->storm_window_ms > 0 && o->storm_label != NULL &&
+      o->storm_label[0] != '\0') {
+    ex->storm_label = strdup(o->storm_label);
+    ex->storm = calloc(STORM_SLOTS, sizeof *ex->storm);
+    if (ex->storm_label == NULL || ex->storm == NULL) {
+      free(ex->storm_label);
+      free(ex->storm);
+      free(ex);
+      return NULL;
+    }
+  }
   ex->guard = vg_guard_new(&ex->o.guard);
   ex->o.guard.types = NULL; /* copied by the guard */
   ex->o.guard.ntypes = 0;
   if (ex->guard == NULL || (o != NULL && o->kill_switch_file != NULL &&
                             (ex->kill_switch_file = strdup(o->kill_switch_file)) == NULL)) {
     vg_guard_free(ex->guard);
+    free(ex->storm_label);
+    free(ex->storm);
     free(ex);
     return NULL;
   }
@@ -1414,6 +1550,11 @@ void vg_executor_free(vg_executor_t *ex)
     labelmatch_free(sp->matchers);
     free(sp);
   }
+  for (size_t i = 0; ex->storm != NULL && i < STORM_SLOTS; i++) {
+    free(ex->storm[i].scope);
+  }
+  free(ex->storm);
+  free(ex->storm_label);
   vg_guard_free(ex->guard);
   free(ex->kill_switch_file);
   free(ex);

@@ -46,6 +46,12 @@ typedef struct {
   uint64_t approval_timeout_ms; /* 30 min */
   uint64_t backoff_ms;          /* first retry delay: 1 s */
   uint64_t backoff_max_ms;      /* 60 s */
+  /* alert storms: more than storm_alerts alerts carrying the same value of storm_label within
+     storm_window refuse actions in that scope (ESTORM): when that much is broken at once, the
+     detector or the monitoring is likelier wrong than every target, and a human should look */
+  const char *storm_label;  /* "namespace" */
+  uint32_t storm_alerts;    /* 100; 0: off */
+  uint64_t storm_window_ms; /* 1 min */
 } vg_executor_opts_t;
 
 void vg_executor_opts_default(vg_executor_opts_t *o);
@@ -200,6 +206,9 @@ void vg_executor_suppress(vg_executor_t *ex,
                           void (*done)(void *ud, int status, const char *msg, int64_t id),
                           void *ud);
 
+/* Intake tells the executor of every new or changed alert (storm accounting). */
+void vg_executor_note_alert(vg_executor_t *ex, const vg_label_t *labels, size_t nlabels);
+
 /* True when a suppression in force matches the labels (the alert is not handed to policies). */
 bool vg_executor_suppressed(vg_executor_t *ex, const vg_label_t *labels, size_t nlabels);
 
@@ -225,7 +234,8 @@ typedef struct {
   uint64_t submitted, observed, dry_run, refused, done, failed, duplicate, denied, expired;
   uint64_t unknown_at_start;
   uint32_t running, awaiting_approval, suppressions;
-  uint64_t suppressed; /* alerts not handed to policies because of a suppression */
+  uint64_t suppressed;    /* alerts not handed to policies because of a suppression */
+  uint64_t storm_refused; /* actions refused because their scope is in an alert storm */
   bool killed;
   vg_guard_stats_t guard;
 } vg_executor_stats_t;

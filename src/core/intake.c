@@ -262,7 +262,11 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, int64_t inciden
   if (ps == NULL || in->rt->stopping) {
     return;
   }
-  if (in->rt->executor != NULL && vg_executor_suppressed(in->rt->executor, a->labels, a->nlabels)) {
+  vg_executor_t *ex = in->rt->executor;
+  if (ex != NULL && strcmp(a->status, "firing") == 0) {
+    vg_executor_note_alert(ex, a->labels, a->nlabels); /* storm accounting */
+  }
+  if (ex != NULL && vg_executor_suppressed(ex, a->labels, a->nlabels)) {
     return; /* stored, counted, not acted on (a local suppression is in force) */
   }
   vg_alert_t alert = {
@@ -941,6 +945,9 @@ static void executor_metrics(text_t *t, vg_executor_t *ex)
   out(t, "vigil_actions_unknown_at_start %llu\n", (unsigned long long)s.unknown_at_start);
   metric_head(t, "vigil_guard_breakers_open", "gauge", "Targets whose circuit breaker is open.");
   out(t, "vigil_guard_breakers_open %u\n", s.guard.breakers_open);
+  metric_head(t, "vigil_actions_storm_refused_total", "counter",
+              "Actions refused because their scope was in an alert storm (ESTORM).");
+  out(t, "vigil_actions_storm_refused_total %llu\n", (unsigned long long)s.storm_refused);
   metric_head(t, "vigil_suppressions_active", "gauge", "Local suppressions in force.");
   out(t, "vigil_suppressions_active %u\n", s.suppressions);
   metric_head(t, "vigil_alerts_suppressed_total", "counter",

@@ -35,7 +35,8 @@ return {
                env = { "PATH", "KUBECTL_STANDIN_LOG", "KUBECTL_STANDIN_STATE",
                        "KUBECTL_STANDIN_SLEEP" },
                scratch = "$tmp/scratch", timeout = "20s" },
-  guard = { cooldown = 0, types = { restart = { rate = "2/h" } } },
+  guard = { cooldown = 0, types = { restart = { rate = "2/h" } },
+            storm_label = "zone", storm_alerts = 5, storm_window = "1m" },
 }
 LUA
 cat > policies/scale.lua <<'LUA'
@@ -89,7 +90,7 @@ return {
   on_alert = function(alert)
     local l = alert.labels
     local r, err = vigil.actions.restart{ alert = alert, kind = "deployment",
-      name = l.deployment, namespace = l.namespace, why = "crash looping",
+      name = l.deployment, namespace = l.namespace, why = "crash looping", scope = l.zone,
       approve = l.approve == "yes", approval_timeout = "1m" }
     vigil.log.info("restart result", { target = l.deployment or "",
       state = r and r.state or "nil", error = r and r.error or err or "" })
@@ -262,5 +263,13 @@ stop
 start
 api /metrics | grep_q 'vigil_suppressions_active 1' || fail "the suppression did not survive a restart"
 [[ $(count 'msg="heal result"') == 0 ]] || fail "a suppressed alert was acted on"
+
+echo "an alert storm in a scope refuses actions there (ESTORM), counted"
+post '[{"labels": {"alertname": "Noise", "zone": "eu-1", "n": "1"}}, {"labels": {"alertname": "Noise", "zone": "eu-1", "n": "2"}},
+       {"labels": {"alertname": "Noise", "zone": "eu-1", "n": "3"}}, {"labels": {"alertname": "Noise", "zone": "eu-1", "n": "4"}},
+       {"labels": {"alertname": "Noise", "zone": "eu-1", "n": "5"}}, {"labels": {"alertname": "Noise", "zone": "eu-1", "n": "6"}}]'
+post '[{"labels": {"alertname": "CrashLoop", "deployment": "b", "namespace": "prod", "zone": "eu-1"}}]'
+wait_has "restart result" "target=b( |$)" ESTORM
+api /metrics | grep_q 'vigil_actions_storm_refused_total 1' || fail "storm refusal not in /metrics"
 stop
 echo "ok"
