@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/policy.h"
 #include "engine/alertdec.h"
+#include "engine/exec.h"
 #include "engine/ledger.h"
 #include "engine/source.h"
 
@@ -1072,6 +1073,16 @@ static void metrics(req_t *r)
   out(&t, "vigil_task_errors_total %llu\n", (unsigned long long)rt->task_errors);
 
   executor_metrics(&t, rt->executor);
+  if (rt->exec != NULL) {
+    const vg_exec_tiers_t *tiers = vg_exec_tiers(rt->exec);
+    metric_head(&t, "vigil_executor_sandbox", "gauge",
+                "1 for each confinement tier applied to action processes (0: not available or"
+                " switched off); landlock_abi is the kernel's Landlock ABI.");
+    out(&t, "vigil_executor_sandbox{tier=\"landlock\"} %d\n", tiers->landlock ? 1 : 0);
+    out(&t, "vigil_executor_sandbox{tier=\"landlock_net\"} %d\n", tiers->landlock_net ? 1 : 0);
+    out(&t, "vigil_executor_sandbox{tier=\"seccomp\"} %d\n", tiers->seccomp ? 1 : 0);
+    out(&t, "vigil_executor_sandbox{tier=\"landlock_abi\"} %d\n", tiers->landlock_abi);
+  }
 
   if (t.oom) {
     reply_error(r, 503, "out of memory");

@@ -134,6 +134,7 @@ wait_has() {
 
 start
 grep -q 'msg="executor sandbox"' "$log" || fail "the executor did not log its sandbox tiers"
+api /metrics | grep_q 'vigil_executor_sandbox{tier="seccomp"} 1' || fail "sandbox tiers are not in /metrics"
 
 echo "an alert scales a deployment +20%: get, then scale with the exact argv"
 post '[{"labels": {"alertname": "HighCPU", "deployment": "web", "namespace": "prod"}}]'
