@@ -40,6 +40,17 @@ typedef struct {
   uint32_t count, prev;
 } storm_slot_t;
 
+#define MAX_TYPES 64
+
+const char *const vg_action_state_names[VG_ACTION_STATES] = {
+  "observed", "dry-run", "refused", "done", "failed", "duplicate", "denied", "expired",
+};
+
+typedef struct {
+  char name[48];
+  uint64_t counts[VG_ACTION_STATES];
+} type_count_t;
+
 struct vg_executor {
   vg_runtime_t *rt;
   vg_store_t *store;
@@ -50,6 +61,8 @@ struct vg_executor {
   bool killed; /* the switch as set through the API (the file is checked each time) */
   vg_action_t *acts;
   suppression_t *suppressions;
+  type_count_t types[MAX_TYPES]; /* outcomes per action type, for /metrics */
+  size_t ntypes;
   char *storm_label;
   storm_slot_t *storm; /* STORM_SLOTS, or NULL when storms are not watched */
   vg_executor_stats_t st;
@@ -226,15 +239,26 @@ static void answer(vg_action_t *a, const char *state)
 {
   vg_executor_t *ex = a->ex;
   a->state = state;
-  uint64_t *counter = strcmp(state, "observed") == 0    ? &ex->st.observed
-                      : strcmp(state, "dry-run") == 0   ? &ex->st.dry_run
-                      : strcmp(state, "refused") == 0   ? &ex->st.refused
-                      : strcmp(state, "done") == 0      ? &ex->st.done
-                      : strcmp(state, "duplicate") == 0 ? &ex->st.duplicate
-                      : strcmp(state, "denied") == 0    ? &ex->st.denied
-                      : strcmp(state, "expired") == 0   ? &ex->st.expired
-                                                        : &ex->st.failed;
-  (*counter)++;
+  uint64_t *totals[VG_ACTION_STATES] = { &ex->st.observed, &ex->st.dry_run, &ex->st.refused,
+                                         &ex->st.done,     &ex->st.failed,  &ex->st.duplicate,
+                                         &ex->st.denied,   &ex->st.expired };
+  size_t si = 4; /* failed, for anything unexpected */
+  for (size_t i = 0; i < VG_ACTION_STATES; i++) {
+    si = strcmp(state, vg_action_state_names[i]) == 0 ? i : si;
+  }
+  (*totals[si])++;
+  type_count_t *tc = NULL;
+  for (size_t i = 0; i < ex->ntypes && tc == NULL; i++) {
+    tc = strcmp(ex->types[i].name, a->type) == 0 ? &ex->types[i] : NULL;
+  }
+  if (tc == NULL && ex->ntypes < MAX_TYPES) {
+    tc = &ex->types[ex->ntypes++];
+    snprintf(tc->name, sizeof tc->name, "%s",
+             ex->ntypes == MAX_TYPES || strlen(a->type) >= sizeof tc->name ? "other" : a->type);
+  } else if (tc == NULL) {
+    tc = &ex->types[MAX_TYPES - 1]; /* "other" */
+  }
+  tc->counts[si]++;
   char id[24];
   snprintf(id, sizeof id, "%lld", (long long)a->id);
   vg_log(strcmp(state, "failed") == 0 || strcmp(state, "refused") == 0 ? VG_LOG_WARN : VG_LOG_INFO,
@@ -1569,6 +1593,15 @@ void vg_executor_stats(vg_executor_t *ex, vg_executor_stats_t *out)
     out->suppressions += sp->until_ms > now_ms(ex);
   }
   vg_guard_stats(ex->guard, now_ms(ex), &out->guard);
+}
+
+void vg_executor_each_type(vg_executor_t *ex,
+                           void (*fn)(void *ud, const char *type, const uint64_t *counts),
+                           void *ud)
+{
+  for (size_t i = 0; i < ex->ntypes; i++) {
+    fn(ud, ex->types[i].name, ex->types[i].counts);
+  }
 }
 
 struct vg_store *vg_executor_store(vg_executor_t *ex)

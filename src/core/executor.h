@@ -242,4 +242,14 @@ typedef struct {
 
 void vg_executor_stats(vg_executor_t *ex, vg_executor_stats_t *out);
 
+/* The states an action can end in, in the order of vg_executor_each_type's counts. */
+#define VG_ACTION_STATES 8
+extern const char *const vg_action_state_names[VG_ACTION_STATES];
+
+/* Calls fn for each action type seen (at most 64; later ones count as "other") with its
+ * counts per final state. */
+void vg_executor_each_type(vg_executor_t *ex,
+                           void (*fn)(void *ud, const char *type, const uint64_t *counts),
+                           void *ud);
+
 struct vg_store *vg_executor_store(vg_executor_t *ex);

@@ -908,6 +908,18 @@ static void source_counts(void *ud, const char *name, const vg_source_stats_t *s
   }
 }
 
+static void type_counts(void *ud, const char *type, const uint64_t *counts)
+{
+  text_t *t = ud;
+  for (size_t i = 0; i < VG_ACTION_STATES; i++) {
+    if (counts[i] > 0) {
+      out(t, "vigil_actions_total{type=\"");
+      out_label(t, type);
+      out(t, "\",state=\"%s\"} %llu\n", vg_action_state_names[i], (unsigned long long)counts[i]);
+    }
+  }
+}
+
 static void executor_metrics(text_t *t, vg_executor_t *ex)
 {
   if (ex == NULL) {
@@ -916,18 +928,10 @@ static void executor_metrics(text_t *t, vg_executor_t *ex)
   vg_executor_stats_t s;
   vg_executor_stats(ex, &s);
   metric_head(t, "vigil_actions_total", "counter",
-              "Actions by outcome: observed and dry-run (nothing ran), refused (guard rails or"
-              " kill switch), done, failed, duplicate (key already claimed), denied, expired.");
-  const struct {
-    const char *state;
-    uint64_t n;
-  } states[] = { { "observed", s.observed }, { "dry-run", s.dry_run }, { "refused", s.refused },
-                 { "done", s.done },         { "failed", s.failed },   { "duplicate", s.duplicate },
-                 { "denied", s.denied },     { "expired", s.expired } };
-  for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
-    out(t, "vigil_actions_total{state=\"%s\"} %llu\n", states[i].state,
-        (unsigned long long)states[i].n);
-  }
+              "Actions by type and outcome: observed and dry-run (nothing ran), refused (guard"
+              " rails, kill switch, storm), done, failed, duplicate (key already claimed),"
+              " denied, expired.");
+  vg_executor_each_type(ex, type_counts, t);
   metric_head(t, "vigil_guard_refusals_total", "counter",
               "Actions the guard rails refused, by rule.");
   static const char *const rules[] = { "",         "rate_type",   "rate_target",

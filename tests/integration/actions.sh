@@ -172,6 +172,8 @@ has "restart result" "target=a( |$)" state=done || fail "restart a did not run"
 has "restart result" "target=b( |$)" state=done || fail "restart b did not run"
 has "restart result" "target=c( |$)" state=refused ERATELIMIT || fail "restart c was not refused"
 [[ $(argv_lines '"rollout", "restart"') == 2 ]] || fail "restart ran $(argv_lines '"rollout", "restart"') times"
+api /metrics | grep_q 'vigil_actions_total{type="restart",state="done"} 2' ||
+  fail "per-type outcomes are not in /metrics"
 api /metrics | grep_q 'vigil_guard_refusals_total{rule="rate_type"} 1' ||
   fail "refusal not in /metrics"
 
