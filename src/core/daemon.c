@@ -68,6 +68,8 @@ static void print_hello(const vg_config_t *cfg, int npolicies, int port)
       "       -d '[{\"labels\": {\"alertname\": \"HighCPU\", \"severity\": \"critical\", "
       "\"pod\": \"api-7d9f\"}}]'\n"
       "  build/dev/vigil incidents --url http://127.0.0.1:%d\n"
+      "  build/dev/vigil actions --url http://127.0.0.1:%d     (after 30 s: the dry-run "
+      "scale-out)\n"
       "  build/dev/vigil repl --attach %s\n"
       "  > vigil.runtime.policies()\n"
       "  > vigil.sleep(1); print(\"tasks run on the loop\")\n"
@@ -75,7 +77,7 @@ static void print_hello(const vg_config_t *cfg, int npolicies, int port)
       "Point Alertmanager at http://127.0.0.1:%d/api/v1/alertmanager (docs/intake.md).\n"
       "Edit a file in %s/ and it reloads within a second. Ctrl-C stops the daemon.\n\n",
       VIGIL_VERSION, npolicies, npolicies == 1 ? "y" : "ies", cfg->policies, cfg->executor_mode,
-      port, cfg->store, port, port, cfg->repl_socket, port, cfg->policies);
+      port, cfg->store, port, port, port, cfg->repl_socket, port, cfg->policies);
   fflush(stdout);
 }
 
