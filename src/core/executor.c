@@ -785,19 +785,42 @@ static void claimed(void *ud, const vg_ledger_result_t *r)
 }
 
 /* Takes the guard rails and claims the key; `after_approval` when an operator said yes. */
+/* The approved row is refused in its turn (which frees its key for a later request). */
+static void refused_after_approval(void *ud, const vg_ledger_result_t *r)
+{
+  vg_action_t *a = ud;
+  (void)r;
+  answer(a, "refused");
+}
+
+/* Refuses the action: a new "refused" row, or, for an action an operator approved, that row
+ * moves to "refused" (the approval was for a state of the world that is gone). */
+static void refuse(vg_action_t *a)
+{
+  if (a->approve && a->id > 0 && a->ex->store != NULL) {
+    a->step = STEP_FINISH;
+    if (vg_ledger_decide(a->ex->store, a->id, "refused", "vigil", a->error, refused_after_approval,
+                         a) == 0) {
+      return;
+    }
+  }
+  record(a, "refused", a->error);
+}
+
+/* Takes the guard rails and claims the key (again after an operator approved it). */
 static void take_and_claim(vg_action_t *a)
 {
   vg_executor_t *ex = a->ex;
   char why[256] = "";
   if (!a->notify && kill_switch_on(ex)) {
     set_error(a, "EKILLSWITCH", "the kill switch is on: nothing runs");
-    record(a, "refused", a->error);
+    refuse(a);
     return;
   }
   if (!a->notify && storming(ex, a->scope, why, sizeof why)) {
     ex->st.storm_refused++;
     set_error(a, "ESTORM", "%s", why);
-    record(a, "refused", a->error);
+    refuse(a);
     return;
   }
   if (!a->notify) {
@@ -805,7 +828,7 @@ static void take_and_claim(vg_action_t *a)
         vg_guard_take(ex->guard, a->type, a->target, a->scope, now_ms(ex), why, sizeof why);
     if (v != VG_GUARD_OK) {
       set_error(a, vg_guard_verdict_name(v), "%s", why);
-      record(a, "refused", a->error);
+      refuse(a);
       return;
     }
     a->taken = true;
@@ -859,6 +882,7 @@ static void approval_requested(void *ud, const vg_ledger_result_t *r)
   }
   if (r->duplicate) {
     if (strcmp(r->state, "approved") == 0) {
+      a->id = r->id;
       take_and_claim(a); /* approved while we were away: claim it now */
       return;
     }

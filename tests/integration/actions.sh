@@ -212,6 +212,17 @@ curl -sf -XPOST "$base/api/v1/actions/$aid/approve" -H 'Content-Type: applicatio
 wait_has "restart result" "target=api( |$)" state=done
 [[ $(argv_lines 'deployment/api') == 1 ]] || fail "approved restart did not run once"
 api "/api/v1/actions/$aid" | grep_q '"event":"approved","who":"alice"' || fail "approval not audited"
+echo "... and approved while the kill switch is on, it is refused, not run"
+post '[{"labels": {"alertname": "CrashLoop", "deployment": "d", "namespace": "prod", "approve": "yes"}}]'
+until_ok 10 sh -c "curl -sf '$base/api/v1/actions?state=awaiting_approval' | grep -q '\"id\"'"
+bid=$(api '/api/v1/actions?state=awaiting_approval' |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["actions"][0]["id"])')
+"$VIGIL" kill-switch on --url "$base" --who sre > /dev/null || fail "vigil kill-switch on"
+"$VIGIL" approve "$bid" --url "$base" --who alice > /dev/null || fail "vigil approve"
+wait_has "restart result" "target=d( |$)" state=refused EKILLSWITCH
+api "/api/v1/actions/$bid" | grep_q '"state":"refused"' || fail "the approved row was not refused"
+"$VIGIL" kill-switch off --url "$base" > /dev/null
+"$VIGIL" actions --url "$base" --state refused | grep -q 'deployment/d' || fail "vigil actions"
 
 echo "kill -9 while an action runs: unknown after the restart, never rerun"
 export KUBECTL_STANDIN_SLEEP=30
