@@ -18,6 +18,7 @@
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/watchdog.h"
+#include "engine/exec.h"
 #include "repl/repl.h"
 
 typedef struct {
@@ -41,6 +42,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   vg_repl_server_stop(d->repl);
   d->repl = NULL;
   vg_executor_stop(d->rt->executor); /* before the store: its last writes still land */
+  vg_exec_free(d->rt->exec);         /* nothing runs any more: its handles may close now */
+  d->rt->exec = NULL;
   if (d->store != NULL) {
     vg_store_close(d->store, NULL, NULL); /* answers what it took, then closes */
   }
