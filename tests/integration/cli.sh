@@ -64,4 +64,15 @@ printf 'return { f = format }\n' > "$dir/q/lib/leaky.lua" # not string.format vi
 printf 'local l = require("lib.leaky")\nreturn { name = "leaky", match = {}, on_alert = function() end }\n' > "$dir/q/leaky.lua"
 expect_rc 1 "$VIGIL" check "$dir/q"
 [[ $out == *"lib/leaky.lua:1: undefined global 'format'"* ]] || fail "lib env: $out"
+echo "the example configs validate"
+for conf in "$VIGIL_SOURCE_DIR"/examples/*.conf.lua; do
+  VIGIL_TOKEN=example expect_rc 0 "$VIGIL" check -c "$conf" "$VIGIL_SOURCE_DIR/examples/policies"
+done
+echo "a bad executor key names itself and its line"
+printf 'return {\n  executor = { mode = "enforce",\n    allow = { "kubectl" } },\n}\n' > "$dir/bad.conf.lua"
+expect_rc 1 "$VIGIL" check -c "$dir/bad.conf.lua" "$dir/q"
+[[ $out == *'bad.conf.lua:3: executor.allow[1]: "kubectl" is not an absolute path'* ]] || fail "executor.allow: $out"
+printf 'return { guard = { rate = "lots" } }\n' > "$dir/bad.conf.lua"
+expect_rc 1 "$VIGIL" check -c "$dir/bad.conf.lua" "$dir/q"
+[[ $out == *'rate: a rate is "<count>/<period>"'* ]] || fail "guard.rate: $out"
 echo "ok"
