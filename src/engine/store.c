@@ -477,6 +477,11 @@ typedef struct {
   int64_t now;
   int64_t next_prune;
   int64_t next_expiry;
+  /* An incident whose updated_at is already w->now in this transaction: alerts of one group
+   * arrive together, and touching it again for each one was a statement (and a page copy into
+   * the statement journal) per alert for nothing. Kept across alert batches only: cleared when
+   * a transaction starts, around other jobs and when a job is rolled back. */
+  int64_t touched;
 } writer_t;
 
 static sqlite3_stmt *stmt(writer_t *w, int which)
@@ -563,14 +568,21 @@ static int incident_attach(writer_t *w, int64_t inc, const vg_store_alert_t *a)
     if ((rc = step_done(st)) != SQLITE_OK) {
       return rc;
     }
+    w->touched = inc;
     char comment[96];
     snprintf(comment, sizeof comment, "severity %s -> %s", severity, a->severity);
     return timeline(w, inc, "vigil", "severity", NULL, NULL, comment);
   }
+  if (w->touched == inc) {
+    return SQLITE_OK;
+  }
   st = stmt(w, ST_INC_TOUCH);
   sqlite3_bind_int64(st, 1, inc);
   sqlite3_bind_int64(st, 2, w->now);
-  return step_done(st);
+  if ((rc = step_done(st)) == SQLITE_OK) {
+    w->touched = inc;
+  }
+  return rc;
 }
 
 /* Resolves an active incident none of whose alerts fires any more. */
@@ -1093,9 +1105,13 @@ static void run_jobs(writer_t *w, store_job_t *list)
     record_commit(w->s, list, false, 0);
     return;
   }
+  w->touched = 0;
   for (store_job_t *j = list; j != NULL; j = j->next) {
     if ((rc = exec(db, "SAVEPOINT job")) != SQLITE_OK) {
       break;
+    }
+    if (j->kind != JOB_BATCH) {
+      w->touched = 0; /* another engine's statements may change incidents */
     }
     if (j->kind == JOB_BATCH) {
       for (size_t i = 0; i < j->n && rc == SQLITE_OK; i++) {
@@ -1106,6 +1122,9 @@ static void run_jobs(writer_t *w, store_job_t *list)
       rc = j->work(db, j->ud, j->err, sizeof j->err);
     } else {
       rc = apply_action(w, j);
+    }
+    if (j->kind != JOB_BATCH) {
+      w->touched = 0;
     }
     if (rc == SQLITE_OK) {
       rc = exec(db, "RELEASE job");
@@ -1126,6 +1145,7 @@ static void run_jobs(writer_t *w, store_job_t *list)
     if (j->kind == JOB_BATCH) {
       memset(j->results, 0, j->n * sizeof(vg_store_result_t));
     }
+    w->touched = 0; /* its touches are undone */
     if ((rc = exec(db, "ROLLBACK TO job")) != SQLITE_OK || (rc = exec(db, "RELEASE job"))) {
       break;
     }
@@ -1227,6 +1247,7 @@ static void writer_main(void *arg)
 {
   writer_t *w = arg;
   vg_store_t *s = w->s;
+  bool backlog = false; /* jobs arrived while the last transaction committed */
   uv_mutex_lock(&s->mu);
   for (;;) {
     while (s->q_head == NULL && !s->stop) {
@@ -1262,8 +1283,10 @@ static void writer_main(void *arg)
       uv_mutex_lock(&s->mu);
       continue;
     }
-    /* group commit: give other batches group_commit_ms to join this transaction */
-    if (s->opts.group_commit_ms > 0) {
+    /* group commit: give other batches group_commit_ms to join this transaction, unless
+     * they queued up while the last one committed: they waited for it already, and under
+     * load the next transaction gathers what arrives during this one */
+    if (s->opts.group_commit_ms > 0 && !backlog) {
       uint64_t deadline = uv_hrtime() + s->opts.group_commit_ms * 1000000u;
       while (!s->stop && s->stats.pending < GATHER_MAX_ALERTS) {
         uint64_t t = uv_hrtime();
@@ -1294,6 +1317,7 @@ static void writer_main(void *arg)
     uv_mutex_unlock(&s->mu);
     uv_async_send(&s->async);
     uv_mutex_lock(&s->mu);
+    backlog = s->q_head != NULL;
   }
   uv_mutex_unlock(&s->mu);
 
@@ -1308,6 +1332,271 @@ static void writer_main(void *arg)
   s->writer_exited = true;
   uv_mutex_unlock(&s->mu);
   uv_async_send(&s->async);
+}
+
+/* ---- WAL write coalescing ----
+ *
+ * SQLite writes each WAL frame with two pwrite()s (its 24-byte header, then the page), and a
+ * busy group commit writes hundreds of frames: most of the writer's time went into those
+ * system calls (bench/intake: perf, strace). The writer's connection opens its WAL through
+ * this shim, which gathers consecutive writes in memory and hands them to the file in one
+ * pwrite() before anything can depend on them: before every sync (so a commit is on disk
+ * before SQLite publishes it in the wal-index and before the 2xx, exactly as without the
+ * shim), before a read of a buffered range, a truncate, a size query and close. A failed
+ * flush fails the operation that needed it (the sync of a commit: the commit fails). Other
+ * files, and the readers' connections, use the default VFS untouched. */
+
+#define WALBUF_MAX (2u << 20) /* bytes gathered at most before a write goes out anyway */
+
+typedef struct {
+  sqlite3_file base;
+  sqlite3_file *real; /* the default VFS's file, in the same allocation */
+  unsigned char *buf;
+  sqlite3_int64 off; /* file offset of buf[0] */
+  size_t len, cap;
+} walbuf_file_t;
+
+static sqlite3_vfs walbuf_vfs;
+
+static int walbuf_flush(walbuf_file_t *f)
+{
+  if (f->len == 0) {
+    return SQLITE_OK;
+  }
+  /* the unix VFS writes less than 128 KiB per call (it never expected more than a page) */
+  enum { CHUNK = 31 * 4096 };
+  int rc = SQLITE_OK;
+  for (size_t at = 0; at < f->len && rc == SQLITE_OK; at += CHUNK) {
+    size_t n = f->len - at < CHUNK ? f->len - at : CHUNK;
+    rc = f->real->pMethods->xWrite(f->real, f->buf + at, (int)n, f->off + (sqlite3_int64)at);
+  }
+  f->len = 0; /* on failure too: SQLite fails the transaction and rewrites what it needs */
+  return rc;
+}
+
+static int walbuf_close(sqlite3_file *p)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  int rc = walbuf_flush(f);
+  int rc2 = f->real->pMethods != NULL ? f->real->pMethods->xClose(f->real) : SQLITE_OK;
+  free(f->buf);
+  f->buf = NULL;
+  return rc != SQLITE_OK ? rc : rc2;
+}
+
+static int walbuf_read(sqlite3_file *p, void *out, int amt, sqlite3_int64 off)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  if (f->len > 0 && off < f->off + (sqlite3_int64)f->len && off + amt > f->off) {
+    int rc = walbuf_flush(f);
+    if (rc != SQLITE_OK) {
+      return rc;
+    }
+  }
+  return f->real->pMethods->xRead(f->real, out, amt, off);
+}
+
+static int walbuf_write(sqlite3_file *p, const void *data, int amt, sqlite3_int64 off)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  if (f->len > 0 && off == f->off + (sqlite3_int64)f->len && f->len + (size_t)amt <= f->cap) {
+    memcpy(f->buf + f->len, data, (size_t)amt);
+    f->len += (size_t)amt;
+    return SQLITE_OK;
+  }
+  int rc = walbuf_flush(f); /* not contiguous (a rewritten frame, a restarted WAL), or full */
+  if (rc != SQLITE_OK) {
+    return rc;
+  }
+  if (f->cap == 0 && (f->buf = malloc(WALBUF_MAX)) != NULL) {
+    f->cap = WALBUF_MAX;
+  }
+  if ((size_t)amt > f->cap / 2) {
+    return f->real->pMethods->xWrite(f->real, data, amt, off); /* never: frames are small */
+  }
+  memcpy(f->buf, data, (size_t)amt);
+  f->off = off;
+  f->len = (size_t)amt;
+  return SQLITE_OK;
+}
+
+static int walbuf_truncate(sqlite3_file *p, sqlite3_int64 size)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  int rc = walbuf_flush(f);
+  return rc != SQLITE_OK ? rc : f->real->pMethods->xTruncate(f->real, size);
+}
+
+static int walbuf_sync(sqlite3_file *p, int flags)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  int rc = walbuf_flush(f);
+  return rc != SQLITE_OK ? rc : f->real->pMethods->xSync(f->real, flags);
+}
+
+static int walbuf_size(sqlite3_file *p, sqlite3_int64 *size)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  int rc = walbuf_flush(f);
+  return rc != SQLITE_OK ? rc : f->real->pMethods->xFileSize(f->real, size);
+}
+
+static int walbuf_lock(sqlite3_file *p, int level)
+{
+  sqlite3_file *r = ((walbuf_file_t *)p)->real;
+  return r->pMethods->xLock(r, level);
+}
+
+static int walbuf_unlock(sqlite3_file *p, int level)
+{
+  sqlite3_file *r = ((walbuf_file_t *)p)->real;
+  return r->pMethods->xUnlock(r, level);
+}
+
+static int walbuf_reserved(sqlite3_file *p, int *out)
+{
+  sqlite3_file *r = ((walbuf_file_t *)p)->real;
+  return r->pMethods->xCheckReservedLock(r, out);
+}
+
+static int walbuf_fcntl(sqlite3_file *p, int op, void *arg)
+{
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  int rc = walbuf_flush(f); /* whatever the control does, it sees the file as SQLite wrote it */
+  return rc != SQLITE_OK ? rc : f->real->pMethods->xFileControl(f->real, op, arg);
+}
+
+static int walbuf_sector(sqlite3_file *p)
+{
+  sqlite3_file *r = ((walbuf_file_t *)p)->real;
+  return r->pMethods->xSectorSize(r);
+}
+
+static int walbuf_devchar(sqlite3_file *p)
+{
+  sqlite3_file *r = ((walbuf_file_t *)p)->real;
+  return r->pMethods->xDeviceCharacteristics(r);
+}
+
+/* Version 1 methods: SQLite never maps or shares memory through a WAL file. */
+static const sqlite3_io_methods walbuf_methods = {
+  .iVersion = 1,
+  .xClose = walbuf_close,
+  .xRead = walbuf_read,
+  .xWrite = walbuf_write,
+  .xTruncate = walbuf_truncate,
+  .xSync = walbuf_sync,
+  .xFileSize = walbuf_size,
+  .xLock = walbuf_lock,
+  .xUnlock = walbuf_unlock,
+  .xCheckReservedLock = walbuf_reserved,
+  .xFileControl = walbuf_fcntl,
+  .xSectorSize = walbuf_sector,
+  .xDeviceCharacteristics = walbuf_devchar,
+};
+
+/* Opens WAL files behind the shim and every other file as the default VFS would. */
+static int walbuf_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *p, int flags, int *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  if ((flags & SQLITE_OPEN_WAL) == 0) {
+    return base->xOpen(base, name, p, flags, out);
+  }
+  walbuf_file_t *f = (walbuf_file_t *)p;
+  memset(f, 0, sizeof *f);
+  f->real = (sqlite3_file *)(f + 1);
+  int rc = base->xOpen(base, name, f->real, flags, out);
+  if (rc == SQLITE_OK) {
+    f->base.pMethods = &walbuf_methods;
+  }
+  return rc;
+}
+
+static int walbuf_delete(sqlite3_vfs *vfs, const char *name, int sync)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xDelete(base, name, sync);
+}
+
+static int walbuf_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xAccess(base, name, flags, out);
+}
+
+static int walbuf_fullname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xFullPathname(base, name, n, out);
+}
+
+static int walbuf_random(sqlite3_vfs *vfs, int n, char *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xRandomness(base, n, out);
+}
+
+static int walbuf_sleep(sqlite3_vfs *vfs, int us)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xSleep(base, us);
+}
+
+static int walbuf_time(sqlite3_vfs *vfs, double *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xCurrentTime(base, out);
+}
+
+static int walbuf_error(sqlite3_vfs *vfs, int n, char *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xGetLastError != NULL ? base->xGetLastError(base, n, out) : 0;
+}
+
+static int walbuf_time64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+  sqlite3_vfs *base = vfs->pAppData;
+  return base->xCurrentTimeInt64(base, out);
+}
+
+static uv_once_t walbuf_once = UV_ONCE_INIT;
+static int walbuf_rc = SQLITE_ERROR;
+
+static void walbuf_register(void)
+{
+  sqlite3_vfs *base = sqlite3_vfs_find(NULL);
+  if (base == NULL || base->iVersion < 2 || base->xCurrentTimeInt64 == NULL) {
+    return;
+  }
+  walbuf_vfs = (sqlite3_vfs){
+    .iVersion = 2,
+    .szOsFile = (int)sizeof(walbuf_file_t) + base->szOsFile,
+    .mxPathname = base->mxPathname,
+    .zName = "vigil-walbuf",
+    .pAppData = base,
+    .xOpen = walbuf_open,
+    .xDelete = walbuf_delete,
+    .xAccess = walbuf_access,
+    .xFullPathname = walbuf_fullname,
+    .xDlOpen = base->xDlOpen,
+    .xDlError = base->xDlError,
+    .xDlSym = base->xDlSym,
+    .xDlClose = base->xDlClose,
+    .xRandomness = walbuf_random,
+    .xSleep = walbuf_sleep,
+    .xCurrentTime = walbuf_time,
+    .xGetLastError = walbuf_error,
+    .xCurrentTimeInt64 = walbuf_time64,
+  };
+  walbuf_rc = sqlite3_vfs_register(&walbuf_vfs, 0);
+}
+
+/* The shim's name, or NULL (the default VFS) when it could not be registered. */
+static const char *walbuf_name(void)
+{
+  uv_once(&walbuf_once, walbuf_register);
+  return walbuf_rc == SQLITE_OK ? walbuf_vfs.zName : NULL;
 }
 
 /* ---- the loop side ---- */
@@ -1435,8 +1724,8 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
 static sqlite3 *open_writer(const char *path, char *err, size_t errlen)
 {
   sqlite3 *db = NULL;
-  int rc = sqlite3_open_v2(path, &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  int rc = sqlite3_open_v2(
+      path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, walbuf_name());
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "%s: %s", path, db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     goto fail;
@@ -1467,8 +1756,15 @@ static sqlite3 *open_writer(const char *path, char *err, size_t errlen)
    * 2 MB, every new fingerprint costs page reads once the table outgrows it (bench/intake).
    * Pages are allocated as used, so an idle store stays small. A busy group commit writes
    * ~1000 WAL pages, which with the default checkpoint threshold (1000) made nearly every
-   * commit also copy them into the database and sync it: checkpoint every 8192 pages. */
+   * commit also copy them into the database and sync it: checkpoint every 8192 pages.
+   * temp_store = MEMORY keeps the statement journal in memory: every statement that may abort
+   * halfway (foreign keys) inside a transaction, and the savepoint each job runs in, copy
+   * there the pages the transaction had already changed before changing them again. On disk
+   * it was a temp file created per transaction and two pwrite()s per page, five times as many
+   * writes as the WAL's (bench/intake, strace). It is emptied when a job's savepoint is
+   * released, so it holds the pages of one job at most. */
   if (exec(db, "PRAGMA synchronous = FULL") != SQLITE_OK ||
+      exec(db, "PRAGMA temp_store = MEMORY") != SQLITE_OK ||
       exec(db, "PRAGMA foreign_keys = ON") != SQLITE_OK ||
       exec(db, "PRAGMA cache_size = -32768") != SQLITE_OK ||
       exec(db, "PRAGMA wal_autocheckpoint = 8192") != SQLITE_OK) {
