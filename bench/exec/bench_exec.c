@@ -1,5 +1,7 @@
-/* bench/exec: runs of /bin/true through the sandboxed executor (src/engine/exec.c: vigil-exec
- * with every tier this kernel offers, output captured) against two bare starts of /bin/true on
+/* bench/exec: runs of /bin/true through the sandboxed executor (src/engine/exec.c: every tier
+ * this kernel offers, output captured), through its exec server ("sandboxed") and with the
+ * helper spawned per run ("spawned", executor.server = false), against two bare starts of
+ * /bin/true on
  * the same libuv loop, stdio ignored: uv_spawn (libuv 1.44: fork) and posix_spawn watched by a
  * pidfd (a vfork-style clone, what the executor itself uses to start its helper: the floor).
  * Each phase keeps `conc` runs in flight until `runs` have completed and records every run's
@@ -207,28 +209,38 @@ int main(int argc, char **argv)
   uv_loop_t loop;
   uv_loop_init(&loop);
   const char *allow[] = { "/bin/true" };
-  vg_exec_opts_t o = { .helper = argv[1], .allow = allow, .nallow = 1 };
+  vg_exec_opts_t o = { .helper = argv[1], .allow = allow, .nallow = 1, .server = true };
   char err[512];
   vg_exec_t *ex = vg_exec_new(&loop, &o, err, sizeof(err));
-  if (ex == NULL) {
+  o.server = false;
+  vg_exec_t *spx = ex != NULL ? vg_exec_new(&loop, &o, err, sizeof(err)) : NULL;
+  if (spx == NULL) {
     fprintf(stderr, "bench_exec: %s\n", err);
+    return 1;
+  }
+  if (!vg_exec_server_info(ex)->enabled) {
+    fprintf(stderr, "bench_exec: no exec server: %s\n", vg_exec_server_info(ex)->fallback);
     return 1;
   }
   printf("TIERS|%s\n", vg_exec_tiers(ex)->summary);
   for (int i = 3; i < argc; i++) {
     int conc = atoi(argv[i]);
     phase("warm-up", SANDBOXED, &loop, ex, conc * 2, conc); /* bench/exec/run.py skips it */
+    phase("warm-up", SANDBOXED, &loop, spx, conc * 2, conc);
     if (reverse) {
       phase("sandboxed", SANDBOXED, &loop, ex, runs, conc);
+      phase("spawned", SANDBOXED, &loop, spx, runs, conc);
       phase("posix_spawn", BARE_POSIX, &loop, NULL, runs, conc);
       phase("uv_spawn", BARE_UV, &loop, NULL, runs, conc);
     } else {
       phase("uv_spawn", BARE_UV, &loop, NULL, runs, conc);
       phase("posix_spawn", BARE_POSIX, &loop, NULL, runs, conc);
+      phase("spawned", SANDBOXED, &loop, spx, runs, conc);
       phase("sandboxed", SANDBOXED, &loop, ex, runs, conc);
     }
   }
   vg_exec_free(ex);
+  vg_exec_free(spx);
   uv_run(&loop, UV_RUN_DEFAULT);
   return uv_loop_close(&loop) == 0 ? 0 : 1;
 }

@@ -3,8 +3,10 @@
 table (`make bench-exec` builds the release tree and runs this).
 
 Every runner starts /bin/true and waits for it, `conc` at a time until RUNS have completed:
-  sandboxed    vg_exec_run (src/engine/exec.c): vigil-exec with every tier this kernel offers
-               (rlimits, no_new_privs, fds, Landlock, seccomp), stdout/stderr/status captured
+  sandboxed    vg_exec_run (src/engine/exec.c) through the exec server (vigil-exec --server
+               forks a supervisor per run) with every tier this kernel offers (rlimits,
+               no_new_privs, fds, Landlock, seccomp), stdout/stderr/status captured
+  spawned      the same with executor.server = false: vigil-exec spawned for every run
   uv_spawn     bare uv_spawn of /bin/true on the same loop, stdio ignored (libuv 1.44 forks)
   posix_spawn  bare posix_spawn + a pidfd on the same loop, stdio ignored: the floor
   python       asyncio.create_subprocess_exec, stdout/stderr captured (py_spawn.py)
@@ -69,7 +71,7 @@ def main():
           f"  {'sandboxed is':<28}")
     for c in CONCS:
         sb = med[("sandboxed", c)]
-        for name in ("sandboxed", "uv_spawn", "posix_spawn", "python"):
+        for name in ("sandboxed", "spawned", "uv_spawn", "posix_spawn", "python"):
             rate, p50, p99 = med[(name, c)]
             rel = "" if name == "sandboxed" else (
                 f"{sb[0] / rate:.2f}x its rate, {sb[1] / p50:.2f}x its p50")

@@ -1,7 +1,9 @@
-/* The sandboxed process runner. Each run spawns the helper vigil-exec (src/exec/) detached, in
- * its own session and process group; the helper confines a child (rlimits, no new privileges,
- * closed fds, an unprivileged uid, Landlock, seccomp), executes the target there, and stops
- * and reaps the whole process tree before it reports. Only allowlisted absolute executables
+/* The sandboxed process runner. Each run has a supervisor, in its own session and process
+ * group: a fork of the executor's long-lived exec server (`vigil-exec --server`), or, when the
+ * server is off or has failed, the helper vigil-exec (src/exec/) spawned for the run. The
+ * supervisor confines a child (rlimits, no new privileges, closed fds, an unprivileged uid,
+ * Landlock, seccomp), executes the target there, and stops and reaps the whole process tree
+ * before it reports. Only allowlisted absolute executables
  * run, with argv only (never a shell), an environment built from an allowlist, output read
  * without blocking the loop and capped, and a timeout that stops the tree with SIGTERM, a
  * grace period and SIGKILL. Pure C on libuv: no Lua. */
@@ -39,6 +41,9 @@ enum {
   VG_EXEC_PRETEND_LANDLOCK_ABI3 = 4, /* Landlock without TCP rules */
 };
 
+/* What the executor says about its exec server (started, died, restarted, given up). */
+typedef void (*vg_exec_log_fn)(void *ud, const char *msg);
+
 typedef struct {
   const char *helper;       /* NULL: vigil-exec next to /proc/self/exe */
   const char *const *allow; /* absolute paths of the executables runs may use */
@@ -58,6 +63,10 @@ typedef struct {
   bool tcp_any;              /* no TCP rule */
   const char *user;          /* user name or uid to run as; NULL: the daemon's own user */
   unsigned pretend;          /* VG_EXEC_PRETEND_* (tests) */
+  bool server;               /* runs go through the exec server (executor.server); false: the
+                                helper is spawned for every run */
+  vg_exec_log_fn log;        /* NULL: the server's events are not told */
+  void *log_ud;
 } vg_exec_opts_t;
 
 typedef struct {
@@ -94,9 +103,11 @@ typedef void (*vg_exec_done_fn)(void *ud, const vg_exec_result_t *res);
 
 /* Creates an executor: resolves the allowlist (realpath; a relative, missing or
  * non-executable entry is an error naming it), snapshots the allowlisted environment,
- * resolves the user, prepares the scratch directory, and runs the helper once to detect the
- * tiers and compile the seccomp filter (a tier that is required but missing fails here).
- * Blocks for a few milliseconds: call it at start-up. NULL with a reason in err on failure. */
+ * resolves the user, prepares the scratch directory, runs the helper once to detect the
+ * tiers and compile the seccomp filter (a tier that is required but missing fails here), and
+ * starts the exec server (with opts->server; when it does not start, runs spawn the helper and
+ * the log says why). Blocks for a few milliseconds: call it at start-up. NULL with a reason
+ * in err on failure. */
 vg_exec_t *vg_exec_new(uv_loop_t *loop, const vg_exec_opts_t *opts, char *err, size_t errlen);
 
 /* Starts a run. Returns NULL with "ENAME: detail" in err when it cannot start: EDENIED (argv[0]
@@ -126,12 +137,25 @@ typedef struct {
 
 const vg_exec_tiers_t *vg_exec_tiers(const vg_exec_t *ex);
 
+/* The exec server, for the log and /metrics. */
+typedef struct {
+  bool enabled;          /* runs go through the server (false: not asked for, or fallen back) */
+  long pid;              /* the server's pid; 0: none running */
+  unsigned restarts;     /* servers started after one died */
+  uint64_t server_runs;  /* runs handed to a server */
+  uint64_t spawned_runs; /* runs that spawned the helper */
+  const char *fallback;  /* why runs spawn the helper; NULL: they do not, or it is off */
+} vg_exec_server_info_t;
+
+const vg_exec_server_info_t *vg_exec_server_info(const vg_exec_t *ex);
+
 /* The scratch directory runs write in. */
 const char *vg_exec_scratch(const vg_exec_t *ex);
 
 /* Runs not yet freed (including cancelled ones whose helper is not yet reaped). */
 size_t vg_exec_active(const vg_exec_t *ex);
 
-/* Cancels every run and frees the executor once their helpers are reaped and their handles
- * closed: the loop must run afterwards (for at most about the grace period). NULL: no-op. */
+/* Cancels every run and frees the executor once their supervisors have ended and their
+ * handles closed, the exec server killed and reaped last: the loop must run afterwards (for
+ * at most about the grace period). NULL: no-op. */
 void vg_exec_free(vg_exec_t *ex);

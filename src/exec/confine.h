@@ -36,6 +36,8 @@ typedef struct {
   bool pretend_no_seccomp;
   const char *bpf; /* --bpf: the seccomp program as hex, compiled by an earlier probe */
   long ppid;       /* --ppid: the daemon, which must still be the parent; 0: not checked */
+  bool server;     /* --server: the exec server (server.c) */
+  int sock_fd;     /* --sock-fd: the server's socket to the daemon; -1: none */
 } confine_policy_t;
 
 #define CONFINE_MAX_NOTES 4

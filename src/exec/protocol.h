@@ -35,8 +35,48 @@
  *                        failed), ELANDLOCK, ESECCOMP, EINVAL (bad helper argv)
  * --probe writes the tiers and notes, then "bpf HEX" (the compiled seccomp program, when
  * seccomp applies), or an error line, and exits.
- * Exit status of the helper: 0 when it reported an outcome, 1 on an error line, 2 on bad argv. */
+ * Exit status of the helper: 0 when it reported an outcome, 1 on an error line, 2 on bad argv.
+ *
+ * The exec server: vigil-exec --server --sock-fd=N --ppid=PID [OPTION...], no command. The
+ * options are the ones every run shares (limits, uid, tiers, scratch, TCP ports, grace, bpf,
+ * pretend); the daemon starts it once, in a session of its own, with N one end of a
+ * SOCK_SEQPACKET socketpair. It prepares the confinement once (confine_prepare), then says
+ * VG_EXEC_SRV_READY (pid: its own) or VG_EXEC_SRV_FAILED (err) and exits. Each message from the
+ * daemon is one run: a vg_exec_srv_req_t, then NUL-terminated strings (the file to execute,
+ * the cwd, argc argv strings, nenv "NAME=value" strings, at most VG_EXEC_SRV_MAX_REQ bytes in
+ * all), with SCM_RIGHTS carrying the run's stdin (only with VG_EXEC_REQ_STDIN, else the target
+ * reads /dev/null), stdout, stderr and status fds. The server forks a supervisor, which puts
+ * them on 0-3 and does what the one-shot helper does after parsing its argv (status lines as
+ * above), and answers, in the order of the requests, VG_EXEC_SRV_STARTED (pid: the
+ * supervisor, which leads its own session and process group; SCM_RIGHTS: a pidfd of it) or
+ * VG_EXEC_SRV_FAILED (err: an errno, nothing started; the run's fds are closed). A supervisor
+ * whose server dies stops its tree and reports "error EHELPER ...". The server exits at EOF
+ * on its socket, on SIGTERM, and (PR_SET_PDEATHSIG) with the daemon. */
 #pragma once
+
+#include <stdint.h>
 
 #define VG_EXEC_MAX_PORTS 64
 #define VG_EXEC_STATUS_FD 3
+
+#define VG_EXEC_SRV_MAGIC 0x76786531u /* "vxe1" */
+#define VG_EXEC_SRV_MAX_REQ (64u << 10)
+
+enum { VG_EXEC_REQ_STDIN = 1 };
+
+typedef struct {
+  uint32_t magic;
+  uint32_t flags; /* VG_EXEC_REQ_* */
+  uint64_t id;    /* echoed in the reply */
+  uint32_t argc, nenv;
+} vg_exec_srv_req_t;
+
+enum { VG_EXEC_SRV_READY = 1, VG_EXEC_SRV_STARTED, VG_EXEC_SRV_FAILED };
+
+typedef struct {
+  uint32_t magic;
+  uint32_t type; /* VG_EXEC_SRV_* */
+  uint64_t id;   /* the request's; 0 for READY */
+  int32_t pid;
+  int32_t err;
+} vg_exec_srv_reply_t;

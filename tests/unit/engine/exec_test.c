@@ -3,8 +3,11 @@
  * new privileges against a setuid-root binary, Landlock (files and TCP ports), seccomp,
  * stopping a whole tree (setsid escapees included) on timeout, after the target exits and on
  * cancel, SIGKILL after the grace, the output cap, stdin, exec failures, tier modes and many
- * runs at once. The helper is found next to $VIGIL (ctest sets it); /bin/sh builds children
- * here, the executor itself never runs a shell. Needs root for the uid and setuid tests. */
+ * runs at once; the exec server (runs through it, killed and restarted, killed with a run in
+ * flight, no zombies after many runs) and the helper-per-run path, which the tree tests also
+ * run on (executor.server = false, a server that cannot start or keeps dying). The helper is found
+ * next to $VIGIL (ctest sets it); /bin/sh builds children here, the executor itself never runs a
+ * shell. Needs root for the uid and setuid tests. */
 #include "engine/exec.h"
 
 #include <arpa/inet.h>
@@ -37,6 +40,8 @@
   } while (0)
 
 static uv_loop_t loop;
+static bool spawn_mode; /* make() leaves the exec server off: the helper per run */
+static char logbuf[16384];
 static char helper[PATH_MAX];
 static char fixtures[PATH_MAX / 2];
 static char tmp[64]; /* this test's directory: scratch dirs and files outside them */
@@ -88,9 +93,20 @@ static void on_done(void *ud, const vg_exec_result_t *r)
   o->duration = r->duration;
 }
 
-/* An executor over opts with the helper and a fresh scratch directory filled in. */
+static void test_log(void *ud, const char *msg)
+{
+  (void)ud;
+  size_t len = strlen(logbuf);
+  snprintf(logbuf + len, sizeof(logbuf) - len, "%s\n", msg);
+}
+
+/* An executor over opts with the helper, a fresh scratch directory and the log filled in. */
 static vg_exec_t *make_on(uv_loop_t *on, vg_exec_opts_t *o)
 {
+  o->server = !spawn_mode;
+  if (o->log == NULL) {
+    o->log = test_log;
+  }
   static int n;
   char scratch[PATH_MAX];
   snprintf(scratch, sizeof(scratch), "%s/scratch%d", tmp, n++);
@@ -1056,6 +1072,449 @@ static void test_concurrent(void **state)
   done_with(ex);
 }
 
+/* ---- the exec server ---- */
+
+/* Children of pid, and how many of them are zombies. */
+static int children_of(long pid, int *zombies)
+{
+  DIR *d = opendir("/proc");
+  assert_non_null(d);
+  int n = 0;
+  *zombies = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') {
+      continue;
+    }
+    char path[300], buf[512];
+    snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+      continue;
+    }
+    ssize_t len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[len > 0 ? len : 0] = '\0';
+    char *p = strrchr(buf, ')');
+    char state;
+    long ppid;
+    if (p != NULL && sscanf(p + 1, " %c %ld", &state, &ppid) == 2 && ppid == pid) {
+      n++;
+      *zombies += state == 'Z';
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+static int fds_of(long pid)
+{
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%ld/fd", pid);
+  DIR *d = opendir(path);
+  assert_non_null(d);
+  int n = 0;
+  while (readdir(d) != NULL) {
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+static bool alive(long pid)
+{
+  char path[64];
+  struct stat sb;
+  snprintf(path, sizeof(path), "/proc/%ld", pid);
+  return stat(path, &sb) == 0;
+}
+
+static void noop_timer(uv_timer_t *t)
+{
+  (void)t;
+}
+
+/* One turn of the loop, polling for up to a millisecond: the exec server's handle does not
+ * keep the loop alive, so an idle loop would not look at it. (Repeating: a timer that is
+ * already due fires before the poll, which would then wait for the next one.) */
+static void spin_once(void)
+{
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  uv_timer_start(&t, noop_timer, 1, 1);
+  uv_run(&loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* Runs /bin/true n times, conc at a time; every run must succeed. */
+static void run_true_many(vg_exec_t *ex, int n, int conc)
+{
+  static outcome_t rs[64];
+  const char *argv[] = { "/bin/true" };
+  vg_exec_req_t req = { .argv = argv, .argc = 1 };
+  char err[256];
+  int started = 0, finished = 0;
+  assert_true(conc <= 64);
+  for (int i = 0; i < conc; i++) {
+    memset(&rs[i], 0, sizeof(rs[i]));
+    assert_non_null(vg_exec_run(ex, &req, on_done, &rs[i], err, sizeof(err)));
+    started++;
+  }
+  while (finished < n) {
+    uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < conc; i++) {
+      if (rs[i].calls == 0) {
+        continue;
+      }
+      if (rs[i].code != 0) {
+        fail_msg("run %d: code %d error %s %s", finished, rs[i].code, rs[i].error, rs[i].detail);
+      }
+      outcome_free(&rs[i]);
+      finished++;
+      if (started < n) {
+        assert_non_null(vg_exec_run(ex, &req, on_done, &rs[i], err, sizeof(err)));
+        started++;
+      }
+    }
+  }
+}
+
+static void test_server_runs(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/echo", "/bin/true" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 2 };
+  logbuf[0] = '\0';
+  vg_exec_t *ex = make(&o);
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  assert_true(si->enabled);
+  assert_true(si->pid > 0);
+  assert_null(si->fallback);
+  assert_non_null(strstr(logbuf, "is ready"));
+  long server = si->pid;
+  assert_true(alive(server));
+  const char *echo[] = { "/bin/echo", "via", "the server" };
+  outcome_t r;
+  run_argv(ex, echo, 3, &r);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.out, "via the server\n");
+  assert_non_null(strstr(r.tiers, "seccomp"));
+  outcome_free(&r);
+  assert_int_equal(si->server_runs, 1);
+  assert_int_equal(si->spawned_runs, 0);
+
+  /* a request too big for one message spawns the helper for that run */
+  size_t big = 70u << 10; /* more than a server request holds (64 KiB) */
+  char *arg = malloc(big + 1);
+  assert_non_null(arg);
+  memset(arg, 'x', big);
+  arg[big] = '\0';
+  const char *true_big[] = { "/bin/true", arg };
+  run_argv(ex, true_big, 2, &r);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.error, "");
+  assert_int_equal(si->server_runs, 1);
+  assert_int_equal(si->spawned_runs, 1);
+  outcome_free(&r);
+  free(arg);
+  done_with(ex);
+  assert_false(alive(server)); /* stopped and reaped by vg_exec_free */
+}
+
+static void wait_restarts(vg_exec_t *ex, unsigned restarts)
+{
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  for (int i = 0; i < 5000 && si->restarts < restarts && si->enabled; i++) {
+    spin_once();
+  }
+}
+
+static void test_server_restart(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/true", "/bin/echo" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 2 };
+  logbuf[0] = '\0';
+  vg_exec_t *ex = make(&o);
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  const char *echo[] = { "/bin/echo", "again" };
+  outcome_t r;
+  long pids[3];
+  for (unsigned k = 1; k <= 2; k++) {
+    pids[k - 1] = si->pid;
+    assert_int_equal(kill((pid_t)si->pid, SIGKILL), 0);
+    wait_restarts(ex, k);
+    assert_int_equal(si->restarts, k);
+    assert_true(si->enabled);
+    assert_false(alive(pids[k - 1])); /* reaped */
+    run_argv(ex, echo, 2, &r);
+    assert_int_equal(r.code, 0);
+    assert_string_equal(r.out, "again\n");
+    outcome_free(&r);
+    assert_true(si->pid > 0);
+    assert_int_not_equal(si->pid, pids[k - 1]);
+  }
+  assert_int_equal(si->server_runs, 2);
+  assert_non_null(strstr(logbuf, "died"));
+  assert_non_null(strstr(logbuf, "starting another"));
+
+  /* the third death within a minute: runs spawn the helper from now on, as confined */
+  pids[2] = si->pid;
+  assert_int_equal(kill((pid_t)si->pid, SIGKILL), 0);
+  for (int i = 0; i < 5000 && si->enabled; i++) {
+    spin_once();
+  }
+  assert_false(si->enabled);
+  assert_int_equal(si->pid, 0);
+  assert_false(alive(pids[2]));
+  assert_non_null(si->fallback);
+  assert_non_null(strstr(si->fallback, "within a minute"));
+  assert_non_null(strstr(logbuf, "spawn the helper"));
+  run_argv(ex, echo, 2, &r);
+  assert_int_equal(r.code, 0);
+  assert_non_null(strstr(r.tiers, "seccomp"));
+  assert_non_null(strstr(r.tiers, "landlock="));
+  outcome_free(&r);
+  assert_int_equal(si->spawned_runs, 1);
+  done_with(ex);
+}
+
+static void test_server_dies_in_flight(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/sh", "/bin/echo" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 2, .grace_ms = 2000 };
+  vg_exec_t *ex = make(&o);
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  char *m = marker();
+  char script[512];
+  snprintf(script, sizeof(script),
+           "sh -c 'while :; do sleep 1; done' %s-child & "
+           "setsid sh -c 'while :; do sleep 0.05; done' %s-escapee & wait",
+           m, m);
+  const char *argv[] = { "/bin/sh", "-c", script };
+  vg_exec_req_t req = { .argv = argv, .argc = 3 };
+  outcome_t r = { 0 };
+  char err[256];
+  assert_non_null(vg_exec_run(ex, &req, on_done, &r, err, sizeof(err)));
+  for (int i = 0; i < 5000 && count_marker(m) < 3; i++) {
+    spin_once();
+  }
+  for (int i = 0; i < 200; i++) {
+    spin_once(); /* let the shells settle: forks show the marker too, for a moment */
+  }
+  assert_true(count_marker(m) >= 3); /* the shell, its child and the escapee */
+  long server = si->pid;
+  assert_int_equal(kill((pid_t)server, SIGKILL), 0);
+  while (r.calls == 0) {
+    uv_run(&loop, UV_RUN_ONCE);
+  }
+  assert_string_equal(r.error, "EHELPER");
+  assert_non_null(strstr(r.detail, "exec server died"));
+  assert_int_equal(r.code, -1);
+  assert_false(r.timed_out);
+  assert_true(r.duration < 2.0); /* stopped with SIGTERM, not after a grace */
+  assert_int_equal(count_marker(m), 0);
+  assert_false(alive(server));
+  outcome_free(&r);
+  /* the next run goes to the new server */
+  assert_int_equal(si->restarts, 1);
+  const char *echo[] = { "/bin/echo", "after" };
+  run_argv(ex, echo, 2, &r);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.out, "after\n");
+  outcome_free(&r);
+  assert_int_equal(si->server_runs, 2);
+  done_with(ex);
+}
+
+#define MANY_SERVER 200
+
+static void test_server_concurrent(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/echo" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 1 };
+  vg_exec_t *ex = make(&o);
+  static outcome_t rs[MANY_SERVER];
+  static char nums[MANY_SERVER][16];
+  char err[256];
+  for (int i = 0; i < MANY_SERVER; i++) {
+    memset(&rs[i], 0, sizeof(rs[i]));
+    snprintf(nums[i], sizeof(nums[i]), "run-%d", i);
+    const char *argv[] = { "/bin/echo", nums[i] };
+    vg_exec_req_t req = { .argv = argv, .argc = 2 };
+    assert_non_null(vg_exec_run(ex, &req, on_done, &rs[i], err, sizeof(err)));
+  }
+  int done = 0;
+  while (done < MANY_SERVER) {
+    uv_run(&loop, UV_RUN_ONCE);
+    done = 0;
+    for (int i = 0; i < MANY_SERVER; i++) {
+      done += rs[i].calls;
+    }
+  }
+  for (int i = 0; i < MANY_SERVER; i++) {
+    char want[32];
+    snprintf(want, sizeof(want), "%s\n", nums[i]);
+    assert_int_equal(rs[i].calls, 1);
+    assert_int_equal(rs[i].code, 0);
+    assert_string_equal(rs[i].out, want);
+    outcome_free(&rs[i]);
+  }
+  assert_int_equal(vg_exec_server_info(ex)->server_runs, MANY_SERVER);
+  assert_int_equal(vg_exec_server_info(ex)->restarts, 0);
+  done_with(ex);
+}
+
+static void test_server_no_zombies(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/true" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 1 };
+  vg_exec_t *ex = make(&o);
+  long server = vg_exec_server_info(ex)->pid;
+  run_true_many(ex, 16, 8);
+  int fds = fds_of(server);
+  run_true_many(ex, 1000, 16);
+  assert_int_equal(vg_exec_server_info(ex)->server_runs, 1016);
+  int zombies = 0, kids = 0;
+  for (int i = 0; i < 2000; i++) {
+    kids = children_of(server, &zombies);
+    if (kids == 0) {
+      break;
+    }
+    usleep(1000);
+  }
+  assert_int_equal(kids, 0);
+  assert_int_equal(zombies, 0);
+  assert_int_equal(fds_of(server), fds);
+  assert_int_equal(vg_exec_server_info(ex)->pid, server);
+  done_with(ex);
+}
+
+/* executor.server = false: one helper per run, nothing else started. */
+static void test_server_off(void **state)
+{
+  (void)state;
+  const char *allow[] = { "/bin/true" };
+  vg_exec_opts_t o = { .allow = allow, .nallow = 1 };
+  logbuf[0] = '\0';
+  spawn_mode = true;
+  vg_exec_t *ex = make(&o);
+  spawn_mode = false;
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  assert_false(si->enabled);
+  assert_int_equal(si->pid, 0);
+  assert_null(si->fallback);
+  assert_string_equal(logbuf, "");
+  run_true_many(ex, 20, 4);
+  assert_int_equal(si->spawned_runs, 20);
+  assert_int_equal(si->server_runs, 0);
+  done_with(ex);
+}
+
+/* A helper whose --server mode fails once flag exists: at creation, or at a restart. */
+static void write_wrapper(const char *path, const char *flag)
+{
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f,
+          "#!/bin/sh\n"
+          "case \" $* \" in *\" --server \"*) [ -e '%s' ] && exit 3;; esac\n"
+          "exec '%s' \"$@\"\n",
+          flag, helper);
+  assert_int_equal(fclose(f), 0);
+  assert_int_equal(chmod(path, 0755), 0);
+}
+
+static void test_server_fallback(void **state)
+{
+  (void)state;
+  char wrapper[PATH_MAX], flag[PATH_MAX];
+  snprintf(wrapper, sizeof(wrapper), "%s/vigil-exec-wrapper", tmp);
+  snprintf(flag, sizeof(flag), "%s/server-fails", tmp);
+  write_wrapper(wrapper, flag);
+  const char *allow[] = { "/bin/echo" };
+  const char *echo[] = { "/bin/echo", "fine" };
+  outcome_t r;
+
+  /* the restart fails: runs go back to the helper, with the same tiers */
+  vg_exec_opts_t o = { .helper = wrapper, .allow = allow, .nallow = 1 };
+  logbuf[0] = '\0';
+  vg_exec_t *ex = make(&o);
+  const vg_exec_server_info_t *si = vg_exec_server_info(ex);
+  assert_true(si->enabled);
+  run_argv(ex, echo, 2, &r);
+  assert_int_equal(r.code, 0);
+  char tiers[256];
+  snprintf(tiers, sizeof(tiers), "%s", r.tiers);
+  outcome_free(&r);
+  FILE *f = fopen(flag, "w");
+  assert_non_null(f);
+  fclose(f);
+  long server = si->pid;
+  assert_int_equal(kill((pid_t)server, SIGKILL), 0);
+  /* a run made while the new server is starting waits for it, then spawns the helper */
+  wait_restarts(ex, 1);
+  outcome_t queued = { 0 };
+  char err[256];
+  vg_exec_req_t req = { .argv = echo, .argc = 2 };
+  assert_non_null(vg_exec_run(ex, &req, on_done, &queued, err, sizeof(err)));
+  for (int i = 0; i < 5000 && si->enabled; i++) {
+    spin_once();
+  }
+  assert_false(si->enabled);
+  assert_false(alive(server));
+  assert_non_null(si->fallback);
+  assert_non_null(strstr(si->fallback, "failed before it was ready"));
+  assert_non_null(strstr(logbuf, "spawn the helper"));
+  while (queued.calls == 0) {
+    uv_run(&loop, UV_RUN_ONCE);
+  }
+  assert_int_equal(queued.code, 0);
+  assert_string_equal(queued.out, "fine\n");
+  assert_string_equal(queued.tiers, tiers);
+  outcome_free(&queued);
+  run_argv(ex, echo, 2, &r);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.tiers, tiers);
+  outcome_free(&r);
+  assert_int_equal(si->server_runs, 1);
+  assert_int_equal(si->spawned_runs, 2);
+  done_with(ex);
+
+  /* the server does not start at all */
+  logbuf[0] = '\0';
+  ex = make(&o);
+  si = vg_exec_server_info(ex);
+  assert_false(si->enabled);
+  assert_non_null(si->fallback);
+  assert_non_null(strstr(si->fallback, "did not start"));
+  assert_non_null(strstr(logbuf, "spawn the helper"));
+  run_argv(ex, echo, 2, &r);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.tiers, tiers);
+  outcome_free(&r);
+  done_with(ex);
+  unlink(flag);
+  unlink(wrapper);
+}
+
+static int spawn_on(void **state)
+{
+  (void)state;
+  spawn_mode = true;
+  return 0;
+}
+
+static int spawn_off(void **state)
+{
+  (void)state;
+  spawn_mode = false;
+  return 0;
+}
 
 static int setup(void **state)
 {
@@ -1115,6 +1574,24 @@ int main(void)
     cmocka_unit_test(test_stdin),
     cmocka_unit_test(test_exec_failures),
     cmocka_unit_test(test_concurrent),
+    cmocka_unit_test(test_server_runs),
+    cmocka_unit_test(test_server_restart),
+    cmocka_unit_test(test_server_dies_in_flight),
+    cmocka_unit_test(test_server_concurrent),
+    cmocka_unit_test(test_server_no_zombies),
+    cmocka_unit_test(test_server_off),
+    cmocka_unit_test(test_server_fallback),
+    /* the helper per run (executor.server = false, or the server given up) */
+    cmocka_unit_test_setup_teardown(test_modes, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_exit_code_signal_cwd, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_timeout_kills_tree, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_leftovers_after_exit, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_sigkill_after_grace, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_cancel_and_free, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_output_cap, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_stdin, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_exec_failures, spawn_on, spawn_off),
+    cmocka_unit_test_setup_teardown(test_concurrent, spawn_on, spawn_off),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
