@@ -842,7 +842,8 @@ static void read_executor(lua_State *L, load_ctx_t *c, int tbl)
     "mode",      "allow",   "kill_switch_file", "approval_timeout",
     "timeout",   "grace",   "max_output",       "env",
     "scratch",   "user",    "landlock",         "seccomp",
-    "net_ports", "rlimits", "helper",           NULL
+    "net_ports", "rlimits", "helper",           "server",
+    NULL
   };
   check_known(L, c, tbl, "executor.", known);
   vg_config_t *cfg = c->cfg;
@@ -888,6 +889,13 @@ static void read_executor(lua_State *L, load_ctx_t *c, int tbl)
                   cfg->exec_allow[i]);
       }
     }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "server") != LUA_TNIL) {
+    if (!lua_isboolean(L, -1)) {
+      key_error(L, c, "server", "executor.server must be true or false");
+    }
+    cfg->exec_server = lua_toboolean(L, -1);
   }
   lua_pop(L, 1);
   if (lua_getfield(L, tbl, "env") != LUA_TNIL) {

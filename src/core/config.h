@@ -71,6 +71,7 @@ typedef struct vg_config {
   char *exec_helper, *exec_scratch, *exec_user, *exec_landlock, *exec_seccomp;
   uint64_t exec_timeout_ms, exec_grace_ms;
   uint64_t exec_max_output;
+  bool exec_server; /* executor.server: runs forked by a long-lived exec server */
   uint16_t *exec_ports;
   size_t nexec_ports;
   uint64_t rl_cpu_s, rl_as, rl_nofile, rl_fsize, rl_nproc; /* 0: the runner's default */

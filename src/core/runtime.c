@@ -122,6 +122,12 @@ void vg_runtime_set_executor(vg_runtime_t *rt, struct vg_executor *ex)
   rt->executor = ex;
 }
 
+static void exec_log(void *ud, const char *msg)
+{
+  (void)ud;
+  vg_log(VG_LOG_WARN, "exec server", "event", msg, NULL);
+}
+
 struct vg_exec *vg_runtime_exec(vg_runtime_t *rt)
 {
   if (rt->exec != NULL || rt->stopping || rt->exec_failed) {
@@ -152,6 +158,8 @@ struct vg_exec *vg_runtime_exec(vg_runtime_t *rt)
     o.ntcp_ports = cfg->nexec_ports;
     o.tcp_any = cfg->exec_ports == NULL; /* no net_ports: TCP is not restricted */
     o.user = cfg->exec_user;
+    o.server = cfg->exec_server;
+    o.log = exec_log;
   } else {
     o.tcp_any = true;
   }
