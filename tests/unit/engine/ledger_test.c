@@ -119,7 +119,8 @@ static vg_ledger_action_t action(const char *key, const char *target)
                                .scope = "prod",
                                .mode = "enforce",
                                .why = "crash looping",
-                               .command = "[\"kubectl\",\"rollout\",\"restart\",\"deployment/web\"]",
+                               .command =
+                                   "[\"kubectl\",\"rollout\",\"restart\",\"deployment/web\"]",
                                .who = "policy:crash-loop" };
 }
 
@@ -307,8 +308,8 @@ typedef struct {
   double bucket;
 } load_got_t;
 
-static void on_entry(void *ud, vg_ledger_item_t kind, const char *name, const char *text,
-                     double value, int64_t at)
+static void on_entry(
+    void *ud, vg_ledger_item_t kind, const char *name, const char *text, double value, int64_t at)
 {
   load_got_t *g = ud;
   (void)at;
