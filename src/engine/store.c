@@ -157,6 +157,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
   "  created_at INTEGER NOT NULL,"
   "  until INTEGER NOT NULL);"
   "CREATE INDEX suppressions_until ON suppressions (until);",
+  /* 4: the once-a-second expiry scan finds firing alerts past their endsAt through an index of
+     their own instead of reading every firing row */
+  "CREATE INDEX alerts_firing_ends ON alerts (ends_at) WHERE status = 'firing';",
 };
 
 /* ---- jobs ---- */
@@ -1027,6 +1030,7 @@ static store_job_t *expiry_job(writer_t *w)
   if (sqlite3_prepare_v2(w->db,
                          "SELECT fingerprint, name, severity, labels, annotations, starts_at,"
                          " ends_at, source, generator_url, group_key FROM alerts"
+                         " INDEXED BY alerts_firing_ends" /* the planner prefers status alone */
                          " WHERE status = 'firing' AND ends_at > 0 AND ends_at <= ?1 LIMIT ?2",
                          -1, &st, NULL) != SQLITE_OK) {
     return NULL;
