@@ -24,13 +24,7 @@ local function unix(s)
   return (http.rfc3339(s))
 end
 
---- unix seconds -> RFC 3339 in UTC with milliseconds
-local function rfc3339(t)
-  local secs = math.floor(t)
-  local ms = math.floor((t - secs) * 1000 + 0.5)
-  if ms == 1000 then secs, ms = secs + 1, 0 end
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(ms)
-end
+local rfc3339 = http.format_rfc3339
 
 local function time(t, what)
   if type(t) == "number" then return t end

@@ -124,6 +124,14 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
+--- unix seconds -> RFC 3339 in UTC with milliseconds ("2026-12-02T10:00:00.000Z").
+function M.format_rfc3339(t)
+  local secs = math.floor(t)
+  local ms = math.floor((t - secs) * 1000 + 0.5)
+  if ms == 1000 then secs, ms = secs + 1, 0 end
+  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(ms)
+end
+
 --- An RFC 3339 time as unix seconds (a number, fraction included) and unix nanoseconds (an
 -- integer); nil when it is not one.
 function M.rfc3339(s)

@@ -14,6 +14,7 @@
 local json = require("vigil.json")
 local core = require("vigil.core")
 local crypto = require("vigil.crypto")
+local http = require("vigil.http")
 
 local M = {}
 
@@ -240,12 +241,7 @@ local function check_links(links)
   return out
 end
 
-local function rfc3339(t)
-  local secs = math.floor(t)
-  local ms = math.floor((t - secs) * 1000 + 0.5)
-  if ms == 1000 then secs, ms = secs + 1, 0 end
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(ms)
-end
+local rfc3339 = http.format_rfc3339
 
 --- pagerduty{ routing_key, action = "trigger" | "acknowledge" | "resolve", dedup_key,
 -- summary, source, severity, timestamp, component, group, class, custom_details, links,

@@ -105,12 +105,7 @@ local function time_of(field, t)
   return einval(field, "must be unix seconds or an RFC 3339 time")
 end
 
-local function rfc3339(t)
-  local secs = math.floor(t)
-  local ms = math.floor((t - secs) * 1000 + 0.5)
-  if ms == 1000 then secs, ms = secs + 1, 0 end
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. (".%03dZ"):format(ms)
-end
+local rfc3339 = http.format_rfc3339
 
 local function clean_text(field, v, default, max)
   if v == nil then v = default end
