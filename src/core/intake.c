@@ -1130,55 +1130,37 @@ static target_t resolve(const char *path)
       return (target_t){ fixed[i].route, 0, NULL };
     }
   }
-  static const char hprefix[] = "/api/v1/healings/";
-  if (strncmp(path, hprefix, sizeof(hprefix) - 1) == 0) {
-    const char *p = path + sizeof(hprefix) - 1;
-    char *end;
-    errno = 0;
-    long long id = strtoll(p, &end, 10);
-    if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0 || *end != '\0') {
-      return (target_t){ R_OTHER, 0, NULL };
+  /* "/api/v1/<collection>/{id}" and "/api/v1/<collection>/{id}/<verb>" */
+  static const struct {
+    const char *prefix;
+    route_t one, verb;
+    const char *verbs[3];
+  } collections[] = {
+    { "/api/v1/incidents/", R_INCIDENT, R_INCIDENT_ACTION, { "ack", "resolve", "close" } },
+    { "/api/v1/actions/", R_ACTION, R_ACTION_DECIDE, { "approve", "deny", "reconcile" } },
+    { "/api/v1/healings/", R_HEALING, R_OTHER, { NULL, NULL, NULL } },
+  };
+  for (size_t c = 0; c < sizeof(collections) / sizeof(collections[0]); c++) {
+    size_t plen = strlen(collections[c].prefix);
+    if (strncmp(path, collections[c].prefix, plen) != 0) {
+      continue;
     }
-    return (target_t){ R_HEALING, id, NULL };
-  }
-  static const char aprefix[] = "/api/v1/actions/";
-  if (strncmp(path, aprefix, sizeof(aprefix) - 1) == 0) {
-    const char *p = path + sizeof(aprefix) - 1;
-    char *end;
-    errno = 0;
-    long long id = strtoll(p, &end, 10);
-    if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0) {
-      return (target_t){ R_OTHER, 0, NULL };
-    }
-    if (*end == '\0') {
-      return (target_t){ R_ACTION, id, NULL };
-    }
-    static const char *const verbs[] = { "approve", "deny", "reconcile" };
-    for (int i = 0; i < 3; i++) {
-      if (end[0] == '/' && strcmp(end + 1, verbs[i]) == 0) {
-        return (target_t){ R_ACTION_DECIDE, id, verbs[i] };
-      }
-    }
-    return (target_t){ R_OTHER, 0, NULL };
-  }
-  static const char prefix[] = "/api/v1/incidents/";
-  if (strncmp(path, prefix, sizeof(prefix) - 1) == 0) {
-    const char *p = path + sizeof(prefix) - 1;
+    const char *p = path + plen;
     char *end;
     errno = 0;
     long long id = strtoll(p, &end, 10);
     if (end == p || *p == '-' || *p == '+' || errno != 0 || id <= 0) {
-      return (target_t){ R_OTHER, 0, NULL };
+      break;
     }
     if (*end == '\0') {
-      return (target_t){ R_INCIDENT, id, NULL };
+      return (target_t){ collections[c].one, id, NULL };
     }
-    static const char *const actions[] = { "ack", "resolve", "close" };
-    for (int i = 0; i < 3; i++) {
-      if (end[0] == '/' && strcmp(end + 1, actions[i]) == 0) {
-        return (target_t){ R_INCIDENT_ACTION, id, actions[i] };
+    for (int i = 0; i < 3 && collections[c].verbs[i] != NULL; i++) {
+      if (end[0] == '/' && strcmp(end + 1, collections[c].verbs[i]) == 0) {
+        return (target_t){ collections[c].verb, id, collections[c].verbs[i] };
       }
     }
+    break;
   }
   return (target_t){ R_OTHER, 0, NULL };
 }
