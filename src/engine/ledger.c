@@ -1220,70 +1220,67 @@ static void read_done(void *ud, int status, const char *err)
   read_free(r);
 }
 
-int vg_ledger_list(vg_store_t *s, const vg_ledger_query_t *q, vg_store_json_fn done, void *ud)
+static size_t clamp_limit(size_t limit)
 {
-  if (s == NULL || done == NULL) {
-    return -EINVAL;
-  }
+  return limit == 0 ? LIST_DEFAULT : limit > LIST_MAX ? LIST_MAX : limit;
+}
+
+static read_t *read_new(vg_store_json_fn done, void *ud)
+{
   read_t *r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    return -ENOMEM;
+  if (r != NULL) {
+    r->done = done;
+    r->ud = ud;
   }
-  if (q != NULL) {
-    r->q = *q;
-  }
-  r->q.limit = r->q.limit == 0 ? LIST_DEFAULT : r->q.limit > LIST_MAX ? LIST_MAX : r->q.limit;
-  r->done = done;
-  r->ud = ud;
-  r->state = q != NULL ? sdup(q->state) : NULL;
-  r->policy = q != NULL ? sdup(q->policy) : NULL;
-  if (q != NULL &&
-      ((q->state != NULL && r->state == NULL) || (q->policy != NULL && r->policy == NULL))) {
-    read_free(r);
-    return -ENOMEM;
-  }
-  int rc = vg_store_read(s, read_list, read_done, r);
+  return r;
+}
+
+/* Runs `work` for r on the thread pool; r is freed when it cannot start. */
+static int read_submit(vg_store_t *s, read_t *r, vg_store_read_fn work)
+{
+  int rc = vg_store_read(s, work, read_done, r);
   if (rc != 0) {
     read_free(r);
   }
   return rc;
+}
+
+int vg_ledger_list(vg_store_t *s, const vg_ledger_query_t *q, vg_store_json_fn done, void *ud)
+{
+  read_t *r = s != NULL && done != NULL ? read_new(done, ud) : NULL;
+  if (r == NULL) {
+    return s == NULL || done == NULL ? -EINVAL : -ENOMEM;
+  }
+  if (q != NULL) {
+    r->q = *q;
+    r->state = sdup(q->state);
+    r->policy = sdup(q->policy);
+    if ((q->state != NULL && r->state == NULL) || (q->policy != NULL && r->policy == NULL)) {
+      read_free(r);
+      return -ENOMEM;
+    }
+  }
+  r->q.limit = clamp_limit(r->q.limit);
+  return read_submit(s, r, read_list);
 }
 
 int vg_ledger_get(vg_store_t *s, int64_t id, vg_store_json_fn done, void *ud)
 {
-  if (s == NULL || done == NULL) {
-    return -EINVAL;
-  }
-  read_t *r = calloc(1, sizeof *r);
+  read_t *r = s != NULL && done != NULL ? read_new(done, ud) : NULL;
   if (r == NULL) {
-    return -ENOMEM;
+    return s == NULL || done == NULL ? -EINVAL : -ENOMEM;
   }
   r->id = id;
-  r->done = done;
-  r->ud = ud;
-  int rc = vg_store_read(s, read_one, read_done, r);
-  if (rc != 0) {
-    read_free(r);
-  }
-  return rc;
+  return read_submit(s, r, read_one);
 }
 
 int vg_ledger_healings(vg_store_t *s, int64_t id, size_t limit, vg_store_json_fn done, void *ud)
 {
-  if (s == NULL || done == NULL) {
-    return -EINVAL;
-  }
-  read_t *r = calloc(1, sizeof *r);
+  read_t *r = s != NULL && done != NULL ? read_new(done, ud) : NULL;
   if (r == NULL) {
-    return -ENOMEM;
+    return s == NULL || done == NULL ? -EINVAL : -ENOMEM;
   }
   r->id = id;
-  r->q.limit = limit == 0 ? LIST_DEFAULT : limit > LIST_MAX ? LIST_MAX : limit;
-  r->done = done;
-  r->ud = ud;
-  int rc = vg_store_read(s, read_healings, read_done, r);
-  if (rc != 0) {
-    read_free(r);
-  }
-  return rc;
+  r->q.limit = clamp_limit(limit);
+  return read_submit(s, r, read_healings);
 }
