@@ -9,6 +9,8 @@
 #   until_ok SECONDS CMD...              until CMD succeeds, or fail
 #   free_port                            a loopback port nobody listens on now
 #   daemon_port                          the HTTP port of the daemon whose log is $log
+#   start_daemon [CONFIG]                vigil run -c CONFIG (vigil.conf.lua) in the background,
+#                                        logging to $log; sets pid, port and base (its URL)
 set -euo pipefail
 VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
 tmp=$(mktemp -d)
@@ -56,3 +58,12 @@ free_port() {
 }
 
 daemon_port() { sed -n 's/.*msg="vigil started".* port=\([0-9]*\).*/\1/p' "$log"; }
+
+start_daemon() {
+  : > "$log"
+  "$VIGIL" run -c "${1:-vigil.conf.lua}" 2>"$log" &
+  pid=$!
+  wait_for 'msg="vigil started"' 1 30
+  port=$(daemon_port)
+  base="http://127.0.0.1:$port"
+}

@@ -98,14 +98,7 @@ return {
 }
 LUA
 
-start() {
-  : > "$log"
-  "$VIGIL" run -c vigil.conf.lua 2>"$log" &
-  pid=$!
-  wait_for 'msg="vigil started"' 1 30
-  port=$(daemon_port)
-  base="http://127.0.0.1:$port"
-}
+start() { start_daemon; }
 stop() { kill -TERM "$pid"; wait "$pid" || true; pid=; }
 post() {
   curl -sf -XPOST "$base/api/v2/alerts" -H 'Content-Type: application/json' -d "$1" > /dev/null ||

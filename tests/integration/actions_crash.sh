@@ -72,14 +72,7 @@ return {
 }
 LUA
 
-start() {
-  : > "$log"
-  "$VIGIL" run -c vigil.conf.lua 2>"$log" &
-  pid=$!
-  wait_for 'msg="vigil started"' 1 30
-  port=$(daemon_port)
-  base="http://127.0.0.1:$port"
-}
+start() { start_daemon; }
 crash() {
   kill -9 "$pid" 2>/dev/null || true
   local rc=0

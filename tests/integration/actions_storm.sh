@@ -77,12 +77,7 @@ LUA
 info=$tmp/daemon.info
 echo down > "$info"
 start() {
-  : > "$log"
-  "$VIGIL" run -c vigil.conf.lua 2>"$log" &
-  pid=$!
-  wait_for 'msg="vigil started"' 1 30
-  port=$(daemon_port)
-  base="http://127.0.0.1:$port"
+  start_daemon
   echo "$pid $port" > "$info.tmp"
   mv "$info.tmp" "$info"
 }
