@@ -747,6 +747,22 @@ static char *encode_req(const char *file,
 
 /* Spawns the helper for the run, from its request, with run->far on its fds 0-3 (stdin:
  * /dev/null when the request gives none), and watches it through a pidfd. */
+
+/* How the helper (or the exec server) is spawned: a session of its own, no signal blocked or
+ * ignored (the daemon ignores SIGPIPE). The caller adds its file actions and destroys both. */
+static void helper_spawn_init(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr)
+{
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawn_file_actions_init(fa);
+  posix_spawnattr_init(attr);
+  posix_spawnattr_setflags(attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setsigmask(attr, &none);
+  posix_spawnattr_setsigdefault(attr, &all);
+}
+
 static bool spawn_helper(vg_exec_run_t *run, char *err, size_t errlen)
 {
   vg_exec_t *ex = run->ex;
@@ -793,16 +809,7 @@ static bool spawn_helper(vg_exec_run_t *run, char *err, size_t errlen)
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   pid_t pid = -1;
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  /* a session of its own; no signal blocked or ignored (SIGPIPE is ignored here) */
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  helper_spawn_init(&fa, &attr);
   if (run->has_stdin) {
     posix_spawn_file_actions_adddup2(&fa, run->far[0], 0);
   } else {
@@ -1111,15 +1118,7 @@ static srv_t *srv_start(vg_exec_t *ex, bool wait, char *why, size_t whylen)
   fcntl(sv[1], F_SETFL, fl & ~O_NONBLOCK);
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
+  helper_spawn_init(&fa, &attr);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
