@@ -745,9 +745,6 @@ static char *encode_req(const char *file,
   return m;
 }
 
-/* Spawns the helper for the run, from its request, with run->far on its fds 0-3 (stdin:
- * /dev/null when the request gives none), and watches it through a pidfd. */
-
 /* How the helper (or the exec server) is spawned: a session of its own, no signal blocked or
  * ignored (the daemon ignores SIGPIPE). The caller adds its file actions and destroys both. */
 static void helper_spawn_init(posix_spawn_file_actions_t *fa, posix_spawnattr_t *attr)
@@ -763,6 +760,8 @@ static void helper_spawn_init(posix_spawn_file_actions_t *fa, posix_spawnattr_t 
   posix_spawnattr_setsigdefault(attr, &all);
 }
 
+/* Spawns the helper for the run, from its request, with run->far on its fds 0-3 (stdin:
+ * /dev/null when the request gives none), and watches it through a pidfd. */
 static bool spawn_helper(vg_exec_run_t *run, char *err, size_t errlen)
 {
   vg_exec_t *ex = run->ex;
