@@ -375,62 +375,80 @@ static int l_execute(lua_State *L)
   return vg_task_yield(L);
 }
 
-/* ---- operators: decide, kill_switch (REPL, tests) ---- */
+/* ---- operator calls and records: one small answer each, kept until the task resumes ---- */
 
 typedef struct {
-  vg_task_t *task;
+  vg_task_t *task; /* NULL once the task is gone: the callback frees */
   bool answered;
+  bool with_id; /* success is `id, msg` (records) rather than `true, msg` (operator calls) */
   int status;
+  int64_t id;
   char msg[256];
-} answer_t;
+} reply_t;
 
-static int answer_push(lua_State *L, void *ud)
+static int reply_push(lua_State *L, void *ud)
 {
-  answer_t *a = ud;
-  int n = 2;
-  if (a->status == 0) {
-    lua_pushboolean(L, 1);
-    lua_pushstring(L, a->msg);
+  reply_t *r = ud;
+  if (r->status == 0) {
+    if (r->with_id) {
+      lua_pushinteger(L, r->id);
+    } else {
+      lua_pushboolean(L, 1);
+    }
+    lua_pushstring(L, r->msg);
   } else {
     lua_pushnil(L);
-    lua_pushstring(L, a->msg);
+    if (r->with_id) {
+      lua_pushfstring(L, "%s: %s", r->status == -EINVAL ? "EINVAL" : "ELEDGER", r->msg);
+    } else {
+      lua_pushstring(L, r->msg);
+    }
   }
-  free(a);
-  return n;
+  free(r);
+  return 2;
 }
 
-static void answer_cancel(void *ud)
+static void reply_cancel(void *ud)
 {
-  answer_t *a = ud;
-  if (a->answered) {
-    free(a);
+  reply_t *r = ud;
+  if (r->answered) {
+    free(r);
   } else {
-    a->task = NULL; /* the executor's callback still comes: it frees */
+    r->task = NULL;
+  }
+}
+
+static void on_id(void *ud, int status, const char *msg, int64_t id)
+{
+  reply_t *r = ud;
+  r->answered = true;
+  r->status = status;
+  r->id = id;
+  snprintf(r->msg, sizeof r->msg, "%s", msg != NULL ? msg : "");
+  if (r->task != NULL) {
+    vg_task_wake(r->task, reply_push);
+  } else {
+    free(r);
   }
 }
 
 static void on_operator_answer(void *ud, int status, const char *msg)
 {
-  answer_t *a = ud;
-  a->answered = true;
-  a->status = status;
-  snprintf(a->msg, sizeof a->msg, "%s", msg != NULL ? msg : "");
-  if (a->task != NULL) {
-    vg_task_wake(a->task, answer_push);
-  } else {
-    free(a);
-  }
+  on_id(ud, status, msg, 0);
 }
 
-static answer_t *answer_new(lua_State *L, const char *fname)
+/* A reply for the calling task, which is suspended on it. */
+static reply_t *reply_new(lua_State *L, const char *fname, bool with_id)
 {
   vg_task_t *t = vg_task_check_yieldable(L, fname);
-  answer_t *a = calloc(1, sizeof *a);
-  if (a == NULL) {
+  reply_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
     luaL_error(L, "%s: out of memory", fname);
   }
-  a->task = t;
-  return a;
+  r->task = t;
+  r->with_id = with_id;
+  vg_task_suspend(t, r, reply_cancel);
+  return r;
 }
 
 /* decide(id, "approved"|"denied"|"done"|"failed" [, who [, comment]]) -> true, msg | nil, err */
@@ -444,9 +462,8 @@ static int l_decide(lua_State *L)
   if (ex == NULL) {
     return luaL_error(L, "vigil.actions.decide: the executor is not available");
   }
-  answer_t *a = answer_new(L, "vigil.actions.decide");
-  vg_task_suspend(a->task, a, answer_cancel);
-  vg_executor_decide(ex, id, decision, who, comment, on_operator_answer, a);
+  reply_t *r = reply_new(L, "vigil.actions.decide", false);
+  vg_executor_decide(ex, id, decision, who, comment, on_operator_answer, r);
   return vg_task_yield(L);
 }
 
@@ -465,72 +482,12 @@ static int l_kill_switch(lua_State *L)
   bool on = lua_toboolean(L, 1);
   const char *who = luaL_optstring(L, 2, "repl");
   const char *comment = luaL_optstring(L, 3, NULL);
-  answer_t *a = answer_new(L, "vigil.actions.kill_switch");
-  vg_task_suspend(a->task, a, answer_cancel);
-  vg_executor_kill_switch(ex, on, who, comment, on_operator_answer, a);
+  reply_t *r = reply_new(L, "vigil.actions.kill_switch", false);
+  vg_executor_kill_switch(ex, on, who, comment, on_operator_answer, r);
   return vg_task_yield(L);
 }
 
 /* ---- suppressions and healing records ---- */
-
-typedef struct {
-  vg_task_t *task;
-  bool answered;
-  int status;
-  int64_t id;
-  char msg[256];
-} id_op_t;
-
-static int id_push(lua_State *L, void *ud)
-{
-  id_op_t *op = ud;
-  int n = 2;
-  if (op->status == 0) {
-    lua_pushinteger(L, op->id);
-    lua_pushstring(L, op->msg);
-  } else {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", op->status == -EINVAL ? "EINVAL" : "ELEDGER", op->msg);
-  }
-  free(op);
-  return n;
-}
-
-static void id_cancel(void *ud)
-{
-  id_op_t *op = ud;
-  if (op->answered) {
-    free(op);
-  } else {
-    op->task = NULL;
-  }
-}
-
-static void on_id(void *ud, int status, const char *msg, int64_t id)
-{
-  id_op_t *op = ud;
-  op->answered = true;
-  op->status = status;
-  op->id = id;
-  snprintf(op->msg, sizeof op->msg, "%s", msg != NULL ? msg : "");
-  if (op->task != NULL) {
-    vg_task_wake(op->task, id_push);
-  } else {
-    free(op);
-  }
-}
-
-static id_op_t *id_op(lua_State *L, const char *fname)
-{
-  vg_task_t *t = vg_task_check_yieldable(L, fname);
-  id_op_t *op = calloc(1, sizeof *op);
-  if (op == NULL) {
-    luaL_error(L, "%s: out of memory", fname);
-  }
-  op->task = t;
-  vg_task_suspend(t, op, id_cancel);
-  return op;
-}
 
 static vg_executor_t *check_executor(lua_State *L, const char *fname)
 {
@@ -552,7 +509,7 @@ static int l_suppress(lua_State *L)
   vg_action_origin_t o = origin_of(L, version, sizeof version);
   snprintf(who, sizeof who, "policy:%s", o.policy);
   vg_executor_t *ex = check_executor(L, "vigil.actions.suppress");
-  id_op_t *op = id_op(L, "vigil.actions.suppress");
+  reply_t *op = reply_new(L, "vigil.actions.suppress", true);
   vg_executor_suppress(ex, matchers, (int64_t)(until * 1000.0), reason, luaL_optstring(L, 4, who),
                        on_id, op);
   return vg_task_yield(L);
@@ -567,7 +524,7 @@ static int l_heal_begin(lua_State *L)
   char version[24];
   vg_action_origin_t o = origin_of(L, version, sizeof version);
   vg_executor_t *ex = check_executor(L, "vigil.actions.heal_begin");
-  id_op_t *op = id_op(L, "vigil.actions.heal_begin");
+  reply_t *op = reply_new(L, "vigil.actions.heal_begin", true);
   vg_executor_heal_begin(ex, o.policy, name, subject, incident, on_id, op);
   return vg_task_yield(L);
 }
@@ -580,7 +537,7 @@ static int l_heal_end(lua_State *L)
   const char *steps = luaL_checkstring(L, 3);
   const char *error = luaL_optstring(L, 4, NULL);
   vg_executor_t *ex = check_executor(L, "vigil.actions.heal_end");
-  id_op_t *op = id_op(L, "vigil.actions.heal_end");
+  reply_t *op = reply_new(L, "vigil.actions.heal_end", true);
   vg_executor_heal_end(ex, id, status, steps, error, on_id, op);
   return vg_task_yield(L);
 }
