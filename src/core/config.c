@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
 #include "core/clock.h"
@@ -47,6 +48,15 @@ void vg_config_defaults(vg_config_t *cfg)
   cfg->reopen_grace_ms = 5 * 60 * 1000;
 }
 
+/* Frees a string that may hold a secret, overwriting it first. */
+static void free_secret(char *s)
+{
+  if (s != NULL) {
+    memset(s, 0, strlen(s));
+    free(s);
+  }
+}
+
 void vg_config_free(vg_config_t *cfg)
 {
   free(cfg->path);
@@ -75,10 +85,7 @@ void vg_config_free(vg_config_t *cfg)
   free(cfg->exec_landlock);
   free(cfg->exec_seccomp);
   free(cfg->exec_ports);
-  if (cfg->token != NULL) {
-    memset(cfg->token, 0, strlen(cfg->token));
-    free(cfg->token);
-  }
+  free_secret(cfg->token);
   for (size_t i = 0; i < cfg->nsources; i++) {
     vg_source_config_t *sc = &cfg->sources[i];
     free(sc->name);
@@ -91,6 +98,23 @@ void vg_config_free(vg_config_t *cfg)
     free(sc->headers);
   }
   free(cfg->sources);
+  for (size_t i = 0; i < cfg->nnotifiers; i++) {
+    vg_notifier_config_t *nc = &cfg->notifiers[i];
+    free(nc->name);
+    free(nc->kind);
+    free(nc->url);
+    free_secret(nc->routing_key);
+    free_secret(nc->webhook);
+    free_secret(nc->secret);
+    free(nc->channel);
+    free(nc->username);
+    for (size_t k = 0; k < nc->nheaders; k++) {
+      free(nc->headers[k].name);
+      free_secret(nc->headers[k].value);
+    }
+    free(nc->headers);
+  }
+  free(cfg->notifiers);
   memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -112,6 +136,16 @@ const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *n
   for (size_t i = 0; cfg != NULL && i < cfg->nsources; i++) {
     if (strcmp(cfg->sources[i].name, name) == 0) {
       return &cfg->sources[i];
+    }
+  }
+  return NULL;
+}
+
+const vg_notifier_config_t *vg_config_notifier(const vg_config_t *cfg, const char *name)
+{
+  for (size_t i = 0; cfg != NULL && i < cfg->nnotifiers; i++) {
+    if (strcmp(cfg->notifiers[i].name, name) == 0) {
+      return &cfg->notifiers[i];
     }
   }
   return NULL;
@@ -227,7 +261,9 @@ static int line_of(const char *text, const char *key)
   return 1;
 }
 
-__attribute__((format(printf, 4, 5))) static int key_error(
+/* Raises "file:line: message" for `key`. Declared noreturn (luaL_error does not return) so
+ * that the compiler and the analyzer know a failed check stops there. */
+__attribute__((noreturn, format(printf, 4, 5))) static void key_error(
     lua_State *L, load_ctx_t *c, const char *key, const char *fmt, ...)
 {
   char msg[400];
@@ -235,7 +271,8 @@ __attribute__((format(printf, 4, 5))) static int key_error(
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  return luaL_error(L, "%s:%d: %s", c->path, line_of(c->text, key), msg);
+  luaL_error(L, "%s:%d: %s", c->path, line_of(c->text, key), msg);
+  abort(); /* not reached */
 }
 
 static void set_str(char **slot, const char *v)
@@ -589,18 +626,24 @@ static void read_source(lua_State *L, load_ctx_t *c, int tbl, vg_source_config_t
   lua_pop(L, 1);
 }
 
+/* A name for a source or a notifier: 1 to 63 letters, digits, _ and -. */
+static bool name_ok(const char *name)
+{
+  bool ok = name != NULL && *name != '\0' && strlen(name) < 64;
+  for (const char *p = name; ok && *p; p++) {
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+         *p == '_' || *p == '-';
+  }
+  return ok;
+}
+
 static void read_sources(lua_State *L, load_ctx_t *c, int tbl)
 {
   vg_config_t *cfg = c->cfg;
   lua_pushnil(L);
   while (lua_next(L, tbl) != 0) {
     const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    bool ok = name != NULL && *name != '\0' && strlen(name) < 64;
-    for (const char *p = name; ok && *p; p++) {
-      ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-           *p == '_' || *p == '-';
-    }
-    if (!ok) {
+    if (!name_ok(name)) {
       key_error(L, c, "sources",
                 "sources must map names (letters, digits, _ and -) to tables { kind = ..., url "
                 "= ... }");
@@ -618,6 +661,248 @@ static void read_sources(lua_State *L, load_ctx_t *c, int tbl)
     memset(sc, 0, sizeof(*sc));
     sc->name = strdup(name);
     read_source(L, c, lua_gettop(L), sc);
+    lua_pop(L, 1);
+  }
+}
+
+/* ---- notifiers ---- */
+
+/* What each kind of notifier takes besides `kind`, and which of it is required. */
+static const struct {
+  const char *kind;
+  const char *const keys[5];
+  const char *required;
+  const char *takes; /* for messages */
+} notifier_kinds[] = {
+  { "pagerduty", { "kind", "routing_key", "url", NULL }, "routing_key", "routing_key, url" },
+  { "slack",
+    { "kind", "webhook", "channel", "username", NULL },
+    "webhook",
+    "webhook, channel, username" },
+  { "webhook", { "kind", "url", "secret", "headers", NULL }, "url", "url, secret, headers" },
+};
+
+/* An http(s) URL with a host and no blanks or control characters. */
+static bool http_url_ok(const char *u)
+{
+  size_t skip = strncasecmp(u, "http://", 7) == 0 ? 7 : strncasecmp(u, "https://", 8) == 0 ? 8 : 0;
+  if (skip == 0 || u[skip] == '\0' || strchr("/?#", u[skip]) != NULL || strlen(u) > 4096) {
+    return false;
+  }
+  for (const unsigned char *p = (const unsigned char *)u; *p; p++) {
+    if (*p <= ' ' || *p == 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* A secret-only option (the value at the top of the stack) into *slot: env "NAME" or
+ * file "PATH", never a literal, which is refused as `token` is and not repeated. The copy
+ * goes into the config at once, so vg_config_free wipes it even when a later check fails. */
+static void opt_secret(lua_State *L, load_ctx_t *c, const char *key, const char *owner, char **slot)
+{
+  secret_t *s = luaL_testudata(L, -1, SECRET_MT);
+  if (s == NULL) {
+    key_error(L, c, key,
+              "%s.%s must come from env \"NAME\" or file \"PATH\", never a literal in the "
+              "config file",
+              owner, key);
+  }
+  if (s->len == 0 || strlen(s->value) != s->len || strpbrk(s->value, "\r\n") != NULL) {
+    key_error(L, c, key, "%s.%s must be non-empty, without NUL, CR or LF (value not shown)", owner,
+              key);
+  }
+  if ((*slot = strdup(s->value)) == NULL) {
+    key_error(L, c, key, "out of memory");
+  }
+}
+
+/* A short plain string option (the value at the top of the stack) into *slot. */
+static void opt_text(
+    lua_State *L, load_ctx_t *c, const char *key, const char *owner, size_t max, char **slot)
+{
+  const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  bool ok = v != NULL && *v != '\0' && strlen(v) <= max;
+  for (const unsigned char *p = (const unsigned char *)v; ok && *p; p++) {
+    ok = *p >= ' ' && *p != 0x7f;
+  }
+  if (!ok) {
+    key_error(L, c, key, "%s.%s must be a string of 1 to %zu characters without control codes",
+              owner, key, max);
+  }
+  set_str(slot, v);
+}
+
+/* A webhook notifier's headers: names as the notify builder accepts them, values plain
+ * strings or secrets; Content-Type and the signature headers are the builder's. */
+static void read_notifier_headers(
+    lua_State *L, load_ctx_t *c, int tbl, const char *owner, vg_notifier_config_t *nc)
+{
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    bool ok = name != NULL && strlen(name) <= 64 &&
+              ((*name >= 'A' && *name <= 'Z') || (*name >= 'a' && *name <= 'z'));
+    for (const char *p = name; ok && *p; p++) {
+      ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+           *p == '-';
+    }
+    if (!ok) {
+      key_error(L, c, "headers",
+                "%s.headers must map header names (letters, digits and '-') to values", owner);
+    }
+    if (strcasecmp(name, "Content-Type") == 0 || strcasecmp(name, "X-Vigil-Signature") == 0 ||
+        strcasecmp(name, "X-Vigil-Timestamp") == 0) {
+      key_error(L, c, "headers", "%s.headers must not set %s: vigil sets it", owner, name);
+    }
+    if (nc->nheaders >= 64) {
+      key_error(L, c, "headers", "%s.headers has more than 64 entries", owner);
+    }
+    vg_notifier_header_t *grown = realloc(nc->headers, (nc->nheaders + 1) * sizeof(*grown));
+    if (grown == NULL) {
+      key_error(L, c, "headers", "out of memory");
+    }
+    nc->headers = grown;
+    vg_notifier_header_t *h = &nc->headers[nc->nheaders++];
+    h->name = strdup(name);
+    h->value = NULL;
+    if (h->name == NULL) {
+      key_error(L, c, "headers", "out of memory");
+    }
+    secret_t *s = luaL_testudata(L, -1, SECRET_MT);
+    const char *v = s != NULL                        ? s->value
+                    : lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                     : NULL;
+    if (v == NULL || (s != NULL && strlen(s->value) != s->len) || strpbrk(v, "\r\n") != NULL ||
+        strlen(v) > 8192) {
+      key_error(L, c, "headers",
+                "%s.headers.%s must be a string or a secret (env/file) of at most 8192 bytes "
+                "without NUL, CR or LF (value not shown)",
+                owner, name);
+    }
+    if ((h->value = strdup(v)) == NULL) {
+      key_error(L, c, "headers", "out of memory");
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static void read_notifier(lua_State *L, load_ctx_t *c, int tbl, vg_notifier_config_t *nc)
+{
+  static const char *const known[] = {
+    "kind", "url", "routing_key", "webhook", "secret", "channel", "username", "headers", NULL,
+  };
+  char owner[96], prefix[100];
+  snprintf(owner, sizeof(owner), "notifiers.%s", nc->name);
+  snprintf(prefix, sizeof(prefix), "%s.", owner);
+  check_known(L, c, tbl, prefix, known);
+  size_t k = 0, nkinds = sizeof(notifier_kinds) / sizeof(notifier_kinds[0]);
+  if (lua_getfield(L, tbl, "kind") == LUA_TSTRING) {
+    while (k < nkinds && strcmp(lua_tostring(L, -1), notifier_kinds[k].kind) != 0) {
+      k++;
+    }
+  } else {
+    k = nkinds;
+  }
+  if (k == nkinds) {
+    key_error(L, c, "kind", "%s.kind must be one of pagerduty, slack, webhook", owner);
+  }
+  lua_pop(L, 1);
+  set_str(&nc->kind, notifier_kinds[k].kind);
+  /* keys of another kind: a routing_key on a slack notifier is a mistake, not an extra */
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    lua_pop(L, 1);
+    const char *key = lua_tostring(L, -1);
+    bool ok = false;
+    for (int i = 0; notifier_kinds[k].keys[i] != NULL && !ok; i++) {
+      ok = strcmp(key, notifier_kinds[k].keys[i]) == 0;
+    }
+    if (!ok) {
+      key_error(L, c, key, "%s.%s is not a key of a %s notifier (it takes %s)", owner, key,
+                nc->kind, notifier_kinds[k].takes);
+    }
+  }
+  if (lua_getfield(L, tbl, notifier_kinds[k].required) == LUA_TNIL) {
+    key_error(L, c, nc->name, "%s needs %s (a %s notifier)", owner, notifier_kinds[k].required,
+              nc->kind);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "url") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING || !http_url_ok(lua_tostring(L, -1))) {
+      key_error(L, c, "url", "%s.url must be an http:// or https:// URL", owner);
+    }
+    set_str(&nc->url, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "routing_key") != LUA_TNIL) {
+    opt_secret(L, c, "routing_key", owner, &nc->routing_key);
+    bool ok = strlen(nc->routing_key) == 32;
+    for (const char *p = nc->routing_key; ok && *p; p++) {
+      ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9');
+    }
+    if (!ok) {
+      key_error(L, c, "routing_key",
+                "%s.routing_key must be a 32-character integration key (value not shown)", owner);
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "webhook") != LUA_TNIL) {
+    opt_secret(L, c, "webhook", owner, &nc->webhook);
+    if (!http_url_ok(nc->webhook)) {
+      key_error(L, c, "webhook",
+                "%s.webhook must be an http:// or https:// URL (value not shown: it is a secret)",
+                owner);
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "secret") != LUA_TNIL) {
+    opt_secret(L, c, "secret", owner, &nc->secret);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "channel") != LUA_TNIL) {
+    opt_text(L, c, "channel", owner, 80, &nc->channel);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "username") != LUA_TNIL) {
+    opt_text(L, c, "username", owner, 80, &nc->username);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, tbl, "headers") == LUA_TTABLE) {
+    read_notifier_headers(L, c, lua_gettop(L), owner, nc);
+  } else if (!lua_isnil(L, -1)) {
+    key_error(L, c, "headers", "%s.headers must be a table { [\"X-Name\"] = value }", owner);
+  }
+  lua_pop(L, 1);
+}
+
+static void read_notifiers(lua_State *L, load_ctx_t *c, int tbl)
+{
+  vg_config_t *cfg = c->cfg;
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (!name_ok(name)) {
+      key_error(L, c, "notifiers",
+                "notifiers must map names (letters, digits, _ and -) to tables { kind = ..., "
+                "... }");
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, "notifiers", "notifiers.%s must be a table { kind = ..., ... }", name);
+    }
+    vg_notifier_config_t *grown =
+        realloc(cfg->notifiers, (cfg->nnotifiers + 1) * sizeof(vg_notifier_config_t));
+    if (grown == NULL) {
+      key_error(L, c, "notifiers", "out of memory");
+    }
+    cfg->notifiers = grown;
+    vg_notifier_config_t *nc = &cfg->notifiers[cfg->nnotifiers++];
+    memset(nc, 0, sizeof(*nc));
+    if ((nc->name = strdup(name)) == NULL) {
+      key_error(L, c, "notifiers", "out of memory");
+    }
+    read_notifier(L, c, lua_gettop(L), nc);
     lua_pop(L, 1);
   }
 }
@@ -1102,6 +1387,10 @@ static int read_config_p(lua_State *L)
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "sources") == LUA_TTABLE) {
     read_sources(L, c, lua_gettop(L));
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "notifiers") == LUA_TTABLE) {
+    read_notifiers(L, c, lua_gettop(L));
   }
   lua_pop(L, 1);
   for (const char *const *k =

@@ -22,6 +22,28 @@ typedef struct {
   size_t nheaders;
 } vg_source_config_t;
 
+/* A notification target declared in the config (`notifiers = { name = { kind = ..., ... } }`).
+ * Unlike a source's, its credentials are plain strings handed to the Lua notify builders:
+ * PagerDuty's routing key travels in the event body and a webhook's signing key makes the
+ * signature, so neither can be added by C to a finished request (src/lua/lvigil.c). */
+typedef struct {
+  char *name;
+  char *value; /* may come from a secret */
+} vg_notifier_header_t;
+
+typedef struct {
+  char *name;
+  char *kind;        /* pagerduty | slack | webhook */
+  char *url;         /* pagerduty: the Events API endpoint (NULL: PagerDuty's); webhook: target */
+  char *routing_key; /* pagerduty, secret: the 32-character integration key */
+  char *webhook;     /* slack, secret: the incoming-webhook URL (its path is the credential) */
+  char *secret;      /* webhook, secret, optional: the HMAC-SHA256 signing key */
+  char *channel;     /* slack, optional */
+  char *username;    /* slack, optional */
+  vg_notifier_header_t *headers; /* webhook, optional: extra request headers */
+  size_t nheaders;
+} vg_notifier_config_t;
+
 typedef struct vg_config {
   char *path; /* the file it came from, or NULL for defaults */
   char *listen;
@@ -54,6 +76,8 @@ typedef struct vg_config {
 
   vg_source_config_t *sources;
   size_t nsources;
+  vg_notifier_config_t *notifiers;
+  size_t nnotifiers;
 
   /* executor = { ... } and guard = { ... }: modes, approvals, the kill switch file and the
      guard rails (executor.opts.mode mirrors executor_mode) */
@@ -98,3 +122,6 @@ int vg_rate_parse(const char *text, vg_rate_t *out, char *err, size_t errlen);
 
 /* The declared source called `name`, or NULL. */
 const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *name);
+
+/* The declared notifier called `name`, or NULL (also when cfg is NULL). */
+const vg_notifier_config_t *vg_config_notifier(const vg_config_t *cfg, const char *name);

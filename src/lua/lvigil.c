@@ -1,5 +1,6 @@
 /* vigil.core: the C half of the `vigil` module (lua/vigil/init.lua adds the Lua half).
- * Time, tasks and periodic jobs: sleep, now, spawn, wait, every, duration, log. */
+ * Time, tasks and periodic jobs: sleep, now, spawn, wait, every, duration, log; and what the
+ * config declares of sources and notifiers. */
 #include "lua/lvigil.h"
 
 #include <lauxlib.h>
@@ -106,6 +107,53 @@ static int l_source_info(lua_State *L)
   lua_setfield(L, -2, "url");
   lua_pushnumber(L, (lua_Number)sc->timeout_ms / 1000.0);
   lua_setfield(L, -2, "timeout");
+  return 1;
+}
+
+/* Sets t[key] = s (t at the top of the stack) when s is not NULL. */
+static void set_opt_string(lua_State *L, const char *key, const char *s)
+{
+  if (s != NULL) {
+    lua_pushstring(L, s);
+    lua_setfield(L, -2, key);
+  }
+}
+
+/* vigil.core.notifier(name) [-1, +1, m]: the config's notifier `name` as a fresh table
+ * { name, kind, url, routing_key, webhook, secret, channel, username, headers = { [n] = v } }
+ * (absent fields are nil), or nil when the config declares none. vigil.actions.notify hands it
+ * to the notify builders.
+ *
+ * Sources keep their credentials in C and add them to each request; notifiers cannot: the
+ * PagerDuty routing key is part of the event body the builder encodes, and a webhook's
+ * signing key is needed to compute the signature over the body. So the secrets are returned
+ * as plain strings. What keeps them out of sight is the builders (no secret in an error or a
+ * redacted_url) and the executor (the ledger records the redacted command, never the body):
+ * a notifier keeps secrets out of policy files and the ledger, not out of the policy's VM. */
+static int l_notifier(lua_State *L)
+{
+  const char *name = luaL_checkstring(L, 1);
+  const vg_notifier_config_t *nc = vg_config_notifier(vg_vm_of(L)->rt->config, name);
+  if (nc == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 9);
+  set_opt_string(L, "name", nc->name);
+  set_opt_string(L, "kind", nc->kind);
+  set_opt_string(L, "url", nc->url);
+  set_opt_string(L, "routing_key", nc->routing_key);
+  set_opt_string(L, "webhook", nc->webhook);
+  set_opt_string(L, "secret", nc->secret);
+  set_opt_string(L, "channel", nc->channel);
+  set_opt_string(L, "username", nc->username);
+  if (nc->nheaders > 0) {
+    lua_createtable(L, 0, (int)nc->nheaders);
+    for (size_t i = 0; i < nc->nheaders; i++) {
+      set_opt_string(L, nc->headers[i].name, nc->headers[i].value);
+    }
+    lua_setfield(L, -2, "headers");
+  }
   return 1;
 }
 
@@ -446,6 +494,7 @@ int vg_open_vigil_core(lua_State *L)
     { "every", l_every },
     { "log", l_log },
     { "source_info", l_source_info },
+    { "notifier", l_notifier }, /* secrets included: see l_notifier */
     { NULL, NULL },
   };
   luaL_newlib(L, funcs);

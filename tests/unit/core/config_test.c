@@ -1,7 +1,7 @@
 /* Config tests (core/config.c): the defaults; a full valid file, as a returned table and as
  * globals; every error naming its key at file:line (unknown keys with suggestions, wrong
  * types, bad durations and sizes, literal tokens); secrets from env and from files, which never
- * print; and files that fail to run. */
+ * print; notifiers of each kind and every shape refused; and files that fail to run. */
 #include "core/config.h"
 
 #include <ftw.h>
@@ -417,6 +417,323 @@ static void test_failed_load_keeps_earlier_values(void **state)
   vg_config_free(&cfg);
 }
 
+/* ---- notifiers ---- */
+
+#define PD_KEY "R0123456789abcdef0123456789abcde" /* 32 characters, as PagerDuty's */
+#define SLACK_URL "https://hooks.slack.com/services/T000/B000/SLACKSECRETPATH"
+
+static void set_notifier_env(void)
+{
+  setenv("VG_CONFIG_TEST_PD", PD_KEY, 1);
+  setenv("VG_CONFIG_TEST_SLACK", SLACK_URL, 1);
+  setenv("VG_CONFIG_TEST_HOOK", "hook-signing-secret", 1);
+  setenv("VG_CONFIG_TEST_AUTH", "Bearer header-secret", 1);
+}
+
+static void unset_notifier_env(void)
+{
+  unsetenv("VG_CONFIG_TEST_PD");
+  unsetenv("VG_CONFIG_TEST_SLACK");
+  unsetenv("VG_CONFIG_TEST_HOOK");
+  unsetenv("VG_CONFIG_TEST_AUTH");
+}
+
+static const char *header_of(const vg_notifier_config_t *nc, const char *name)
+{
+  for (size_t i = 0; i < nc->nheaders; i++) {
+    if (strcmp(nc->headers[i].name, name) == 0) {
+      return nc->headers[i].value;
+    }
+  }
+  return NULL;
+}
+
+static void test_notifiers_of_each_kind(void **state)
+{
+  (void)state;
+  set_notifier_env();
+  char err[1024], text[2048], keyfile[256];
+  snprintf(keyfile, sizeof(keyfile), "%s", write_conf("pdkey", PD_KEY "\n"));
+  snprintf(
+      text, sizeof(text),
+      "notifiers = {\n"
+      "  oncall = { kind = 'pagerduty', routing_key = env 'VG_CONFIG_TEST_PD' },\n"
+      "  backup = { kind = 'pagerduty', routing_key = file '%s',\n"
+      "             url = 'http://127.0.0.1:8080/v2/enqueue' },\n"
+      "  team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK', channel = '#sre',\n"
+      "           username = 'vigil' },\n"
+      "  hook = { kind = 'webhook', url = 'https://hooks.internal/vigil',\n"
+      "           secret = env 'VG_CONFIG_TEST_HOOK',\n"
+      "           headers = { ['X-Team'] = 'sre', Authorization = env 'VG_CONFIG_TEST_AUTH' } },\n"
+      "  bare = { kind = 'webhook', url = 'http://127.0.0.1:9/x' },\n"
+      "}\n",
+      keyfile);
+  vg_config_t cfg;
+  assert_int_equal(load_text(text, err, sizeof(err), &cfg), 0);
+  assert_int_equal(cfg.nnotifiers, 5);
+
+  const vg_notifier_config_t *pd = vg_config_notifier(&cfg, "oncall");
+  assert_non_null(pd);
+  assert_string_equal(pd->name, "oncall");
+  assert_string_equal(pd->kind, "pagerduty");
+  assert_string_equal(pd->routing_key, PD_KEY);
+  assert_null(pd->url); /* the builder's default: PagerDuty's Events API */
+  assert_null(pd->webhook);
+  assert_null(pd->secret);
+  assert_int_equal(pd->nheaders, 0);
+
+  const vg_notifier_config_t *backup = vg_config_notifier(&cfg, "backup");
+  assert_non_null(backup);
+  assert_string_equal(backup->routing_key, PD_KEY); /* from the file, newline trimmed */
+  assert_string_equal(backup->url, "http://127.0.0.1:8080/v2/enqueue");
+
+  const vg_notifier_config_t *team = vg_config_notifier(&cfg, "team");
+  assert_non_null(team);
+  assert_string_equal(team->kind, "slack");
+  assert_string_equal(team->webhook, SLACK_URL);
+  assert_string_equal(team->channel, "#sre");
+  assert_string_equal(team->username, "vigil");
+  assert_null(team->routing_key);
+
+  const vg_notifier_config_t *hook = vg_config_notifier(&cfg, "hook");
+  assert_non_null(hook);
+  assert_string_equal(hook->kind, "webhook");
+  assert_string_equal(hook->url, "https://hooks.internal/vigil");
+  assert_string_equal(hook->secret, "hook-signing-secret");
+  assert_int_equal(hook->nheaders, 2);
+  assert_string_equal(header_of(hook, "X-Team"), "sre");
+  assert_string_equal(header_of(hook, "Authorization"), "Bearer header-secret");
+
+  const vg_notifier_config_t *bare = vg_config_notifier(&cfg, "bare");
+  assert_non_null(bare);
+  assert_null(bare->secret);
+  assert_int_equal(bare->nheaders, 0);
+
+  assert_null(vg_config_notifier(&cfg, "nobody"));
+  assert_null(vg_config_notifier(&cfg, "Oncall")); /* names are exact */
+  assert_null(vg_config_source(&cfg, "oncall"));   /* notifiers are not sources */
+  vg_config_free(&cfg);
+  assert_null(cfg.notifiers);
+  assert_int_equal(cfg.nnotifiers, 0);
+  assert_null(vg_config_notifier(NULL, "oncall"));
+  assert_null(vg_config_notifier(&cfg, "oncall"));
+  unset_notifier_env();
+}
+
+static void test_notifier_shapes_refused(void **state)
+{
+  (void)state;
+  set_notifier_env();
+  expect_error("store = 'x'\nnotifiers = 'oncall'\n", 2, "notifiers must be a table");
+  expect_error("notifiers = { { kind = 'slack' } }\n", 1,
+               "notifiers must map names (letters, digits, _ and -) to tables");
+  expect_error("notifiers = { ['on call'] = { kind = 'slack' } }\n", 1,
+               "notifiers must map names (letters, digits, _ and -) to tables");
+  expect_error("notifiers = { oncall = 'pagerduty' }\n", 1,
+               "notifiers.oncall must be a table { kind = ..., ... }");
+  /* unknown keys, with a suggestion, at their line */
+  expect_error(
+      "return {\n  notifiers = {\n    oncall = { kind = 'pagerduty',\n"
+      "      routing_kye = env 'VG_CONFIG_TEST_PD' },\n  },\n}\n",
+      4, "unknown key 'notifiers.oncall.routing_kye' (did you mean 'routing_key'?)");
+  expect_error(
+      "notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK',\n"
+      "  chanel = '#sre' } }\n",
+      2, "unknown key 'notifiers.team.chanel' (did you mean 'channel'?)");
+  expect_error(
+      "notifiers = { x = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK', "
+      "token = env 'VG_CONFIG_TEST_HOOK' } }\n",
+      1, "unknown key 'notifiers.x.token'");
+  /* kinds */
+  expect_error("notifiers = { oncall = { routing_key = env 'VG_CONFIG_TEST_PD' } }\n", 1,
+               "notifiers.oncall.kind must be one of pagerduty, slack, webhook");
+  expect_error("notifiers = { oncall = { kind = 'email' } }\n", 1,
+               "notifiers.oncall.kind must be one of pagerduty, slack, webhook");
+  expect_error("notifiers = { oncall = { kind = 5 } }\n", 1,
+               "notifiers.oncall.kind must be one of pagerduty, slack, webhook");
+  /* a key of another kind */
+  expect_error(
+      "notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK',\n"
+      "  routing_key = env 'VG_CONFIG_TEST_PD' } }\n",
+      2,
+      "notifiers.team.routing_key is not a key of a slack notifier (it takes webhook, "
+      "channel, username)");
+  expect_error(
+      "notifiers = { oncall = { kind = 'pagerduty', routing_key = env "
+      "'VG_CONFIG_TEST_PD', headers = {} } }\n",
+      1,
+      "notifiers.oncall.headers is not a key of a pagerduty notifier (it takes "
+      "routing_key, url)");
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 'https://h/x', channel = '#a' } }\n",
+               1,
+               "notifiers.hook.channel is not a key of a webhook notifier (it takes url, secret, "
+               "headers)");
+  /* required per kind, at the notifier's line */
+  expect_error("store = 'x'\nnotifiers = {\n  oncall = { kind = 'pagerduty' },\n}\n", 3,
+               "notifiers.oncall needs routing_key (a pagerduty notifier)");
+  expect_error("notifiers = { team = { kind = 'slack', channel = '#sre' } }\n", 1,
+               "notifiers.team needs webhook (a slack notifier)");
+  expect_error("notifiers = { hook = { kind = 'webhook', secret = env 'VG_CONFIG_TEST_HOOK' } }\n",
+               1, "notifiers.hook needs url (a webhook notifier)");
+  /* urls */
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 'ftp://h/x' } }\n", 1,
+               "notifiers.hook.url must be an http:// or https:// URL");
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 'https://' } }\n", 1,
+               "notifiers.hook.url must be an http:// or https:// URL");
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 'https://h/a b' } }\n", 1,
+               "notifiers.hook.url must be an http:// or https:// URL");
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 80 } }\n", 1,
+               "notifiers.hook.url must be an http:// or https:// URL");
+  expect_error(
+      "notifiers = { oncall = { kind = 'pagerduty', routing_key = env "
+      "'VG_CONFIG_TEST_PD', url = 'events.pagerduty.com' } }\n",
+      1, "notifiers.oncall.url must be an http:// or https:// URL");
+  /* plain options */
+  expect_error(
+      "notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK', "
+      "channel = 5 } }\n",
+      1,
+      "notifiers.team.channel must be a string of 1 to 80 characters without control "
+      "codes");
+  expect_error(
+      "notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK', "
+      "username = 'a\\nb' } }\n",
+      1, "notifiers.team.username must be a string of 1 to 80 characters");
+  /* headers */
+  expect_error("notifiers = { hook = { kind = 'webhook', url = 'https://h/x', headers = 5 } }\n", 1,
+               "notifiers.hook.headers must be a table");
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x',\n"
+      "  headers = { ['X Team'] = 'sre' } } }\n",
+      2, "notifiers.hook.headers must map header names (letters, digits and '-')");
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x',\n"
+      "  headers = { ['content-type'] = 'text/plain' } } }\n",
+      2, "notifiers.hook.headers must not set content-type: vigil sets it");
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x',\n"
+      "  headers = { ['X-Vigil-Signature'] = 'forged' } } }\n",
+      2, "notifiers.hook.headers must not set X-Vigil-Signature: vigil sets it");
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x',\n"
+      "  headers = { ['X-Team'] = 'a\\r\\nX-Evil: 1' } } }\n",
+      2, "notifiers.hook.headers.X-Team must be a string or a secret (env/file)");
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x',\n"
+      "  headers = { ['X-Team'] = {} } } }\n",
+      2, "notifiers.hook.headers.X-Team must be a string or a secret (env/file)");
+  unset_notifier_env();
+}
+
+/* Credentials come from env or file like `token`; a literal is refused, and neither the
+ * literal nor a secret's value ever appears in the error. */
+static void test_notifier_secrets(void **state)
+{
+  (void)state;
+  char err[1024];
+  set_notifier_env();
+  expect_error(
+      "return {\n  notifiers = {\n    oncall = { kind = 'pagerduty',\n"
+      "      routing_key = '" PD_KEY "' },\n  },\n}\n",
+      4,
+      "notifiers.oncall.routing_key must come from env \"NAME\" or file \"PATH\", never "
+      "a literal in the config file");
+  assert_int_equal(
+      load_text("notifiers = { oncall = { kind = 'pagerduty', routing_key = '" PD_KEY "' } }\n",
+                err, sizeof(err), NULL),
+      -1);
+  assert_null(strstr(err, PD_KEY));
+  expect_error("notifiers = { team = { kind = 'slack', webhook = '" SLACK_URL "' } }\n", 1,
+               "notifiers.team.webhook must come from env \"NAME\" or file \"PATH\", never a "
+               "literal");
+  assert_int_equal(
+      load_text("notifiers = { team = { kind = 'slack', webhook = '" SLACK_URL "' } }\n", err,
+                sizeof(err), NULL),
+      -1);
+  assert_null(strstr(err, "SLACKSECRETPATH"));
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x', secret = "
+      "'hunter2' } }\n",
+      1, "notifiers.hook.secret must come from env \"NAME\" or file \"PATH\"");
+  assert_int_equal(load_text("notifiers = { hook = { kind = 'webhook', url = 'https://h/x', "
+                             "secret = 'hunter2' } }\n",
+                             err, sizeof(err), NULL),
+                   -1);
+  assert_null(strstr(err, "hunter2"));
+  expect_error("notifiers = { oncall = { kind = 'pagerduty', routing_key = 42 } }\n", 1,
+               "notifiers.oncall.routing_key must come from env");
+
+  /* a secret of the wrong shape: said so, and not shown */
+  setenv("VG_CONFIG_TEST_PD", "short-key-do-not-show", 1);
+  expect_error(
+      "notifiers = { oncall = { kind = 'pagerduty', routing_key = env "
+      "'VG_CONFIG_TEST_PD' } }\n",
+      1,
+      "notifiers.oncall.routing_key must be a 32-character integration key (value not "
+      "shown)");
+  assert_int_equal(load_text("notifiers = { oncall = { kind = 'pagerduty', routing_key = env "
+                             "'VG_CONFIG_TEST_PD' } }\n",
+                             err, sizeof(err), NULL),
+                   -1);
+  assert_null(strstr(err, "short-key-do-not-show"));
+  setenv("VG_CONFIG_TEST_SLACK", "hooks.slack.com/services/T/B/NOSCHEME-do-not-show", 1);
+  expect_error("notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK' } }\n",
+               1,
+               "notifiers.team.webhook must be an http:// or https:// URL (value not shown: it "
+               "is a secret)");
+  assert_int_equal(
+      load_text("notifiers = { team = { kind = 'slack', webhook = env 'VG_CONFIG_TEST_SLACK' } }\n",
+                err, sizeof(err), NULL),
+      -1);
+  assert_null(strstr(err, "NOSCHEME-do-not-show"));
+  setenv("VG_CONFIG_TEST_HOOK", "two\nlines-do-not-show", 1);
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x', secret = env "
+      "'VG_CONFIG_TEST_HOOK' } }\n",
+      1, "notifiers.hook.secret must be non-empty, without NUL, CR or LF (value not shown)");
+  setenv("VG_CONFIG_TEST_HOOK", "", 1);
+  expect_error(
+      "notifiers = { hook = { kind = 'webhook', url = 'https://h/x', secret = env "
+      "'VG_CONFIG_TEST_HOOK' } }\n",
+      1, "notifiers.hook.secret must be non-empty");
+  setenv("VG_CONFIG_TEST_AUTH", "Bearer x\r\nX-Evil: do-not-show", 1);
+  assert_int_equal(load_text("notifiers = { hook = { kind = 'webhook', url = 'https://h/x', "
+                             "headers = { Authorization = env 'VG_CONFIG_TEST_AUTH' } } }\n",
+                             err, sizeof(err), NULL),
+                   -1);
+  assert_non_null(strstr(err, "notifiers.hook.headers.Authorization must be a string or a secret"));
+  assert_null(strstr(err, "do-not-show"));
+  unsetenv("VG_CONFIG_TEST_PD");
+  expect_error(
+      "notifiers = { oncall = { kind = 'pagerduty', routing_key = env "
+      "'VG_CONFIG_TEST_PD' } }\n",
+      1, "env: environment variable VG_CONFIG_TEST_PD is not set");
+  unset_notifier_env();
+}
+
+/* A load that fails after some notifiers (and some of their secrets) were copied frees them
+ * all (ASan and LSan check). */
+static void test_notifier_failure_frees(void **state)
+{
+  (void)state;
+  char err[1024];
+  set_notifier_env();
+  vg_config_t cfg;
+  assert_int_equal(
+      load_text("notifiers = {\n"
+                "  a = { kind = 'pagerduty', routing_key = env 'VG_CONFIG_TEST_PD' },\n"
+                "  b = { kind = 'webhook', url = 'https://h/x', secret = env "
+                "'VG_CONFIG_TEST_HOOK', headers = { A = 'x', B = env "
+                "'VG_CONFIG_TEST_AUTH', ['C D'] = 'y' } },\n"
+                "}\n",
+                err, sizeof(err), &cfg),
+      -1);
+  assert_non_null(strstr(err, "headers must map header names"));
+  assert_true(cfg.nnotifiers >= 1);
+  vg_config_free(&cfg);
+  unset_notifier_env();
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -436,6 +753,10 @@ int main(void)
     cmocka_unit_test(test_files_that_fail_to_run),
     cmocka_unit_test(test_infinite_loop_stopped),
     cmocka_unit_test(test_failed_load_keeps_earlier_values),
+    cmocka_unit_test(test_notifiers_of_each_kind),
+    cmocka_unit_test(test_notifier_shapes_refused),
+    cmocka_unit_test(test_notifier_secrets),
+    cmocka_unit_test(test_notifier_failure_frees),
   };
   if (getenv("VG_TEST_FILTER") != NULL) { /* run only the tests matching the pattern */
     cmocka_set_test_filter(getenv("VG_TEST_FILTER"));
