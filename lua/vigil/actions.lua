@@ -20,6 +20,7 @@
 -- | skipped (a condition said no), or nil, "EINVAL: ..." when the request itself is wrong
 -- (a hostile label value, a missing field). Documented in docs/actions.md.
 local core = require("vigil.actions.core")
+local vigil_core = require("vigil.core")
 local json = require("vigil.json")
 local kube = require("vigil.kube")
 
@@ -221,6 +222,104 @@ end
 M.slack = notifier("slack", "slack")
 M.pagerduty = notifier("pagerduty", "pagerduty")
 M.webhook = notifier("webhook", "webhook")
+
+-- ---- notifiers: targets the config names ----
+
+-- What a named notifier owns and a caller may not set: its credentials, and where it sends
+-- (the PagerDuty routing key travels in the body, so another url would receive it).
+local NOTIFIER_OWN = { "routing_key", "webhook", "secret", "url" }
+
+-- A name from policy code, safe to put in a message.
+local function shown(name)
+  return (name:sub(1, 64):gsub("[%c\127-\255']", "?"))
+end
+
+-- The Slack body with the notifier's channel and username (an incoming webhook created by a
+-- Slack app ignores them; a legacy one honours them). The body is the builder's JSON object:
+-- the fields go in front, encoded, so nothing else in it changes.
+local function slack_identity(body, channel, username)
+  local notify = require("vigil.notify")
+  local extra = {}
+  for k, v in pairs({ channel = channel, username = username }) do
+    if type(v) ~= "string" or v == "" then
+      return nil, ("EINVAL: %s: must be a non-empty string"):format(k)
+    end
+    extra[#extra + 1] = json.encode(k) .. ":" .. json.encode(notify.text(v, 80))
+  end
+  if #extra == 0 then return body end
+  table.sort(extra)
+  return "{" .. table.concat(extra, ",") .. "," .. body:sub(2)
+end
+
+--- notify{ to = "oncall", summary | text, severity, title, dedup_key, alert, incident, ... }
+-- Sends to the notifier `to` of the config's `notifiers`: its kind picks the builder (slack,
+-- pagerduty or webhook) and its fields (credentials, url, channel, username, headers) are
+-- merged under the caller's options, which are the builder's as usual. The caller may not set
+-- routing_key, webhook, secret or url: they are the notifier's (EINVAL). So that one call
+-- suits any kind: text and summary stand in for each other, a PagerDuty source defaults to
+-- "vigil" and its dedup_key to the incident's (vigil.notify.dedup_key), and a webhook
+-- without a payload gets { notifier, text, title, severity, incident, labels }. The action's
+-- target is the notifier's name unless `target` is given. An unknown notifier is
+-- nil, "ENONOTIFIER: ...".
+function M.notify(opts)
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'notify' (table { to = ..., ... } expected, got %s)")
+      :format(type(opts)), 2)
+  end
+  local name = opts.to
+  if type(name) ~= "string" or name == "" then
+    return nil, "EINVAL: to: is required (the name of a notifier in the config)"
+  end
+  for _, k in ipairs(NOTIFIER_OWN) do
+    if opts[k] ~= nil then
+      return nil, ("EINVAL: %s: is the notifier's (notifiers.%s in the config); a caller "
+        .. "cannot set it"):format(k, shown(name))
+    end
+  end
+  local n = vigil_core.notifier(name)
+  if not n then
+    return nil, ("ENONOTIFIER: no notifier '%s' in the config"):format(shown(name))
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.to = nil
+  for _, k in ipairs({ "url", "routing_key", "webhook", "secret", "channel", "username" }) do
+    if o[k] == nil then o[k] = n[k] end
+  end
+  if n.headers then
+    if o.headers ~= nil and type(o.headers) ~= "table" then
+      return nil, "EINVAL: headers: must be a table"
+    end
+    local merged, mine = {}, {}
+    for k, v in pairs(o.headers or {}) do
+      merged[k] = v
+      if type(k) == "string" then mine[k:lower()] = true end
+    end
+    for k, v in pairs(n.headers) do
+      if not mine[k:lower()] then merged[k] = v end
+    end
+    o.headers = merged
+  end
+  if o.text == nil then o.text = o.summary end
+  if o.summary == nil then o.summary = o.text end
+  local incident = incident_of(opts)
+  local notify = require("vigil.notify")
+  if n.kind == "pagerduty" then
+    if o.source == nil then o.source = "vigil" end
+    if o.dedup_key == nil and incident then o.dedup_key = notify.dedup_key({ id = incident }) end
+  elseif n.kind == "webhook" and o.payload == nil then
+    local a = type(opts.alert) == "table" and opts.alert or {}
+    o.payload = { notifier = name, text = o.text, title = o.title, severity = o.severity,
+      incident = incident, labels = a.labels }
+  end
+  local req, err = notify[n.kind](o)
+  if not req then return nil, err end
+  if n.kind == "slack" then
+    req.body, err = slack_identity(req.body, o.channel, o.username)
+    if not req.body then return nil, err end
+  end
+  return http_action(o, "notify", opts.target or name, req, true)
+end
 
 -- Alertmanager-style matchers ({name, value, isEqual, isRegex}) as label-matcher text.
 local function matcher_text(ms)
