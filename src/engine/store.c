@@ -160,6 +160,75 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
   /* 4: the once-a-second expiry scan finds firing alerts past their endsAt through an index of
      their own instead of reading every firing row */
   "CREATE INDEX alerts_firing_ends ON alerts (ends_at) WHERE status = 'firing';",
+  /* 5: what the AIOps pipeline remembers (src/engine/memory.c): a JSON detail on timeline
+     entries, per-policy key/value state, the knowledge base with its full-text index, known
+     fixes and persisted escalation timers (G4) */
+  "ALTER TABLE timeline ADD COLUMN detail TEXT;"
+  "CREATE TABLE policy_state ("
+  "  policy TEXT NOT NULL,"
+  "  key TEXT NOT NULL,"
+  "  value TEXT NOT NULL,"
+  "  updated_at INTEGER NOT NULL,"
+  "  expires_at INTEGER,"
+  "  PRIMARY KEY (policy, key)) WITHOUT ROWID;"
+  "CREATE INDEX policy_state_expires ON policy_state (expires_at) WHERE expires_at IS NOT NULL;"
+  /* no foreign key to incidents: what was learnt outlives the incidents' retention */
+  "CREATE TABLE kb_incidents ("
+  "  incident_id INTEGER PRIMARY KEY,"
+  "  policy TEXT,"
+  "  alertname TEXT,"
+  "  class TEXT,"
+  "  confidence REAL,"
+  "  labels TEXT,"
+  "  fix TEXT,"
+  "  outcome TEXT CHECK (outcome IN ('success','failure')),"
+  "  text TEXT NOT NULL,"
+  "  learned_at INTEGER NOT NULL,"
+  "  resolved_at INTEGER,"
+  "  ttr_ms INTEGER);"
+  /* The index holds no copy of the text (external content); the triggers keep it in step
+     with kb_incidents, an update being a delete of the old text and an insert of the new.
+     '_' joins words (metric and label names stay whole) but '-' separates them, so that
+     "web-7f9c" and "web-x2b1", two pods of one deployment, share "web". */
+  "CREATE VIRTUAL TABLE kb_text USING fts5 (text, content = 'kb_incidents',"
+  "  content_rowid = 'incident_id', tokenize = \"unicode61 tokenchars '_'\");"
+  "CREATE TRIGGER kb_incidents_ai AFTER INSERT ON kb_incidents BEGIN"
+  "  INSERT INTO kb_text (rowid, text) VALUES (new.incident_id, new.text); END;"
+  "CREATE TRIGGER kb_incidents_ad AFTER DELETE ON kb_incidents BEGIN"
+  "  INSERT INTO kb_text (kb_text, rowid, text) VALUES ('delete', old.incident_id, old.text);"
+  "  END;"
+  "CREATE TRIGGER kb_incidents_au AFTER UPDATE OF text ON kb_incidents BEGIN"
+  "  INSERT INTO kb_text (kb_text, rowid, text) VALUES ('delete', old.incident_id, old.text);"
+  "  INSERT INTO kb_text (rowid, text) VALUES (new.incident_id, new.text); END;"
+  "CREATE TABLE kb_fixes ("
+  "  id INTEGER PRIMARY KEY,"
+  "  key TEXT NOT NULL,"
+  "  name TEXT NOT NULL,"
+  "  plan TEXT NOT NULL,"
+  "  created_by TEXT NOT NULL,"
+  "  created_at INTEGER NOT NULL,"
+  "  uses INTEGER NOT NULL DEFAULT 0,"
+  "  successes INTEGER NOT NULL DEFAULT 0,"
+  "  failures INTEGER NOT NULL DEFAULT 0,"
+  "  last_used_at INTEGER,"
+  "  UNIQUE (key, name));"
+  /* marked_at: when escalations_due last handed the timer out as due (its lease) */
+  "CREATE TABLE escalations ("
+  "  id INTEGER PRIMARY KEY,"
+  "  incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,"
+  "  policy TEXT NOT NULL,"
+  "  level INTEGER NOT NULL,"
+  "  name TEXT,"
+  "  due_at INTEGER NOT NULL,"
+  "  state TEXT NOT NULL DEFAULT 'pending'"
+  "    CHECK (state IN ('pending','due','fired','failed','cancelled')),"
+  "  created_at INTEGER NOT NULL,"
+  "  marked_at INTEGER,"
+  "  fired_at INTEGER,"
+  "  action_id INTEGER,"
+  "  note TEXT,"
+  "  UNIQUE (incident_id, policy, level));"
+  "CREATE INDEX escalations_pending ON escalations (due_at) WHERE state IN ('pending','due');",
 };
 
 /* ---- jobs ---- */
@@ -420,6 +489,7 @@ enum {
   ST_INC_FIRING,
   ST_LINK,
   ST_TIMELINE,
+  ST_ESC_CANCEL,
   ST_COUNT
 };
 
@@ -470,6 +540,9 @@ static const char *const stmt_sql[ST_COUNT] = {
   [ST_TIMELINE] =
       "INSERT INTO timeline (incident_id, at, who, event, from_status, to_status,"
       " comment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+  [ST_ESC_CANCEL] =
+      "UPDATE escalations SET state = 'cancelled', note = ?2"
+      " WHERE incident_id = ?1 AND state IN ('pending', 'due')",
 };
 
 /* The writer thread's private state. */
@@ -531,6 +604,25 @@ static int timeline(writer_t *w,
   bind_text(st, 6, to);
   bind_text(st, 7, comment);
   return step_done(st);
+}
+
+/* Cancels the incident's escalation timers still pending or due, in the transaction of the
+ * status change that takes it out of 'open' (G4: a timer of an acknowledged, resolved or
+ * closed incident never fires), and says so on the timeline when there were any. */
+static int escalations_cancel(writer_t *w, int64_t inc, const char *why)
+{
+  sqlite3_stmt *st = stmt(w, ST_ESC_CANCEL);
+  sqlite3_bind_int64(st, 1, inc);
+  bind_text(st, 2, why);
+  int rc = step_done(st);
+  int64_t n = rc == SQLITE_OK ? sqlite3_changes64(w->db) : 0;
+  if (rc != SQLITE_OK || n == 0) {
+    return rc;
+  }
+  char comment[128];
+  snprintf(comment, sizeof comment, "%s: %" PRId64 " pending escalation%s cancelled", why, n,
+           n == 1 ? "" : "s");
+  return timeline(w, inc, "vigil", "escalation cancelled", NULL, NULL, comment);
 }
 
 /* Reads an incident's status and severity into the buffers; SQLITE_NOTFOUND when absent. */
@@ -618,7 +710,11 @@ static int incident_check_resolved(writer_t *w, int64_t inc, int64_t at, bool *r
     return rc;
   }
   *resolved = true;
-  return timeline(w, inc, "vigil", "resolved", status, "resolved", "all alerts resolved");
+  if ((rc = timeline(w, inc, "vigil", "resolved", status, "resolved", "all alerts resolved")) !=
+      SQLITE_OK) {
+    return rc;
+  }
+  return escalations_cancel(w, inc, "all alerts resolved");
 }
 
 static int64_t select_id(writer_t *w, int which, const char *group_key, int *rc)
@@ -894,7 +990,7 @@ static int apply_action(writer_t *w, store_job_t *j)
   if (rc != SQLITE_OK) {
     return rc;
   }
-  const char *refusal = NULL, *to = NULL, *event = NULL;
+  const char *refusal = NULL, *to = NULL, *event = NULL, *why = NULL;
   int which = -1;
   if (strcmp(status, "closed") == 0) {
     refusal = "is closed";
@@ -903,13 +999,16 @@ static int apply_action(writer_t *w, store_job_t *j)
       refusal = strcmp(status, "resolved") == 0 ? "is resolved" : "is already acknowledged";
     }
     to = "investigating", event = "acknowledged", which = ST_INC_ACK;
+    why = "incident acknowledged";
   } else if (strcmp(j->action, "resolve") == 0) {
     if (strcmp(status, "resolved") == 0) {
       refusal = "is already resolved";
     }
     to = "resolved", event = "resolved", which = ST_INC_RESOLVE;
+    why = "incident resolved";
   } else {
     to = "closed", event = "closed", which = ST_INC_CLOSE;
+    why = "incident closed";
   }
   if (refusal != NULL) {
     snprintf(j->err, sizeof j->err, "incident %" PRId64 " %s", j->id, refusal);
@@ -927,10 +1026,11 @@ static int apply_action(writer_t *w, store_job_t *j)
   } else {
     sqlite3_bind_int64(st, 2, w->now);
   }
-  if ((rc = step_done(st)) != SQLITE_OK) {
+  if ((rc = step_done(st)) != SQLITE_OK ||
+      (rc = timeline(w, j->id, j->who, event, status, to, j->comment)) != SQLITE_OK) {
     return rc;
   }
-  return timeline(w, j->id, j->who, event, status, to, j->comment);
+  return escalations_cancel(w, j->id, why);
 }
 
 static int exec(sqlite3 *db, const char *sql)

@@ -179,6 +179,15 @@ static json_t *labels_col(sqlite3_stmt *st, int i)
   return o;
 }
 
+/* A column holding JSON text, decoded; text that does not parse comes back as a string. */
+static json_t *json_col(sqlite3_stmt *st, int i)
+{
+  const char *t = (const char *)sqlite3_column_text(st, i);
+  json_t *v =
+      t != NULL ? json_loadb(t, (size_t)sqlite3_column_bytes(st, i), JSON_DECODE_ANY, NULL) : NULL;
+  return v != NULL ? v : text_col(st, i);
+}
+
 /* Sets key to value, tracking failure (value NULL or set failing) in *ok. */
 static void put(json_t *o, const char *key, json_t *value, bool *ok)
 {
@@ -334,7 +343,7 @@ int store_render_incident(
 
   tl = json_array();
   rc = prepare(db,
-               "SELECT at, who, event, from_status, to_status, comment FROM timeline"
+               "SELECT at, who, event, from_status, to_status, comment, detail FROM timeline"
                " WHERE incident_id = ?1 ORDER BY id",
                &st);
   if (rc != SQLITE_OK) {
@@ -353,6 +362,9 @@ int store_render_incident(
     put(e, "from", text_col(st, 3), &ok);
     put(e, "to", text_col(st, 4), &ok);
     put(e, "comment", text_col(st, 5), &ok);
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL) {
+      put(e, "detail", json_col(st, 6), &ok);
+    }
     ok = json_array_append_new(tl, e) == 0 && ok;
   }
   if (ok && tl != NULL && rc != SQLITE_DONE) {

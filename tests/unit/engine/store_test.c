@@ -525,7 +525,7 @@ static void test_open_migrate_reopen(void **state)
   assert_true(vg_store_writable(fx->s));
   close_store(fx);
   assert_int_equal(fx->closed, 1);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 4);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 5);
   assert_int_equal(sql_int(fx,
                            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name"
                            " IN ('alerts', 'incidents', 'incident_alerts', 'timeline')"),
@@ -539,7 +539,7 @@ static void test_open_migrate_reopen(void **state)
   mk(&t, "HighCPU", "a", "high", "firing", 1.7e9, 0, "g");
   commit_one(fx, &c, &t);
   close_store(fx);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 4);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 5);
   assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts"), 1);
 }
 
@@ -552,7 +552,7 @@ static void test_newer_schema_refused(void **state)
   char err[256] = "";
   assert_null(vg_store_open(&fx->loop, &o, err, sizeof err));
   char want[256];
-  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (4)", fx->path);
+  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (5)", fx->path);
   assert_string_equal(err, want);
   assert_int_equal(sql_int(fx, "PRAGMA user_version"), 9); /* left alone */
 
