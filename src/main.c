@@ -39,6 +39,7 @@ static void usage(FILE *out)
       "  alerts    [--status S] [--filter M]...   the alerts it holds\n"
       "  incidents [--status S] [--severity S]    its incidents\n"
       "  incident ID                              one incident, its alerts and timeline\n"
+      "  report ID                                the incident report, as Markdown\n"
       "  ack|resolve|close ID [--who W] [--comment C]\n"
       "  actions   [--state S] [--policy P]       what the executor decided and did\n"
       "  action ID                                one action with its audit trail\n"

@@ -105,9 +105,22 @@ local function kube_target(kind, name, namespace)
   return ("%s/%s/%s"):format(namespace or "-", kind, name)
 end
 
+-- Specs stand in for the cluster's answers (vigil.test's T.cluster); only a spec VM, where
+-- vigil.testing exists, may set this.
+local read_fake
+
+--- fake_reads(fn | nil): kube_get(opts) answers fn(opts) instead of running kubectl. Specs only.
+function M.fake_reads(fn)
+  if not pcall(require, "vigil.testing") then
+    error("vigil.actions.fake_reads is for specs (vigil test)", 2)
+  end
+  read_fake = fn
+end
+
 --- Reads an object with `kubectl get -o json` (read-only: no claim, no guard rails, runs in
--- every mode). Returns the decoded object or nil, err.
+-- every mode). Returns the JSON text or nil, err.
 function M.kube_get(opts)
+  if read_fake then return read_fake(opts) end
   local argv, err = kube.get_argv(opts)
   if not argv then return nil, err end
   local full = kube.command(argv, opts.kubectl)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/report_md.h"
 #include "engine/curlload.h"
 
 static const vg_curl_t *C; /* libcurl, loaded when a command runs */
@@ -217,7 +218,7 @@ static int show_incident(json_t *doc)
 static const char *const COMMANDS[] = { "alerts",  "incidents", "incident",  "ack",
                                         "resolve", "close",     "actions",   "action",
                                         "approve", "deny",      "reconcile", "kill-switch",
-                                        NULL };
+                                        "report",  NULL };
 
 static bool is(const char *cmd, const char *name)
 {
@@ -330,6 +331,8 @@ static void help(FILE *out, const char *cmd)
         out);
   } else if (is(cmd, "approve") || is(cmd, "deny") || is(cmd, "kill-switch")) {
     fputs("  --who NAME, --comment TEXT   recorded in the audit log\n", out);
+  } else if (is(cmd, "report")) {
+    fputs("Prints the incident report as Markdown (--json: as the API answers it).\n", out);
   } else if (strcmp(cmd, "incident") != 0 && strcmp(cmd, "action") != 0) {
     fputs(
         "  --who NAME         who does it (default: $USER)\n"
@@ -493,6 +496,8 @@ int vg_ctl_main(int argc, char **argv)
     }
   } else if (strcmp(cmd, "incident") == 0) {
     snprintf(url, sizeof(url), "%s/api/v1/incidents/%lld", base, id);
+  } else if (is(cmd, "report")) {
+    snprintf(url, sizeof(url), "%s/api/v1/incidents/%lld/report", base, id);
   } else if (is(cmd, "actions")) {
     snprintf(url, sizeof(url), "%s/api/v1/actions", base);
     if (o.status != NULL) {
@@ -577,6 +582,8 @@ int vg_ctl_main(int argc, char **argv)
         shown = show_actions(doc);
       } else if (is(cmd, "action")) {
         shown = show_action(doc);
+      } else if (is(cmd, "report")) {
+        shown = vg_report_markdown(doc, stdout);
       } else if (json_is_string(msg)) {
         printf("%s\n", json_string_value(msg));
       } else if (json_is_boolean(on)) {

@@ -12,6 +12,7 @@
 #include "vigil/version.h"
 
 #include "core/config.h"
+#include "core/escalator.h"
 #include "core/executor.h"
 #include "core/intake.h"
 #include "core/log.h"
@@ -41,6 +42,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   d->intake = NULL;
   vg_repl_server_stop(d->repl);
   d->repl = NULL;
+  vg_escalator_stop(d->rt->escalator); /* no new timer is taken; a due one stays due */
+  d->rt->escalator = NULL;
   vg_executor_stop(d->rt->executor); /* before the store: its last writes still land */
   vg_exec_free(d->rt->exec);         /* nothing runs any more: its handles may close now */
   d->rt->exec = NULL;
@@ -184,6 +187,8 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   }
   char port[16];
   snprintf(port, sizeof(port), "%d", vg_intake_port(d.intake));
+  /* escalation timers: overdue ones (vigil was down) fire at the first tick */
+  rt->escalator = vg_escalator_start(rt, d.store, 1000);
 
   uv_signal_init(rt->loop, &d.sigint);
   uv_signal_init(rt->loop, &d.sigterm);
@@ -209,6 +214,8 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   vg_runtime_run(rt, -1);
 
   vg_watchdog_stop(rt->watchdog);
+  vg_escalator_stop(rt->escalator);
+  rt->escalator = NULL;
   if (rt->policies != NULL) {
     vg_policies_free(rt->policies);
   }

@@ -967,6 +967,7 @@ static bool copy_request(vg_action_t *a, const vg_action_origin_t *o, const vg_a
     *dst[i] = sdup(src[i]);
     ok = ok && (src[i] == NULL || *dst[i] != NULL);
   }
+  a->incident_id = r->incident_id;
   a->argv = vdup(r->argv, r->argc, &ok);
   a->argc = r->argc;
   a->env = vdup(r->env, r->nenv, &ok);

@@ -21,6 +21,7 @@
 #include "engine/alertdec.h"
 #include "engine/exec.h"
 #include "engine/ledger.h"
+#include "engine/memory.h"
 #include "engine/source.h"
 
 /* ---- routes and their counters ---- */
@@ -39,6 +40,8 @@ typedef enum {
   R_KILL_SWITCH,
   R_HEALINGS,
   R_HEALING,
+  R_INCIDENT_REPORT,
+  R_KB_FIXES,
   R_HEALTHZ,
   R_READYZ,
   R_RELOAD,
@@ -48,9 +51,10 @@ typedef enum {
 } route_t;
 
 static const char *const ROUTE_NAMES[R_COUNT] = {
-  "alerts_v2",       "webhook", "events", "alerts",        "incidents",   "incident",
-  "incident_action", "actions", "action", "action_decide", "kill_switch", "healings",
-  "healing",         "healthz", "readyz", "reload",        "metrics",     "other",
+  "alerts_v2",   "webhook",         "events",  "alerts",          "incidents",
+  "incident",    "incident_action", "actions", "action",          "action_decide",
+  "kill_switch", "healings",        "healing", "incident_report", "kb_fixes",
+  "healthz",     "readyz",          "reload",  "metrics",         "other",
 };
 
 enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
@@ -1097,6 +1101,71 @@ static void metrics(req_t *r)
   req_free(r);
 }
 
+/* ---- the pipeline's memory: incident reports, known fixes ---- */
+
+static void memory_answered(void *ud, int status, const char *err, const char *json, size_t len)
+{
+  if (status == 0) {
+    store_answered(ud, 0, json, len);
+  } else {
+    store_answered(ud, status, err, err != NULL ? strlen(err) : 0);
+  }
+}
+
+/* Runs memory operation `op` with `args` (taken) and answers with its result. */
+static void memory_request(req_t *r, const char *op, json_t *args)
+{
+  vg_executor_t *ex = executor_of(r);
+  char *text = args != NULL ? json_dumps(args, JSON_COMPACT) : NULL;
+  json_decref(args);
+  if (text == NULL) {
+    reply_error(r, 503, "out of memory");
+    req_free(r);
+  } else if (ex == NULL ||
+             vg_memory_call(vg_executor_store(ex), op, text, memory_answered, r) != 0) {
+    reply_error(r, 503, "the store cannot answer now");
+    req_free(r);
+  }
+  free(text);
+}
+
+static int fix_key_param(void *ud, const char *name, const char *value)
+{
+  if (strcmp(name, "key") != 0) {
+    return 0;
+  }
+  return snprintf(ud, 257, "%s", value) < 257 ? 0 : -1;
+}
+
+/* GET /api/v1/kb/fixes?key=HighCPU: known fixes, best first; POST {key, name, plan, who}
+ * records one (the pipeline proposes it the next time that alert fires). */
+static void kb_fixes(req_t *r, const vg_http_request_t *req, bool post)
+{
+  if (!post) {
+    char key[257] = "";
+    if (each_param(req->query, fix_key_param, key) != 0 || key[0] == '\0') {
+      reply_error(r, 400, "say which fixes: ?key=<alert name or class> (at most 256 bytes)");
+      req_free(r);
+      return;
+    }
+    memory_request(r, "fixes", json_pack("{s:s, s:i}", "key", key, "limit", 20));
+    return;
+  }
+  json_error_t je;
+  json_t *doc =
+      is_json(req) ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je) : NULL;
+  if (!json_is_object(doc)) {
+    json_decref(doc);
+    reply_error(r, 400, "send a JSON object {key, name, plan, who}");
+    req_free(r);
+    return;
+  }
+  if (json_object_get(doc, "who") == NULL) {
+    json_object_set_new(doc, "who", json_string("api"));
+  }
+  memory_request(r, "fix_add", doc);
+}
+
 /* ---- routing ---- */
 
 typedef struct {
@@ -1124,6 +1193,7 @@ static target_t resolve(const char *path)
     { "/api/v1/actions", R_ACTIONS },
     { "/api/v1/kill-switch", R_KILL_SWITCH },
     { "/api/v1/healings", R_HEALINGS },
+    { "/api/v1/kb/fixes", R_KB_FIXES },
   };
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
     if (strcmp(path, fixed[i].path) == 0) {
@@ -1133,12 +1203,24 @@ static target_t resolve(const char *path)
   /* "/api/v1/<collection>/{id}" and "/api/v1/<collection>/{id}/<verb>" */
   static const struct {
     const char *prefix;
-    route_t one, verb;
-    const char *verbs[3];
+    route_t one;
+    struct {
+      const char *name;
+      route_t route;
+    } verbs[4];
   } collections[] = {
-    { "/api/v1/incidents/", R_INCIDENT, R_INCIDENT_ACTION, { "ack", "resolve", "close" } },
-    { "/api/v1/actions/", R_ACTION, R_ACTION_DECIDE, { "approve", "deny", "reconcile" } },
-    { "/api/v1/healings/", R_HEALING, R_OTHER, { NULL, NULL, NULL } },
+    { "/api/v1/incidents/",
+      R_INCIDENT,
+      { { "ack", R_INCIDENT_ACTION },
+        { "resolve", R_INCIDENT_ACTION },
+        { "close", R_INCIDENT_ACTION },
+        { "report", R_INCIDENT_REPORT } } },
+    { "/api/v1/actions/",
+      R_ACTION,
+      { { "approve", R_ACTION_DECIDE },
+        { "deny", R_ACTION_DECIDE },
+        { "reconcile", R_ACTION_DECIDE } } },
+    { "/api/v1/healings/", R_HEALING, { { NULL, R_OTHER } } },
   };
   for (size_t c = 0; c < sizeof(collections) / sizeof(collections[0]); c++) {
     size_t plen = strlen(collections[c].prefix);
@@ -1155,9 +1237,9 @@ static target_t resolve(const char *path)
     if (*end == '\0') {
       return (target_t){ collections[c].one, id, NULL };
     }
-    for (int i = 0; i < 3 && collections[c].verbs[i] != NULL; i++) {
-      if (end[0] == '/' && strcmp(end + 1, collections[c].verbs[i]) == 0) {
-        return (target_t){ collections[c].verb, id, collections[c].verbs[i] };
+    for (int i = 0; i < 4 && collections[c].verbs[i].name != NULL; i++) {
+      if (end[0] == '/' && strcmp(end + 1, collections[c].verbs[i].name) == 0) {
+        return (target_t){ collections[c].verbs[i].route, id, collections[c].verbs[i].name };
       }
     }
     break;
@@ -1187,7 +1269,7 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
     req_free(r);
     return;
   }
-  bool either = t.route == R_KILL_SWITCH; /* read with GET, set with POST */
+  bool either = t.route == R_KILL_SWITCH || t.route == R_KB_FIXES; /* GET reads, POST sets */
   if (!either && ((is_write(t.route) && !post) || (!is_write(t.route) && !get))) {
     char msg[80];
     snprintf(msg, sizeof(msg), "method %s not allowed here: use %s", req->method,
@@ -1248,6 +1330,12 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
       break;
     case R_KILL_SWITCH:
       kill_switch(r, req, post);
+      break;
+    case R_INCIDENT_REPORT:
+      memory_request(r, "report", json_pack("{s:I}", "incident", (json_int_t)t.id));
+      break;
+    case R_KB_FIXES:
+      kb_fixes(r, req, post);
       break;
     case R_HEALINGS:
     case R_HEALING: {

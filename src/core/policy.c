@@ -125,11 +125,15 @@ static int line_of_field(const char *text, const char *key)
 }
 
 static const char *const known_fields[] = {
-  "name", "match", "on_alert", "every", "description", "limits", "mode", NULL,
+  "name",     "match",      "on_alert",     "every",          "description", "limits",   "mode",
+  "group_by", "enrich",     "classify",     "plan",           "auto",        "escalate", "heal",
+  "guard",    "on_resolve", "known_issues", "enrich_timeout", NULL,
 };
-/* Fields of policy contract v2 (the AIOps pipeline): reserved, refused until it lands. */
+/* Fields of policy contract v2: a policy with any of them (and no on_alert) is run by the AIOps
+ * pipeline (lua/vigil/pipeline.lua), which also validates them. */
 static const char *const v2_fields[] = {
-  "group_by", "enrich", "classify", "plan", "auto", "escalate", "heal", "guard", "on_resolve", NULL,
+  "group_by", "enrich", "classify",   "plan",         "auto",           "escalate",
+  "heal",     "guard",  "on_resolve", "known_issues", "enrich_timeout", NULL,
 };
 
 static size_t edit_distance(const char *a, const char *b)
@@ -366,6 +370,37 @@ static void check_every(lua_State *L, compiled_t *c, int idx)
 }
 
 /* Validates the table a policy file returned (raw reads only). [-0, +0, v] */
+/* A contract v2 policy: the pipeline validates its hooks (a mistake is reported like any
+ * other field's) and becomes its on_alert. [-0, +0, v] */
+static void install_pipeline(lua_State *L, compiled_t *c, int tbl)
+{
+  if (c->on_alert_ref != LUA_NOREF) {
+    field_error(L, c, "on_alert",
+                "a policy either defines on_alert or the pipeline's hooks (enrich, classify, "
+                "plan, escalate, ...), not both");
+  }
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "vigil.pipeline");
+  lua_call(L, 1, 1);
+  int mod = lua_gettop(L);
+  lua_getfield(L, mod, "validate");
+  lua_pushvalue(L, tbl);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      lua_error(L);
+    }
+    lua_getfield(L, -1, "field");
+    lua_getfield(L, -2, "msg");
+    const char *field = lua_tostring(L, -2), *msg = lua_tostring(L, -1);
+    field_error(L, c, field != NULL ? field : "name", "%s", msg != NULL ? msg : "invalid");
+  }
+  lua_getfield(L, mod, "handler");
+  lua_pushvalue(L, tbl);
+  lua_call(L, 1, 1);
+  c->on_alert_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
+}
+
 static void validate(lua_State *L, compiled_t *c, int tbl)
 {
   lua_pushnil(L);
@@ -379,14 +414,6 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
     for (int i = 0; known_fields[i] != NULL; i++) {
       known = known || strcmp(key, known_fields[i]) == 0;
     }
-    for (int i = 0; !known && v2_fields[i] != NULL; i++) {
-      if (strcmp(key, v2_fields[i]) == 0) {
-        field_error(L, c, key,
-                    "field '%s' belongs to policy contract v2 (the AIOps pipeline), which this "
-                    "version of vigil does not run yet",
-                    key);
-      }
-    }
     if (!known) {
       const char *best = NULL;
       for (int i = 0; known_fields[i] != NULL; i++) {
@@ -398,8 +425,9 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
         field_error(L, c, key, "unknown field '%s' (did you mean '%s'?)", key, best);
       }
       field_error(L, c, key,
-                  "unknown field '%s' (known: name, match, on_alert, every, "
-                  "description, limits, mode)",
+                  "unknown field '%s' (known: name, match, on_alert, every, description, "
+                  "limits, mode, and the pipeline's group_by, enrich, classify, plan, auto, "
+                  "escalate, heal, guard, on_resolve)",
                   key);
     }
   }
@@ -459,6 +487,16 @@ static void validate(lua_State *L, compiled_t *c, int tbl)
     c->on_alert_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
     lua_pop(L, 1);
+  }
+  bool v2 = false;
+  for (int i = 0; v2_fields[i] != NULL; i++) {
+    lua_pushstring(L, v2_fields[i]);
+    v2 = lua_rawget(L, tbl) != LUA_TNIL || v2;
+    lua_pop(L, 1);
+  }
+  if (v2) {
+    install_pipeline(L, c, tbl);
+    has_on_alert = true;
   }
 
   lua_pushliteral(L, "every");
@@ -1445,6 +1483,42 @@ int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
     }
   }
   return taken;
+}
+
+/* [-2, +1, e]: require(module)[fn], checked to be a function. */
+static int module_fn_p(lua_State *L)
+{
+  const char *fn = lua_tostring(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  if (lua_getfield(L, -1, fn) != LUA_TFUNCTION) {
+    return luaL_error(L, "%s.%s is not a function", lua_tostring(L, 1), fn);
+  }
+  return 1;
+}
+
+vg_task_t *vg_policy_call(
+    vg_policy_t *p, const char *module, const char *fn, const char *arg, const vg_task_opts_t *opts)
+{
+  if (p->disabled || p->vm == NULL || p->table_ref == LUA_NOREF) {
+    return NULL;
+  }
+  lua_State *L = p->vm->L;
+  lua_pushcfunction(L, module_fn_p);
+  lua_pushstring(L, module);
+  lua_pushstring(L, fn);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    char buf[128];
+    vg_log(VG_LOG_ERROR, "cannot call into the policy", "policy", p->name, "error",
+           vg_vm_error_text(L, -1, buf, sizeof(buf)), NULL);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->table_ref);
+  lua_pushstring(L, arg);
+  lua_getfield(L, LUA_REGISTRYINDEX, "vigil.ctx");
+  return vg_task_spawn(p->vm, 3, opts);
 }
 
 /* ---- teardown ---- */

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "core/alert.h"
+#include "core/task.h"
 #include "core/vm.h"
 #include "engine/labelmatch.h"
 
@@ -94,6 +95,15 @@ int vg_policies_watch(vg_policies_t *ps);
 int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert);
 
 vg_policy_t *vg_policies_find(vg_policies_t *ps, const char *name);
+
+/* Runs require(module)[fn](policy_table, arg, ctx) as a task of the policy's active version
+ * (how the engine calls into the runtime library on a policy's behalf, e.g. to fire an
+ * escalation). Returns NULL when the policy is disabled or the call cannot start (logged). */
+vg_task_t *vg_policy_call(vg_policy_t *p,
+                          const char *module,
+                          const char *fn,
+                          const char *arg,
+                          const vg_task_opts_t *opts);
 void vg_policy_enable(vg_policy_t *p);
 void vg_policy_disable(vg_policy_t *p, const char *reason);
 

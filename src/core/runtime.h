@@ -38,11 +38,12 @@ struct vg_runtime {
   _Atomic(lua_State *) running_co;
   vg_watchdog_t *watchdog;
 
-  struct vg_httpc *httpc;       /* the HTTP client, made on first use (vg_runtime_httpc) */
-  struct vg_sources *sources;   /* named data sources' request policies (vg_runtime_sources) */
-  struct vg_exec *exec;         /* the sandboxed process runner, made on first use */
-  bool exec_failed;             /* it could not be made (logged once) */
-  struct vg_executor *executor; /* actions under guard rails (the daemon's has the store) */
+  struct vg_httpc *httpc;         /* the HTTP client, made on first use (vg_runtime_httpc) */
+  struct vg_sources *sources;     /* named data sources' request policies (vg_runtime_sources) */
+  struct vg_exec *exec;           /* the sandboxed process runner, made on first use */
+  bool exec_failed;               /* it could not be made (logged once) */
+  struct vg_executor *executor;   /* actions under guard rails (the daemon's has the store) */
+  struct vg_escalator *escalator; /* the daemon's escalation timers; NULL elsewhere */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;

@@ -10,14 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/every.h"
+#include "core/executor.h"
 #include "core/log.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
 #include "core/task.h"
 #include "core/watchdog.h"
+#include "engine/store.h"
 #include "lua/lvigil.h"
 
 #define VIRTUAL_EPOCH 1767225600.0 /* 2026-01-01T00:00:00Z: specs see a fixed start time */
@@ -130,6 +133,57 @@ static int setup_p(lua_State *L)
   return 2; /* run_file, path: the task's function and argument */
 }
 
+/* Each spec file gets a store of its own in a temporary directory, so what policies remember
+ * (timeline, knowledge base, escalation timers, the action ledger) works in specs as in the
+ * daemon, and no file sees another's. Returns NULL (specs then run without one) on failure. */
+static vg_store_t *open_spec_store(vg_runtime_t *rt, char *dir, size_t dirlen)
+{
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, dirlen, "%s/vigil-spec-XXXXXX", tmp != NULL && *tmp ? tmp : "/tmp");
+  if (mkdtemp(dir) == NULL) {
+    dir[0] = '\0';
+    return NULL;
+  }
+  char db[4200], err[512];
+  snprintf(db, sizeof db, "%s/spec.db", dir);
+  vg_store_opts_t so;
+  vg_store_opts_default(&so);
+  so.path = db;
+  vg_store_t *store = vg_store_open(rt->loop, &so, err, sizeof err);
+  if (store == NULL) {
+    fprintf(stderr, "vigil test: no store for the specs: %s\n", err);
+    return NULL;
+  }
+  vg_executor_opts_t eo;
+  vg_executor_opts_default(&eo);
+  vg_executor_t *ex = vg_executor_new(rt, store, vg_runtime_exec(rt), &eo);
+  if (ex == NULL) {
+    vg_store_close(store, NULL, NULL);
+    return NULL;
+  }
+  vg_runtime_set_executor(rt, ex);
+  vg_executor_start(ex, NULL, NULL);
+  return store;
+}
+
+static void close_spec_store(vg_runtime_t *rt, vg_store_t *store, const char *dir)
+{
+  if (store != NULL) {
+    vg_executor_stop(rt->executor);
+    vg_store_close(store, NULL, NULL);
+    vg_runtime_run(rt, -1);
+  }
+  if (dir[0] != '\0') {
+    const char *names[] = { "spec.db", "spec.db-wal", "spec.db-shm", "spec.db.quarantine" };
+    char f[4200];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+      snprintf(f, sizeof f, "%s/%s", dir, names[i]);
+      unlink(f);
+    }
+    rmdir(dir);
+  }
+}
+
 static void run_file(const char *path, file_result_t *r)
 {
   vg_runtime_t *rt = vg_runtime_new();
@@ -142,6 +196,8 @@ static void run_file(const char *path, file_result_t *r)
     vg_runtime_free(rt);
     return;
   }
+  char store_dir[4096];
+  vg_store_t *store = open_spec_store(rt, store_dir, sizeof store_dir);
   vm->lib_dir = strdup("policies/lib");
   vm->print = print_stdout;
   lua_State *L = vm->L;
@@ -168,6 +224,7 @@ static void run_file(const char *path, file_result_t *r)
     }
   }
   vg_vm_free(vm);
+  close_spec_store(rt, store, store_dir);
   vg_runtime_free(rt);
 }
 

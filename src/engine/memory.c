@@ -4,6 +4,7 @@
  * reads on the thread pool (vg_store_read); the answer comes back on the loop as JSON text. */
 #include "engine/memory.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "engine/alertdec.h"
 
 #define ARGS_MAX (1u << 20)        /* bytes of argument JSON accepted at all */
 #define NAME_MAX_BYTES 256         /* policy, key, who, event, class, fix and other names */
@@ -1296,6 +1299,65 @@ static int report_query(
 }
 
 /* Everything known about one incident in one document (one read transaction). */
+/* The report is served as is by the HTTP API, so it reads like the rest of it: camelCase
+ * keys, times (the `*_at` fields) as RFC 3339 text. What policies and alerts wrote (labels,
+ * annotations, details, plans, evidence) is left exactly as written. */
+static void api_style(json_t *v, int depth)
+{
+  static const char *const verbatim[] = { "labels", "annotations", "detail", "plan",
+                                          "steps",  "evidence",    NULL };
+  if (depth > 4) {
+    return;
+  }
+  if (json_is_array(v)) {
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x)
+    {
+      api_style(x, depth + 1);
+    }
+    return;
+  }
+  if (!json_is_object(v)) {
+    return;
+  }
+  json_t *out = json_object();
+  const char *k;
+  json_t *x;
+  json_object_foreach(v, k, x)
+  {
+    bool keep = false;
+    for (int i = 0; verbatim[i] != NULL; i++) {
+      keep = keep || strcmp(k, verbatim[i]) == 0;
+    }
+    if (!keep) {
+      api_style(x, depth + 1);
+    }
+    char name[64];
+    size_t n = 0;
+    for (const char *p = k; *p != '\0' && n + 1 < sizeof name; p++) {
+      if (*p == '_' && p[1] != '\0') {
+        name[n++] = (char)toupper((unsigned char)*++p);
+      } else {
+        name[n++] = *p;
+      }
+    }
+    name[n] = '\0';
+    size_t klen = strlen(k);
+    if (((klen > 3 && strcmp(k + klen - 3, "_at") == 0) || strcmp(k, "at") == 0) &&
+        json_is_integer(x)) {
+      char t[32];
+      vg_time_format((double)json_integer_value(x) / 1000.0, t);
+      json_object_set_new(out, name, json_string(t));
+    } else {
+      json_object_set(out, name, x);
+    }
+  }
+  json_object_clear(v);
+  json_object_update(v, out);
+  json_decref(out);
+}
+
 static int op_report(sqlite3 *db, json_t *args, json_t **result, char *err, size_t errlen)
 {
   int64_t id = arg_int(args, "incident", 0);
@@ -1419,6 +1481,7 @@ static int op_report(sqlite3 *db, json_t *args, json_t **result, char *err, size
     json_decref(doc);
     return status;
   }
+  api_style(doc, 0);
   *result = doc;
   return 0;
 }

@@ -1732,6 +1732,13 @@ void store_maybe_finish(vg_store_t *s)
   uv_close((uv_handle_t *)&s->async, on_closed);
 }
 
+static void job_answered(vg_store_t *s)
+{
+  if (s->jobs_out > 0 && --s->jobs_out == 0 && !s->closing) {
+    uv_unref((uv_handle_t *)&s->async);
+  }
+}
+
 static void on_async(uv_async_t *a)
 {
   vg_store_t *s = a->data;
@@ -1748,12 +1755,16 @@ static void on_async(uv_async_t *a)
         s->expired_fn(s->expired_ud, j->alerts, j->results, j->n);
       }
     } else if (j->kind == JOB_BATCH) {
+      job_answered(s);
       j->commit_cb(j->ud, j->status, j->status == 0 ? NULL : j->err, j->results, j->n);
     } else if (j->kind == JOB_CALL) {
+      job_answered(s);
       j->call_cb(j->ud, j->status, j->status == 0 ? NULL : j->err);
     } else if (j->status == 0) {
+      job_answered(s);
       j->json_cb(j->ud, 0, j->json, j->json_len);
     } else {
+      job_answered(s);
       j->json_cb(j->ud, j->status, j->err, strlen(j->err));
     }
     job_free(j);
@@ -1947,6 +1958,7 @@ vg_store_t *vg_store_open(uv_loop_t *loop, const vg_store_opts_t *opts, char *er
     goto fail;
   }
   s->async.data = s;
+  uv_unref((uv_handle_t *)&s->async); /* referenced while jobs are out (job_answered) */
   if ((rc = uv_thread_create(&s->thread, writer_main, w)) != 0) {
     snprintf(err, errlen, "cannot start the store's writer: %s", uv_strerror(rc));
     for (int i = 0; i < ST_COUNT; i++) {
@@ -1977,6 +1989,7 @@ void vg_store_close(vg_store_t *s, void (*done)(void *ud), void *ud)
     return;
   }
   s->closing = true;
+  uv_ref((uv_handle_t *)&s->async); /* until the writer has exited */
   s->close_done = done;
   s->close_ud = ud;
   uv_mutex_lock(&s->mu);
@@ -1996,6 +2009,9 @@ static int enqueue(vg_store_t *s, store_job_t *j, size_t alerts)
     return -EBUSY;
   }
   s->stats.pending += alerts;
+  if (s->jobs_out++ == 0) {
+    uv_ref((uv_handle_t *)&s->async);
+  }
   if (s->q_tail != NULL) {
     s->q_tail->next = j;
   } else {

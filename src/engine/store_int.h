@@ -38,6 +38,10 @@ struct vg_store {
   /* loop thread only */
   bool closing, joined, finishing;
   size_t reads_inflight;
+  /* writer jobs submitted and not yet answered: the async handle keeps the loop alive only
+     while there are some (or while closing), so an idle store does not stop a loop from
+     ending (the spec runner's virtual clock advances only then) */
+  size_t jobs_out;
   void (*close_done)(void *ud);
   void *close_ud;
   vg_store_expired_fn expired_fn;

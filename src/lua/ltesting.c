@@ -2,17 +2,21 @@
  * file into the spec's VM exactly as the daemon validates it, evaluating its matchers, and
  * the virtual clock. Registered only in spec VMs. */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alert.h"
 #include "core/clock.h"
 #include "core/every.h"
+#include "core/executor.h"
 #include "core/policy.h"
 #include "core/runtime.h"
 #include "core/sandbox.h"
 #include "core/task.h"
 #include "core/vm.h"
+#include "engine/alertdec.h"
+#include "engine/store.h"
 #include "lua/lvigil.h"
 
 #define MATCHERS_MT "vigil.matchers"
@@ -494,6 +498,121 @@ static int l_sandbox(lua_State *L)
   return vg_task_yield(L);
 }
 
+/* ---- ingest: alerts into the spec's store, as the intake would take them ---- */
+
+typedef struct {
+  vg_task_t *task; /* NULL once the task is gone */
+  vg_alert_batch_t batch;
+  bool answered;
+  int status;
+  char err[256];
+  size_t n;
+  int64_t incidents[64];
+  int outcomes[64];
+} ingest_t;
+
+static void ingest_free(ingest_t *g)
+{
+  vg_alert_batch_free(&g->batch);
+  free(g);
+}
+
+static int ingest_push(lua_State *L, void *ud)
+{
+  ingest_t *g = ud;
+  if (g->status != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "ESTORE: %s", g->err);
+    ingest_free(g);
+    return 2;
+  }
+  static const char *const names[] = { "new", "changed", "unchanged" };
+  lua_createtable(L, (int)g->n, 0);
+  for (size_t i = 0; i < g->n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, g->incidents[i]);
+    lua_setfield(L, -2, "incident");
+    lua_pushstring(L, names[g->outcomes[i]]);
+    lua_setfield(L, -2, "outcome");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  ingest_free(g);
+  return 1;
+}
+
+static void ingest_cancel(void *ud)
+{
+  ingest_t *g = ud;
+  if (g->answered) {
+    ingest_free(g);
+  } else {
+    g->task = NULL;
+  }
+}
+
+static void ingest_committed(
+    void *ud, int status, const char *err, const vg_store_result_t *results, size_t n)
+{
+  ingest_t *g = ud;
+  g->answered = true;
+  g->status = status;
+  snprintf(g->err, sizeof g->err, "%s", err != NULL ? err : "");
+  for (size_t i = 0; status == 0 && i < n && i < 64; i++) {
+    g->incidents[i] = results[i].incident_id;
+    g->outcomes[i] = (int)results[i].outcome;
+  }
+  g->n = n < 64 ? n : 64;
+  if (g->task != NULL) {
+    vg_task_wake(g->task, ingest_push);
+  } else {
+    ingest_free(g);
+  }
+}
+
+/* ingest(v2_json) -> { {incident, outcome}, ... } | nil, err: Alertmanager v2 postable alerts
+ * (at most 64) stored in the spec's store, so a policy under test sees real incidents. */
+static int l_ingest(lua_State *L)
+{
+  size_t len;
+  const char *body = luaL_checklstring(L, 1, &len);
+  vg_task_t *t = vg_task_check_yieldable(L, "vigil.testing.ingest");
+  vg_executor_t *ex = vg_runtime_executor(vg_vm_of(L)->rt);
+  vg_store_t *store = ex != NULL ? vg_executor_store(ex) : NULL;
+  if (store == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "ENOSTORE: this spec runs without a store");
+    return 2;
+  }
+  ingest_t *g = calloc(1, sizeof *g);
+  if (g == NULL) {
+    return luaL_error(L, "vigil.testing.ingest: out of memory");
+  }
+  vg_alertdec_opts_t opts = { .now = vg_clock_now(vg_vm_of(L)->rt), .resolve_timeout = 300 };
+  int status = 0;
+  char err[512];
+  if (vg_alertdec_v2(body, len, &opts, &g->batch, &status, err, sizeof err) != 0 ||
+      g->batch.n == 0 || g->batch.n > 64) {
+    if (g->batch.nerrors > 0) {
+      snprintf(err, sizeof err, "%s", g->batch.errors[0]);
+    } else if (g->batch.n > 64) {
+      snprintf(err, sizeof err, "at most 64 alerts per call");
+    }
+    ingest_free(g);
+    lua_pushnil(L);
+    lua_pushfstring(L, "EINVAL: %s", err);
+    return 2;
+  }
+  g->task = t;
+  if (vg_store_submit(store, g->batch.alerts, g->batch.n, ingest_committed, g) != 0) {
+    ingest_free(g);
+    lua_pushnil(L);
+    lua_pushliteral(L, "ESTORE: the store is busy");
+    return 2;
+  }
+  vg_task_suspend(t, g, ingest_cancel);
+  return vg_task_yield(L);
+}
+
 int vg_open_vigil_testing(lua_State *L)
 {
   static const luaL_Reg funcs[] = {
@@ -505,6 +624,7 @@ int vg_open_vigil_testing(lua_State *L)
     { "memory", l_memory },
     { "sandbox", l_sandbox },
     { "stop_jobs", l_stop_jobs },
+    { "ingest", l_ingest },
     { NULL, NULL },
   };
   luaL_newlib(L, funcs);

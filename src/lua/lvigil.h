@@ -10,6 +10,7 @@ int vg_open_vigil_httpc(lua_State *L);   /* the C half of vigil.http (lua/vigil/
 int vg_open_vigil_logs(lua_State *L);    /* vigil.logs.core, the C half of lua/vigil/logs.lua */
 int vg_open_vigil_crypto(lua_State *L);  /* sha256 and hmac_sha256 as hex (src/engine/sha256.c) */
 int vg_open_vigil_actions(lua_State *L); /* vigil.actions.core (lua/vigil/actions.lua) */
+int vg_open_vigil_memory(lua_State *L);  /* vigil.memory.core (lua/vigil/memory.lua) */
 int vg_open_vigil_runtime(lua_State *L); /* REPL VMs only: see vg_open_repl_modules */
 int vg_open_vigil_testing(lua_State *L); /* spec VMs only */
 

@@ -419,7 +419,8 @@ static void test_validation_errors(void **state)
                "}\n",
                5,
                "unknown field 'frobnicate' (known: name, match, on_alert, every, description, "
-               "limits, mode)");
+               "limits, mode, and the pipeline's group_by, enrich, classify, plan, auto, "
+               "escalate, heal, guard, on_resolve)");
   expect_error(&f,
                "return {\n"
                "  name = 'x',\n"
@@ -427,9 +428,25 @@ static void test_validation_errors(void **state)
                "  on_alert = function() end,\n"
                "  classify = function() end,\n"
                "}\n",
-               5,
-               "field 'classify' belongs to policy contract v2 (the AIOps pipeline), which this "
-               "version of vigil does not run yet");
+               4,
+               "a policy either defines on_alert or the pipeline's hooks (enrich, classify, "
+               "plan, escalate, ...), not both");
+  expect_error(&f,
+               "return {\n"
+               "  name = 'x',\n"
+               "  match = {},\n"
+               "  plan = { busy = { { action = 'frobnicate' } } },\n"
+               "}\n",
+               4,
+               "plan.busy[1].action must name an action of vigil.actions (scale, restart, "
+               "notify, suppress, ...), got frobnicate");
+  expect_error(&f,
+               "return {\n"
+               "  name = 'x',\n"
+               "  match = {},\n"
+               "  escalate = { { after = 'soon', notify = 'oncall' } },\n"
+               "}\n",
+               4, "escalate[1].after must be a duration like \"5m\", got soon");
   expect_error(&f,
                "return {\n"
                "  name = 'x',\n"

@@ -1215,14 +1215,17 @@ static void test_report(void **state)
   json_t *inc = json_object_get(r, "incident");
   assert_int_equal(jint(inc, "id"), a);
   assert_string_equal(jstr(inc, "status"), "open");
-  assert_string_equal(jstr(inc, "group_key"), "ga");
-  assert_true(jint(inc, "opened_at") > 0);
-  assert_null(json_object_get(inc, "resolved_at"));
+  assert_string_equal(jstr(inc, "groupKey"), "ga");
+  /* served as the API serves everything: camelCase keys, RFC 3339 times */
+  assert_true(jstr(inc, "openedAt") != NULL && strlen(jstr(inc, "openedAt")) == 24);
+  assert_int_equal(jstr(inc, "openedAt")[23], 'Z');
+  assert_null(json_object_get(inc, "resolvedAt"));
+  assert_null(json_object_get(inc, "opened_at"));
   json_t *alerts = json_object_get(r, "alerts");
   assert_int_equal(json_array_size(alerts), 1);
   assert_string_equal(jstr(json_object_get(json_array_get(alerts, 0), "labels"), "instance"),
                       "web-1");
-  assert_null(json_object_get(json_array_get(alerts, 0), "ends_at"));
+  assert_null(json_object_get(json_array_get(alerts, 0), "endsAt"));
   json_t *plan = find_event(json_object_get(r, "timeline"), "plan");
   assert_non_null(plan);
   assert_int_equal(jint(json_object_get(plan, "detail"), "ms"), 3);
@@ -1246,7 +1249,7 @@ static void test_report(void **state)
   assert_int_equal(jint(json_array_get(like, 0), "incident"), b);
   assert_false(lists_incident(like, a));
   assert_false(lists_incident(like, c));
-  assert_true(jint(r, "duration_ms") >= 0);
+  assert_true(jint(r, "durationMs") >= 0);
 
   /* an incident not learnt: similar ones from its alerts; no kb */
   int64_t d = open_incident(fx, "HighCPU", "web-3", "gd");
@@ -1258,8 +1261,8 @@ static void test_report(void **state)
   assert_false(lists_incident(like, c));
   inc = json_object_get(r, "incident");
   assert_string_equal(jstr(inc, "status"), "resolved");
-  assert_true(jint(r, "duration_ms") > 0);
-  assert_int_equal(jint(r, "duration_ms"), jint(inc, "resolved_at") - jint(inc, "opened_at"));
+  assert_true(jint(r, "durationMs") > 0);
+  assert_non_null(jstr(inc, "resolvedAt"));
   assert_int_equal(json_array_size(json_object_get(r, "actions")), 0);
 
   REFUSED(fx, -ENOENT, "report: no incident 999", "report", "{\"incident\":999}");

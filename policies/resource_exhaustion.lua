@@ -1,0 +1,39 @@
+-- Resource exhaustion: a pod's CPU or memory is saturated. The saturation is confirmed from
+-- Prometheus over the 5 minutes before the alert (an alert alone is not enough to act on);
+-- then the Deployment is scaled out by 20%, never past `max` replicas, and the team is told.
+--
+-- The query reads the recording rule vigil:pod_saturation:ratio (0..1 of the limit, with a
+-- `resource` label), defined from cAdvisor and kube-state-metrics series in
+-- examples/prometheus/vigil-rules.yml; the alert rule there sets the `resource` label.
+local THRESHOLD = 0.9 -- saturation that counts as confirmed
+local MAX_REPLICAS = 10
+
+return {
+  name = "resource-exhaustion",
+  description = "CPU/memory saturation confirmed from Prometheus: scale out 20% (bounded), notify",
+  match = { 'alertname=~"PodCPUSaturation|PodMemorySaturation"' },
+
+  enrich = {
+    usage = { source = "prom", range = "5m", step = "30s", query = "vigil:pod_saturation:ratio"
+      .. '{resource="{{resource}}",namespace="{{namespace}}",pod="{{pod}}"}' },
+  },
+
+  classify = {
+    { class = "resource_exhaustion", confidence = 0.9, when = { above = { usage = THRESHOLD } } },
+    -- the data does not show it (any more): nothing is done, the alert is only recorded
+    { class = "unconfirmed", confidence = 0.6, when = { below = { usage = THRESHOLD } } },
+  },
+
+  plan = {
+    resource_exhaustion = {
+      { action = "scale", kind = "deployment", name = "{{deployment}}", namespace = "{{namespace}}",
+        replicas = "+20%", max = MAX_REPLICAS },
+      { action = "notify", to = "team", optional = true,
+        text = "{{alertname}}: scaled deployment {{namespace}}/{{deployment}} out by 20%" },
+    },
+  },
+
+  -- bounded and reversible: it may run without approval, at any severity
+  auto = { classes = { "resource_exhaustion", "known_issue" } },
+  guard = { cooldown = "10m" },
+}
