@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "core/clock.h"
+#include "core/escalator.h"
 #include "core/executor.h"
 #include "core/log.h"
 #include "core/policy.h"
@@ -1081,6 +1082,12 @@ static void metrics(req_t *r)
   out(&t, "vigil_task_errors_total %llu\n", (unsigned long long)rt->task_errors);
 
   executor_metrics(&t, rt->executor);
+  uint64_t fired, failed;
+  vg_escalator_stats(rt->escalator, &fired, &failed);
+  metric_head(&t, "vigil_escalations_total", "counter",
+              "Escalation timers that fired (their notification sent) or failed.");
+  out(&t, "vigil_escalations_total{state=\"fired\"} %llu\n", (unsigned long long)fired);
+  out(&t, "vigil_escalations_total{state=\"failed\"} %llu\n", (unsigned long long)failed);
   if (rt->exec != NULL) {
     const vg_exec_tiers_t *tiers = vg_exec_tiers(rt->exec);
     metric_head(&t, "vigil_executor_sandbox", "gauge",
