@@ -1,7 +1,7 @@
--- Spec of vigil.actions as `vigil test` runs it: the executor without a store. Dry-run returns
--- the exact command and what the guard rails would say; observe records the decision only;
--- enforce is refused (ENOLEDGER: nothing can be claimed, so nothing runs); a policy or an
--- action may lower the mode but never raise it; hostile label values are refused before any
+-- Spec of vigil.actions as `vigil test` runs it: the executor in dry-run with the spec file's
+-- own store. Dry-run returns the exact command and what the guard rails would say, recorded
+-- in the ledger with the incident it belongs to; observe records the decision only; a policy
+-- or an action may lower the mode but never raise it; hostile label values are refused before any
 -- command exists; conditions are checked before the engine sees the action; read-only runs
 -- are limited to commands that read.
 local actions = vigil.actions
@@ -10,6 +10,18 @@ local ALERT = { labels = { alertname = "HighCPU", deployment = "web", namespace 
   fingerprint = "0123456789abcdef", starts_at = 1700000000, incident = 7 }
 
 describe("vigil.actions in dry-run (the default mode)", function()
+  it("records the decision in the ledger with the incident it belongs to", function()
+    local T = require("vigil.test")
+    local a = T.ingest({ labels = { alertname = "HighCPU", deployment = "api",
+      namespace = "prod" } })
+    local r = assert(actions.restart({ alert = a, kind = "deployment", name = "api",
+      namespace = "prod" }))
+    local report = assert(require("vigil.memory").report(a.incident))
+    expect(#report.actions):to_be(1)
+    expect(report.actions[1].id):to_be(r.id)
+    expect(report.actions[1].state):to_be("dry-run")
+  end)
+
   it("returns the exact argv of a restart and does not run it", function()
     local r = assert(actions.restart({ alert = ALERT, kind = "deployment", name = "web",
       namespace = "prod", why = "crash looping" }))
