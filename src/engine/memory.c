@@ -1185,17 +1185,25 @@ static int op_escalation_done(sqlite3 *db, json_t *args, json_t **result, char *
 {
   int64_t id = arg_int(args, "id", 0);
   sqlite3_stmt *st;
-  if (prepare(db, "SELECT state, marked_at IS NOT NULL FROM escalations WHERE id = ?1", &st) !=
-      SQLITE_OK) {
+  if (prepare(db,
+              "SELECT state, marked_at IS NOT NULL, incident_id, policy, level, name"
+              " FROM escalations WHERE id = ?1",
+              &st) != SQLITE_OK) {
     return db_error(db, err, errlen);
   }
   sqlite3_bind_int64(st, 1, id);
   int rc = sqlite3_step(st);
-  char state[16] = "";
+  char state[16] = "", who[300] = "", event[300] = "";
   bool handed_out = false;
+  int64_t inc = 0;
   if (rc == SQLITE_ROW) {
     snprintf(state, sizeof state, "%s", (const char *)sqlite3_column_text(st, 0));
     handed_out = sqlite3_column_int(st, 1) != 0;
+    inc = sqlite3_column_int64(st, 2);
+    snprintf(who, sizeof who, "policy:%s", (const char *)sqlite3_column_text(st, 3));
+    const char *name = (const char *)sqlite3_column_text(st, 5);
+    snprintf(event, sizeof event, "escalation %s: %s", arg_str(args, "state"),
+             name != NULL ? name : "level");
   }
   sqlite3_finalize(st);
   if (rc == SQLITE_DONE) {
@@ -1225,6 +1233,10 @@ static int op_escalation_done(sqlite3 *db, json_t *args, json_t **result, char *
   }
   bind_str(st, 5, arg_str(args, "note"));
   if (step_done(st) != SQLITE_OK) {
+    return db_error(db, err, errlen);
+  }
+  /* every escalation is on its incident's timeline */
+  if (insert_timeline(db, inc, who, event, arg_str(args, "note"), NULL, NULL) != SQLITE_OK) {
     return db_error(db, err, errlen);
   }
   *result = json_object();

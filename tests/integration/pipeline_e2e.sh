@@ -197,6 +197,8 @@ dbid=$(curl -sf "$vigil/api/v1/incidents?status=open" |
   field '[i["id"] for i in d["incidents"] if "DatabaseDown" in i["title"]][0]')
 esc=$(curl -sf "$vigil/api/v1/incidents/$dbid/report" | field 'd["escalations"]')
 [[ $esc == *"'state': 'fired'"* && $esc == *"late"* ]] || fail "the escalation is not fired late: $esc"
+timeline_of "$dbid" | grep -q '"event":"escalation fired: on-call"' ||
+  fail "the escalation is not on the incident's timeline: $(timeline_of "$dbid")"
 curl -sf "$vigil/metrics" | grep -q '^vigil_escalations_total{state="fired"} 1$' ||
   fail "/metrics does not count the escalation: $(curl -sf "$vigil/metrics" | grep escalations)"
 esc=$(curl -sf "$vigil/api/v1/incidents/$ackid/report" | field 'd["escalations"]')
