@@ -25,7 +25,9 @@ return {
     end
     local f = detect.forecast(s.values, { method = "holt", times = s.ts, horizon = "7d",
       threshold = 0 })
-    local ttf = f.time_to_threshold
+    -- the threshold is a limit in the trend's direction: with free space growing, "0 s" means
+    -- "already above 0", not "full now"
+    local ttf = f.slope < 0 and f.time_to_threshold or nil
     local evidence = { time_to_full_s = ttf, avail_bytes = s.values[#s.values] }
     if ttf and ttf < PAGE_WITHIN then return "disk_full_soon", 0.9, evidence end
     if ttf and ttf < NOTIFY_WITHIN then return "disk_filling", 0.8, evidence end
@@ -35,11 +37,14 @@ return {
   plan = function(class, alert, ctx)
     local ttf = ctx.analysis.evidence and ctx.analysis.evidence.time_to_full_s
     local where = ("%s:%s"):format(alert.labels.instance or "?", alert.labels.mountpoint or "?")
+    -- every filesystem of every node is one incident (one alert name, no namespace): each is
+    -- told about under its own subject, or the second would be a duplicate of the first
+    local subject = ctx.subject .. "/" .. where
     if class == "disk_full_soon" then
-      return { { action = "notify", to = "oncall", severity = "critical",
+      return { { action = "notify", to = "oncall", severity = "critical", subject = subject,
         summary = ("%s will be full in %s"):format(where, hours(ttf)) } }
     elseif class == "disk_filling" then
-      return { { action = "notify", to = "team",
+      return { { action = "notify", to = "team", subject = subject,
         text = ("%s will be full in %s"):format(where, hours(ttf)) } }
     end
     return nil -- slow or unknown: recorded on the timeline, nothing sent

@@ -3,6 +3,12 @@
 -- docs/logs.md), that is likely the cause: page the on-call with the template. A spike of
 -- known errors only tells the team, with the top templates.
 local RECENT = 15 * 60
+local LIMIT = 5000 -- log lines fetched, newest first
+
+-- The analyser outlives the run (one per service in this VM), so each alert feeds it only the
+-- lines newer than those it has (the day is not counted twice), and what it has seen reaches
+-- back to the oldest line it was ever given.
+local fed_until, fed_from = {}, {}
 
 return {
   name = "error-spike",
@@ -10,7 +16,7 @@ return {
   match = { 'alertname=~"HighErrorRate|ErrorRateSpike"' },
 
   enrich = {
-    logs = { source = "loki", range = "24h", limit = 5000, query =
+    logs = { source = "loki", range = "24h", limit = LIMIT, query =
       '{service="{{service}}"} |~ "(?i)error|exception|fatal|panic"' },
   },
 
@@ -18,15 +24,27 @@ return {
     local service = alert.labels.service or "unknown"
     local analyser = vigil.logs.analyser("error-spike:" .. service)
     local entries = ctx.data.logs or {}
+    local now = vigil.now()
     for i = #entries, 1, -1 do -- oldest first, so "first seen" means something
       local e = entries[i]
-      analyser:add(e.line, { ts = e.ts and e.ts / 1e9 or nil, service = service })
+      local ts = e.ts and e.ts / 1e9 or nil
+      local mark = fed_until[service]
+      if not (ts and mark and ts <= mark) then
+        analyser:add(e.line, { ts = ts, service = service })
+        if ts then
+          fed_until[service] = math.max(mark or ts, ts)
+          fed_from[service] = math.min(fed_from[service] or ts, ts)
+        end
+      end
     end
-    local new = analyser:new_templates({ errors = true, since = vigil.now() - RECENT })
-    if #new > 0 then
+    -- the limit cut the logs off inside the last 15 minutes, and nothing older was seen
+    -- before: every template would look new, so none is claimed to be
+    local blind = #entries >= LIMIT and (fed_from[service] or now) > now - RECENT
+    local new = analyser:new_templates({ errors = true, since = now - RECENT })
+    if #new > 0 and not blind then
       return "new_error_pattern", 0.8, { template = new[1].template, new_templates = #new }
     end
-    return "error_spike", 0.6, { top = analyser:top_errors(3) }
+    return "error_spike", 0.6, { top = analyser:top_errors(3), truncated = blind or nil }
   end,
 
   plan = function(class, alert, ctx)

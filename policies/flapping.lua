@@ -4,6 +4,9 @@
 -- (a local suppression with the reason; the alerts are still stored and visible).
 local FLAPS = 3
 local WINDOW = "1h"
+-- The labels that name where an alert comes from. The suppression matches those the alert
+-- has: a label it lacks cannot be matched (the suppression would be refused).
+local BY = { "alertname", "instance", "pod", "service" }
 
 return {
   name = "flapping",
@@ -26,10 +29,13 @@ return {
     return nil
   end,
 
-  plan = {
-    false_positive = {
-      { action = "suppress", by = { "alertname", "instance", "pod", "service" }, duration = "1h",
-        reason = "flapping: fired more than 3 times within an hour" },
-    },
-  },
+  plan = function(class, alert)
+    if class ~= "false_positive" then return nil end
+    local by = {}
+    for _, label in ipairs(BY) do
+      if alert.labels[label] ~= nil then by[#by + 1] = label end
+    end
+    return { { action = "suppress", by = by, duration = WINDOW,
+      reason = "flapping: fired more than 3 times within an hour" } }
+  end,
 }

@@ -5,7 +5,9 @@
 -- The query reads the recording rule vigil:pod_saturation:ratio (0..1 of the limit, with a
 -- `resource` label), defined from cAdvisor and kube-state-metrics series in
 -- examples/prometheus/vigil-rules.yml; the alert rule there sets the `resource` label.
-local THRESHOLD = 0.9 -- saturation that counts as confirmed
+local last_value = require("vigil.pipeline").last_value
+
+local THRESHOLD = 0.9 -- saturation above this counts as confirmed
 local MAX_REPLICAS = 10
 
 return {
@@ -20,8 +22,10 @@ return {
 
   classify = {
     { class = "resource_exhaustion", confidence = 0.9, when = { above = { usage = THRESHOLD } } },
-    -- the data does not show it (any more): nothing is done, the alert is only recorded
-    { class = "unconfirmed", confidence = 0.6, when = { below = { usage = THRESHOLD } } },
+    -- the data is there but does not show it (any more, or only at the threshold): nothing is
+    -- done, the alert is only recorded. No data at all leaves the alert unclassified.
+    { class = "unconfirmed", confidence = 0.6,
+      when = function(_, ctx) return last_value(ctx.data.usage) ~= nil end },
   },
 
   plan = {

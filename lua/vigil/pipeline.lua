@@ -617,9 +617,14 @@ local function on_firing(policy, alert, ctx)
       due_at = vigil.now() })
   end
   if ctx.kb_ok then
-    step(steps, "learn", memory.kb.learn, { incident = alert.incident, policy = policy.name,
-      alertname = alert.name, class = a.class, confidence = a.confidence, labels = alert.labels,
-      text = memory.kb.text_of(alert), fix = acted.plan })
+    -- the knowledge base keeps one verdict per incident: a policy that did not classify the
+    -- alert (escalation only, or a flapping check that saw no flapping) leaves the verdict of
+    -- the policy that did, which may have run first
+    local own = a.class ~= "unknown"
+    step(steps, "learn", memory.kb.learn, { incident = alert.incident,
+      policy = own and policy.name or nil, alertname = alert.name,
+      class = own and a.class or nil, confidence = own and a.confidence or nil,
+      labels = alert.labels, text = memory.kb.text_of(alert), fix = own and acted.plan or nil })
     if acted.steps and #acted.actions > 0 then
       -- remembered until the alert resolves: then the plan's outcome is learnt
       ctx.state.set("plan:" .. ctx.subject, { plan = acted.plan, class = a.class,
@@ -667,7 +672,11 @@ local function on_resolved(policy, alert, ctx)
         end
       end
       out.plan, out.carried_out = pending.plan, carried_out
-      if carried_out then
+      if carried_out and pending.class == "false_positive" then
+        -- noise was suppressed, nothing was healed: the plan is no fix for the alert (known
+        -- fixes are keyed by alert name, so every policy would apply it)
+        out.summary = ("resolved after %s: noise, not learnt as a fix"):format(pending.plan)
+      elseif carried_out then
         out.summary = ("healing verified: %s resolved after %s"):format(alert.name, pending.plan)
         if pending.fix_id then
           step(steps, "fix_outcome", memory.kb.fix_outcome, pending.fix_id, true)
