@@ -9,10 +9,24 @@ return {
   policies = "/etc/vigil/policies",
   repl_socket = "/var/run/vigil/vigil.sock",
 
+  -- What the bundled policies read (policies/README.md): Prometheus with the recording rules
+  -- of examples/prometheus/vigil-rules.yml, and Loki for error-spike.
   sources = {
     prom = { kind = "prometheus", url = "http://prometheus-server.monitoring:9090",
              timeout = "5s" },
+    loki = { kind = "loki", url = "http://loki-gateway.monitoring", timeout = "10s" },
     alertmanager = { kind = "alertmanager", url = "http://alertmanager.monitoring:9093" },
+  },
+
+  -- Who the bundled policies tell: `oncall` is paged (crash loops, disks about to fill, new
+  -- error patterns, unacknowledged critical incidents), `team` gets the rest, `managers` are
+  -- paged when a critical incident stays unacknowledged for 25 minutes. The secrets come from
+  -- the pod's environment (a Secret mounted with envFrom), never from this file.
+  notifiers = {
+    oncall = { kind = "pagerduty", routing_key = env "VIGIL_PD_ONCALL_KEY" },
+    managers = { kind = "pagerduty", routing_key = env "VIGIL_PD_MANAGERS_KEY" },
+    team = { kind = "slack", webhook = env "VIGIL_SLACK_WEBHOOK", channel = "#sre",
+             username = "vigil" },
   },
 
   executor = {

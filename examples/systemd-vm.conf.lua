@@ -17,6 +17,16 @@ return {
     loki = { kind = "loki", url = "http://127.0.0.1:3100" },
   },
 
+  -- Who the policies tell (the bundled ones use these three names, policies/README.md). The
+  -- secrets come from the unit's environment, e.g. EnvironmentFile=/etc/vigil/secrets.env
+  -- (mode 0600), never from this file.
+  notifiers = {
+    oncall = { kind = "pagerduty", routing_key = env "VIGIL_PD_ONCALL_KEY" },
+    managers = { kind = "webhook", url = "https://paging.internal/api/escalate",
+                 secret = env "VIGIL_HOOK_SECRET", headers = { ["X-Team"] = "sre" } },
+    team = { kind = "slack", webhook = env "VIGIL_SLACK_WEBHOOK", channel = "#ops" },
+  },
+
   executor = {
     mode = "dry-run",                          -- watch what it would do first; then "enforce"
     allow = { "/usr/bin/systemctl", "/usr/bin/journalctl" },

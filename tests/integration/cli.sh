@@ -64,9 +64,14 @@ printf 'return { f = format }\n' > "$dir/q/lib/leaky.lua" # not string.format vi
 printf 'local l = require("lib.leaky")\nreturn { name = "leaky", match = {}, on_alert = function() end }\n' > "$dir/q/leaky.lua"
 expect_rc 1 "$VIGIL" check "$dir/q"
 [[ $out == *"lib/leaky.lua:1: undefined global 'format'"* ]] || fail "lib env: $out"
-echo "the example configs validate"
+echo "the example configs validate, with the example and the bundled policies"
+# the secrets the example configs read (token, notifiers): any value of the right shape
 for conf in "$VIGIL_SOURCE_DIR"/examples/*.conf.lua; do
-  VIGIL_TOKEN=example expect_rc 0 "$VIGIL" check -c "$conf" "$VIGIL_SOURCE_DIR/examples/policies"
+  VIGIL_TOKEN=example VIGIL_PD_ONCALL_KEY=0123456789abcdef0123456789abcdef \
+    VIGIL_PD_MANAGERS_KEY=fedcba9876543210fedcba9876543210 VIGIL_HOOK_SECRET=example \
+    VIGIL_SLACK_WEBHOOK=https://hooks.slack.com/services/T0/B0/example \
+    expect_rc 0 "$VIGIL" check -c "$conf" "$VIGIL_SOURCE_DIR/examples/policies" \
+    "$VIGIL_SOURCE_DIR/policies"
 done
 echo "a bad executor key names itself and its line"
 printf 'return {\n  executor = { mode = "enforce",\n    allow = { "kubectl" } },\n}\n' > "$dir/bad.conf.lua"
