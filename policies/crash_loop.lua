@@ -25,6 +25,9 @@ return {
   },
 
   auto = { classes = { "crash_looping", "known_issue" } },
+  -- one problem per pod: another pod of the namespace (same incident) is not held back by
+  -- this one's cooldown
+  group_by = { "namespace", "pod" },
   guard = { cooldown = "30m" },
   escalate = {
     { after = "15m", notify = "oncall", name = "on-call" },

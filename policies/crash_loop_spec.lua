@@ -103,8 +103,8 @@ describe("crash-loop", function()
       again.starts_at = a.starts_at
       _, rec = policy:alert(again)
       expect(again.incident):to_be(a.incident)
-      expect(rec.refused):to_match("^ECOOLDOWN: the policy acted on incident%-%d+ 600s ago "
-        .. "%(guard.cooldown = 30m%)")
+      expect(rec.refused):to_match("^ECOOLDOWN: the policy acted on "
+        .. "group:crash%-loop:cool:api%-7d9f5c%-x2x1z 600s ago %(guard.cooldown = 30m%)")
       expect(rec.actions):to_equal({})
       expect(rec.steps[5].step):to_be("escalate_now")
       expect(rec.steps[5].error):to_be_nil()

@@ -39,5 +39,8 @@ return {
 
   -- bounded and reversible: it may run without approval, at any severity
   auto = { classes = { "resource_exhaustion", "known_issue" } },
+  -- one problem per pod: another pod of the namespace (same incident) is not held back by
+  -- this one's cooldown
+  group_by = { "namespace", "pod" },
   guard = { cooldown = "10m" },
 }

@@ -169,7 +169,21 @@ describe("resource-exhaustion", function()
     expect(rec.actions[1].stopped):to_be(true)
   end)
 
-  it("the guard's cooldown refuses a second action on the same incident for 10 minutes",
+  it("holds the cooldown per pod: another pod of the same incident is still scaled", function()
+    policy.sources.prom = prom_returning({ 0.99 })
+    T.cluster({ ["deployment/pods/api"] = { spec = { replicas = 2 } },
+      ["deployment/pods/web"] = { spec = { replicas = 2 } } })
+    local first = alert("pods")
+    policy:alert(first)
+    local other = alert("pods", { pod = "web-5c8d9f7b6-abcde" })
+    local _, rec = policy:alert(other)
+    expect(other.incident):to_be(first.incident)
+    expect(rec.refused):to_be_nil()
+    expect(rec.actions[1].state):to_be("dry-run")
+    expect(#ledger(first.incident)):to_be(2)
+  end)
+
+  it("the guard's cooldown refuses a second action on the same pod for 10 minutes",
     function()
       policy.sources.prom = prom_returning({ 0.99 })
       T.cluster({ ["deployment/cool/api"] = { spec = { replicas = 2 } } })
@@ -182,7 +196,8 @@ describe("resource-exhaustion", function()
       _, rec = policy:alert(again)
       expect(again.incident):to_be(first.incident)
       expect(rec.class):to_be("resource_exhaustion")
-      expect(rec.refused):to_match("^ECOOLDOWN: the policy acted on incident%-%d+ 540s ago")
+      expect(rec.refused):to_match("^ECOOLDOWN: the policy acted on "
+        .. "group:resource%-exhaustion:cool:api%-7d9f5c%-x2x1z 540s ago")
       expect(rec.actions):to_equal({})
       expect(#ledger(first.incident)):to_be(1)
 

@@ -212,6 +212,7 @@ function M.ingest(alert)
   local r, err = testing.ingest(require("vigil.json").encode({ doc }))
   if not r then error(err, 2) end
   alert.incident = r[1].incident
+  alert.fingerprint = r[1].fingerprint
   alert.outcome = r[1].outcome
   return alert
 end

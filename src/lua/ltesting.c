@@ -509,6 +509,7 @@ typedef struct {
   size_t n;
   int64_t incidents[64];
   int outcomes[64];
+  char fingerprints[64][17];
 } ingest_t;
 
 static void ingest_free(ingest_t *g)
@@ -534,6 +535,8 @@ static int ingest_push(lua_State *L, void *ud)
     lua_setfield(L, -2, "incident");
     lua_pushstring(L, names[g->outcomes[i]]);
     lua_setfield(L, -2, "outcome");
+    lua_pushstring(L, g->fingerprints[i]);
+    lua_setfield(L, -2, "fingerprint");
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   ingest_free(g);
@@ -560,6 +563,7 @@ static void ingest_committed(
   for (size_t i = 0; status == 0 && i < n && i < 64; i++) {
     g->incidents[i] = results[i].incident_id;
     g->outcomes[i] = (int)results[i].outcome;
+    snprintf(g->fingerprints[i], sizeof g->fingerprints[i], "%s", g->batch.alerts[i].fingerprint);
   }
   g->n = n < 64 ? n : 64;
   if (g->task != NULL) {
