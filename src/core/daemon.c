@@ -1,9 +1,10 @@
-/* The daemon. Start: runtime, store, policies (load + watch), watchdog, HTTP intake, REPL
- * socket. Stop (SIGINT or SIGTERM): no new requests, close the REPL socket, cancel every task,
- * close every VM, let the store finish every batch it took (each gets its answer), close the
- * loop with no handle left behind. */
+/* The daemon. Start: runtime, store, policies (load + watch), watchdog, REPL socket, the
+ * replay of alerts a crash left undecided, HTTP intake. Stop (SIGINT or SIGTERM): no new requests,
+ * close the REPL socket, cancel every task, close every VM, let the store finish every batch it
+ * took (each gets its answer), close the loop with no handle left behind. */
 #include "core/daemon.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,46 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 static void on_executor_started(void *ud, int64_t unknown)
 {
   *(int64_t *)ud = unknown;
+}
+
+typedef struct {
+  bool done;
+  int status;
+  size_t replayed;
+  char err[256];
+} replay_wait_t;
+
+static void on_replayed(void *ud, int status, const char *err, size_t replayed)
+{
+  replay_wait_t *w = ud;
+  w->done = true;
+  w->status = status;
+  w->replayed = replayed;
+  snprintf(w->err, sizeof(w->err), "%s", err != NULL ? err : "");
+}
+
+/* Decision replay (G1 up to the policies): alerts stored but never dispatched, because vigil
+ * died between the commit and the dispatch, go to the policies now, before anything new. */
+static void replay_undecided(vg_runtime_t *rt, vg_store_t *store)
+{
+  replay_wait_t w = { 0 };
+  int rc = vg_intake_replay(rt, store, on_replayed, &w);
+  if (rc != 0) {
+    snprintf(w.err, sizeof(w.err), "%s", uv_strerror(rc));
+  } else {
+    while (!w.done && uv_run(rt->loop, UV_RUN_ONCE) != 0) {
+    }
+    rc = w.done ? w.status : -EIO;
+  }
+  char n[24];
+  snprintf(n, sizeof(n), "%zu", w.replayed);
+  if (rc != 0) {
+    vg_log(VG_LOG_ERROR, "cannot replay the alerts not decided before the last stop", "error",
+           w.err[0] != '\0' ? w.err : "?", "replayed", n, NULL);
+  } else if (w.replayed > 0) {
+    vg_log(VG_LOG_INFO, "replayed alerts accepted but not decided before the last stop", "count", n,
+           NULL);
+  }
 }
 
 static void print_hello(const vg_config_t *cfg, int npolicies, int port)
@@ -159,6 +200,7 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
 
   rt->watchdog = vg_watchdog_start(rt, cfg->watchdog_ms, cfg->watchdog_hard_ms);
   d.repl = vg_repl_server_start(rt, cfg->repl_socket);
+  replay_undecided(rt, d.store);
 
   vg_intake_opts_t io;
   vg_intake_opts_default(&io);

@@ -2,7 +2,9 @@
  *
  * A write is answered only from the store's commit callback: 2xx means committed (G1). New and
  * changed alerts then go to the policies, after the answer is on its way, so a slow policy
- * never slows intake (the policies bound their own queues). */
+ * never slows intake (the policies bound their own queues). The store keeps each of them
+ * undecided until told, about once a second, that it was dispatched; what a crash left
+ * undecided is dispatched again at the next start (vg_intake_replay). */
 #include "core/intake.h"
 
 #include <errno.h>
@@ -61,6 +63,20 @@ static const char *const ROUTE_NAMES[R_COUNT] = {
 enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
 static const char *const OUTCOME_NAMES[OUT_COUNT] = { "new", "changed", "duplicate", "invalid" };
 
+#define FLUSH_EVERY_MS 1000  /* how long a decision waits before the store hears of it */
+#define DECISIONS_KEEP 65536 /* entries kept allocated between flushes; a burst's go */
+
+/* A decision taken and not yet flushed: the alert and the change it was about. */
+typedef struct {
+  char fp[17];
+  int64_t change;
+} decision_t;
+
+typedef struct {
+  decision_t *v;
+  size_t n, cap;
+} decisions_t;
+
 #define LATENCY_BUCKETS 12
 static const double LATENCY_BOUNDS[LATENCY_BUCKETS - 1] = {
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -78,9 +94,12 @@ struct vg_intake {
   uint64_t alerts[3][OUT_COUNT]; /* [route: v2, webhook, events][outcome] */
   uint64_t latency[LATENCY_BUCKETS];
   double latency_sum;
-  uint64_t store_busy, store_failures, dispatched, expired;
-  int inflight;  /* requests not answered yet: `in` outlives them */
-  bool stopping; /* freed when the last one is answered */
+  uint64_t store_busy, store_failures, dispatched, expired, decide_failures;
+  decisions_t decided; /* dispatched (or decided against) since the last flush */
+  uv_timer_t flush_timer;
+  int inflight;      /* requests not answered yet and flushes not committed: `in` outlives them */
+  bool stopping;     /* freed when the last one is answered */
+  bool timer_closed; /* and once the timer is closed */
 };
 
 typedef struct {
@@ -111,7 +130,16 @@ static void intake_free(vg_intake_t *in)
     memset(in->token, 0, strlen(in->token)); /* a secret: do not leave it in freed memory */
   }
   free(in->token);
+  free(in->decided.v);
   free(in);
+}
+
+/* One thing `in` waited for is over: frees it when stopped and nothing else is left. */
+static void intake_release(vg_intake_t *in)
+{
+  if (--in->inflight == 0 && in->stopping && in->timer_closed) {
+    intake_free(in);
+  }
 }
 
 static void req_free(req_t *r)
@@ -120,9 +148,7 @@ static void req_free(req_t *r)
   vg_alert_batch_free(&r->batch);
   labelmatch_free(r->matchers);
   free(r);
-  if (--in->inflight == 0 && in->stopping) {
-    intake_free(in);
-  }
+  intake_release(in);
 }
 
 /* Every answer goes through here: it is counted, timed, sent. */
@@ -262,18 +288,119 @@ static bool parse_size(const char *s, size_t max, size_t *out)
 
 /* ---- writes: alerts in ---- */
 
-static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, int64_t incident_id)
+/* ---- decisions: what the store is told was dispatched ---- */
+
+/* Appends one; false (and the alert stays undecided) when it cannot. The hot path: a copy of
+ * 32 bytes, and a realloc now and then. */
+static bool decisions_add(decisions_t *l, const char *fp, int64_t change)
 {
-  vg_policies_t *ps = in->rt->policies;
-  if (ps == NULL || in->rt->stopping) {
+  size_t len = strlen(fp);
+  if (change <= 0 || len >= sizeof(l->v[0].fp)) {
+    return false; /* nothing to decide, or not a fingerprint vigil computed */
+  }
+  if (l->n == l->cap) {
+    size_t cap = l->cap > 0 ? l->cap * 2 : 1024;
+    decision_t *v = cap <= SIZE_MAX / sizeof(*v) ? realloc(l->v, cap * sizeof(*v)) : NULL;
+    if (v == NULL) {
+      return false; /* out of memory: a crash now would replay it, nothing worse */
+    }
+    l->v = v;
+    l->cap = cap;
+  }
+  memcpy(l->v[l->n].fp, fp, len + 1);
+  l->v[l->n].change = change;
+  l->n++;
+  return true;
+}
+
+/* Tells the store about every decision of the list, in one writer call, and empties it.
+ * Returns what vg_store_decided returned (0: `done` will run). */
+static int decisions_flush(decisions_t *l, vg_store_t *store, vg_store_done_fn done, void *ud)
+{
+  vg_store_decision_t *d = malloc(l->n * sizeof(*d));
+  if (d == NULL) {
+    return -ENOMEM; /* kept for the next flush */
+  }
+  for (size_t i = 0; i < l->n; i++) {
+    d[i] = (vg_store_decision_t){ l->v[i].fp, l->v[i].change };
+  }
+  int rc = vg_store_decided(store, d, l->n, done, ud);
+  free(d);
+  if (rc != -ENOMEM) {
+    l->n = 0; /* taken, or refused for good (the store is closing): replayed at the next start */
+  }
+  if (l->n == 0 && l->cap > DECISIONS_KEEP) {
+    free(l->v);
+    l->v = NULL;
+    l->cap = 0;
+  }
+  return rc;
+}
+
+static void decide_failed(vg_intake_t *in, const char *err)
+{
+  in->decide_failures++;
+  if ((in->decide_failures & (in->decide_failures - 1)) == 0) { /* 1, 2, 4...: never a flood */
+    char n[24];
+    snprintf(n, sizeof(n), "%llu", (unsigned long long)in->decide_failures);
+    vg_log(VG_LOG_WARN, "cannot mark alerts decided: a restart will replay them", "error",
+           err != NULL ? err : "?", "failures_total", n, NULL);
+  }
+}
+
+static void flushed(void *ud, int status, const char *err)
+{
+  vg_intake_t *in = ud;
+  if (status < 0) {
+    decide_failed(in, err);
+  }
+  intake_release(in);
+}
+
+static void flush(vg_intake_t *in)
+{
+  if (in->decided.n == 0) {
     return;
   }
-  vg_executor_t *ex = in->rt->executor;
+  int rc = decisions_flush(&in->decided, in->store, flushed, in);
+  if (rc == 0) {
+    in->inflight++; /* until `flushed` */
+  } else {
+    decide_failed(in, rc == -EBUSY ? "the store is closing" : "out of memory");
+  }
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+  flush(t->data);
+}
+
+/* The alert was dispatched (or decided against): the store hears of it within a second. */
+static void remember(vg_intake_t *in, const char *fp, int64_t change)
+{
+  if (in->stopping || !decisions_add(&in->decided, fp, change)) {
+    return; /* after the last flush: left undecided, replayed at the next start */
+  }
+  if (!uv_is_active((uv_handle_t *)&in->flush_timer)) {
+    uv_timer_start(&in->flush_timer, on_flush_timer, FLUSH_EVERY_MS, 0);
+  }
+}
+
+int vg_intake_dispatch(vg_runtime_t *rt, const vg_store_alert_t *a, int64_t incident_id)
+{
+  vg_policies_t *ps = rt->policies;
+  if (rt->stopping) {
+    return -1; /* the policies are going: the next start replays it */
+  }
+  if (ps == NULL) {
+    return 0;
+  }
+  vg_executor_t *ex = rt->executor;
   if (ex != NULL && strcmp(a->status, "firing") == 0) {
     vg_executor_note_alert(ex, a->labels, a->nlabels); /* storm accounting */
   }
   if (ex != NULL && vg_executor_suppressed(ex, a->labels, a->nlabels)) {
-    return; /* stored, counted, not acted on (a local suppression is in force) */
+    return 0; /* stored, counted, not acted on (a local suppression is in force) */
   }
   vg_alert_t alert = {
     .labels = a->labels,
@@ -288,7 +415,16 @@ static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, int64_t inciden
     .incident_id = incident_id,
   };
   vg_policies_dispatch(ps, &alert);
-  in->dispatched++;
+  return 1;
+}
+
+static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_result_t *res)
+{
+  int rc = vg_intake_dispatch(in->rt, a, res->incident_id);
+  in->dispatched += rc > 0;
+  if (rc >= 0) {
+    remember(in, a->fingerprint, res->change);
+  }
 }
 
 /* Alerts the store resolved because their endsAt passed unrefreshed: the policies hear of it
@@ -302,7 +438,7 @@ static void on_expired(void *ud,
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
       in->expired++;
-      dispatch(in, &alerts[i], results[i].incident_id);
+      dispatch(in, &alerts[i], &results[i]);
     }
   }
 }
@@ -352,7 +488,7 @@ static void committed(
   }
   for (size_t i = 0; i < n; i++) {
     if (results[i].outcome != VG_STORE_UNCHANGED) {
-      dispatch(in, &b->alerts[i], results[i].incident_id);
+      dispatch(in, &b->alerts[i], &results[i]);
     }
   }
   req_free(r);
@@ -1418,8 +1554,20 @@ vg_intake_t *vg_intake_start(
     free(in);
     return NULL;
   }
+  uv_timer_init(rt->loop, &in->flush_timer);
+  in->flush_timer.data = in;
+  uv_unref((uv_handle_t *)&in->flush_timer); /* a pending flush alone keeps no loop going */
   vg_store_on_expired(store, on_expired, in);
   return in;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+  vg_intake_t *in = h->data;
+  in->timer_closed = true;
+  if (in->inflight == 0) {
+    intake_free(in);
+  }
 }
 
 int vg_intake_port(const vg_intake_t *in)
@@ -1435,8 +1583,88 @@ void vg_intake_stop(vg_intake_t *in)
   vg_httpd_stop(in->httpd);
   in->httpd = NULL;
   vg_store_on_expired(in->store, NULL, NULL);
+  flush(in); /* the last one: the store, still open, commits it before it closes */
   in->stopping = true;
-  if (in->inflight == 0) {
-    intake_free(in);
+  uv_close((uv_handle_t *)&in->flush_timer, on_timer_closed);
+}
+
+/* ---- decision replay ---- */
+
+typedef struct {
+  vg_runtime_t *rt;
+  vg_store_t *store;
+  decisions_t decided;
+  size_t round, total, rounds;
+  vg_intake_replay_fn done;
+  void *ud;
+} replay_t;
+
+static void replay_finish(replay_t *rp, int status, const char *err)
+{
+  rp->done(rp->ud, status, err, rp->total);
+  free(rp->decided.v);
+  free(rp);
+}
+
+static void replay_round(replay_t *rp);
+
+static void replay_each(void *ud, const vg_store_alert_t *a, int64_t incident_id, int64_t change)
+{
+  replay_t *rp = ud;
+  rp->round++;
+  if (vg_intake_dispatch(rp->rt, a, incident_id) >= 0) {
+    decisions_add(&rp->decided, a->fingerprint, change);
   }
+}
+
+static void replay_decided(void *ud, int status, const char *err)
+{
+  replay_t *rp = ud;
+  /* a full round: there may be more (each round's alerts are decided before the next reads) */
+  if (status == 0 && rp->round == VG_STORE_UNDECIDED_MAX && rp->rounds < 100) {
+    replay_round(rp);
+  } else {
+    replay_finish(rp, status, err);
+  }
+}
+
+static void replay_read(void *ud, int status, const char *err)
+{
+  replay_t *rp = ud;
+  rp->total += rp->round;
+  if (status < 0 || rp->decided.n == 0) {
+    replay_finish(rp, status, err);
+    return;
+  }
+  int rc = decisions_flush(&rp->decided, rp->store, replay_decided, rp);
+  if (rc != 0) {
+    replay_finish(rp, rc, "cannot mark the replayed alerts decided");
+  }
+}
+
+static void replay_round(replay_t *rp)
+{
+  rp->round = 0;
+  rp->rounds++;
+  int rc = vg_store_undecided(rp->store, replay_each, replay_read, rp);
+  if (rc != 0) {
+    replay_finish(rp, rc, "cannot read the undecided alerts");
+  }
+}
+
+int vg_intake_replay(vg_runtime_t *rt, vg_store_t *store, vg_intake_replay_fn done, void *ud)
+{
+  if (rt == NULL || store == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  replay_t *rp = calloc(1, sizeof(*rp));
+  if (rp == NULL) {
+    return -ENOMEM;
+  }
+  *rp = (replay_t){ .rt = rt, .store = store, .done = done, .ud = ud, .rounds = 1 };
+  int rc = vg_store_undecided(store, replay_each, replay_read, rp);
+  if (rc != 0) {
+    free(rp);
+  }
+  return rc;
 }

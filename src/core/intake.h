@@ -30,5 +30,22 @@ vg_intake_t *vg_intake_start(
 /* The port listened on. */
 int vg_intake_port(const vg_intake_t *in);
 
-/* Stops accepting; requests in flight still get their answer. NULL is a no-op. */
+/* Stops accepting; requests in flight still get their answer. Tells the store about the
+ * decisions not yet flushed, so call it before the store closes. NULL is a no-op. */
 void vg_intake_stop(vg_intake_t *in);
+
+/* Hands one stored (new or changed) alert to the policies as the intake does after a commit:
+ * storm accounting, local suppressions, then every matching policy. Returns 1 when it was
+ * dispatched, 0 when it was decided against (suppressed, no policies), -1 when nothing was
+ * decided (the runtime is stopping: the alert stays undecided for the next start). */
+int vg_intake_dispatch(vg_runtime_t *rt, const vg_store_alert_t *a, int64_t incident_id);
+
+/* Decision replay, at start-up once the policies are loaded and before vg_intake_start: every
+ * alert the store still holds undecided (accepted, and a crash came before its dispatch was
+ * recorded) is dispatched as by vg_intake_dispatch, then marked decided. Policies see such an
+ * alert again if the crash came after the dispatch but before the store heard of it (within
+ * about a second): their decisions must be idempotent (actions are, by their keys). `done`
+ * runs once on the loop with how many were replayed, status 0, or < 0 with a message.
+ * Returns 0, or -EINVAL/-ENOMEM/-EBUSY without calling `done`. */
+typedef void (*vg_intake_replay_fn)(void *ud, int status, const char *err, size_t replayed);
+int vg_intake_replay(vg_runtime_t *rt, vg_store_t *store, vg_intake_replay_fn done, void *ud);

@@ -229,11 +229,17 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
   "  note TEXT,"
   "  UNIQUE (incident_id, policy, level));"
   "CREATE INDEX escalations_pending ON escalations (due_at) WHERE state IN ('pending','due');",
+  /* 6: decision replay (G1 up to the policies): the number of the change that stored the
+     alert new or changed, until the intake says the policies had it (vg_store_decided); 0
+     once decided. Rows already stored count as decided. The index
+     holds only the undecided rows, in the order they changed. */
+  "ALTER TABLE alerts ADD COLUMN undecided INTEGER NOT NULL DEFAULT 0;"
+  "CREATE INDEX alerts_undecided ON alerts (undecided) WHERE undecided > 0;",
 };
 
 /* ---- jobs ---- */
 
-typedef enum { JOB_BATCH, JOB_ACTION, JOB_CALL } job_kind_t;
+typedef enum { JOB_BATCH, JOB_ACTION, JOB_CALL, JOB_DECIDED } job_kind_t;
 
 struct store_job {
   store_job_t *next;
@@ -255,7 +261,9 @@ struct store_job {
   size_t json_len;
   /* JOB_CALL: another engine's statements (vg_store_call) */
   vg_store_work_fn work;
-  vg_store_done_fn call_cb;
+  vg_store_done_fn call_cb; /* JOB_DECIDED too (may be NULL there) */
+  /* JOB_DECIDED: n decisions, their strings in the same allocation */
+  vg_store_decision_t *decisions;
 };
 
 static void job_fail(store_job_t *j, int status, const char *msg)
@@ -490,6 +498,7 @@ enum {
   ST_LINK,
   ST_TIMELINE,
   ST_ESC_CANCEL,
+  ST_ALERT_DECIDED,
   ST_COUNT
 };
 
@@ -501,14 +510,15 @@ static const char *const stmt_sql[ST_COUNT] = {
   [ST_ALERT_UPSERT] =
       "INSERT INTO alerts (fingerprint, name, severity, status, labels, annotations, starts_at,"
       " ends_at, source, generator_url, group_key, incident_id, first_seen, last_seen,"
-      " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?13)"
+      " updated_at, undecided)"
+      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?13, ?14)"
       " ON CONFLICT (fingerprint) DO UPDATE SET name = excluded.name,"
       " severity = excluded.severity, status = excluded.status, labels = excluded.labels,"
       " annotations = excluded.annotations, starts_at = excluded.starts_at,"
       " ends_at = excluded.ends_at, source = excluded.source,"
       " generator_url = excluded.generator_url, group_key = excluded.group_key,"
       " incident_id = excluded.incident_id, last_seen = excluded.last_seen,"
-      " updated_at = excluded.updated_at",
+      " updated_at = excluded.updated_at, undecided = excluded.undecided",
   [ST_INC_OPEN_FOR_GROUP] =
       "SELECT id FROM incidents WHERE group_key = ?1"
       " AND status NOT IN ('resolved', 'closed') ORDER BY id DESC LIMIT 1",
@@ -543,6 +553,7 @@ static const char *const stmt_sql[ST_COUNT] = {
   [ST_ESC_CANCEL] =
       "UPDATE escalations SET state = 'cancelled', note = ?2"
       " WHERE incident_id = ?1 AND state IN ('pending', 'due')",
+  [ST_ALERT_DECIDED] = "UPDATE alerts SET undecided = 0 WHERE fingerprint = ?1 AND undecided = ?2",
 };
 
 /* The writer thread's private state. */
@@ -558,6 +569,10 @@ typedef struct {
    * the statement journal) per alert for nothing. Kept across alert batches only: cleared when
    * a transaction starts, around other jobs and when a job is rolled back. */
   int64_t touched;
+  /* The number of the last change stored (an alert new or changed): what the alert keeps in
+   * `undecided`. Starts above every number left in the table, so that a number never names
+   * two changes of one alert, even two in one transaction. */
+  int64_t change;
 } writer_t;
 
 static sqlite3_stmt *stmt(writer_t *w, int which)
@@ -949,10 +964,12 @@ static int apply_alert(writer_t *w, const vg_store_alert_t *a, vg_store_result_t
     sqlite3_bind_null(st, 12);
   }
   sqlite3_bind_int64(st, 13, w->now);
+  sqlite3_bind_int64(st, 14, ++w->change);
   if ((rc = step_done(st)) != SQLITE_OK) {
     goto out;
   }
   res->incident_id = inc;
+  res->change = w->change;
   if (inc > 0) {
     st = stmt(w, ST_LINK);
     sqlite3_bind_int64(st, 1, inc);
@@ -1074,6 +1091,21 @@ static void record_commit(vg_store_t *s, store_job_t *list, bool ok, uint64_t us
   }
   uv_mutex_unlock(&s->mu);
   atomic_store(&s->writable, ok);
+}
+
+/* Clears the undecided mark of the named alerts whose named change is still their latest. */
+static int apply_decided(writer_t *w, const store_job_t *j)
+{
+  for (size_t i = 0; i < j->n; i++) {
+    sqlite3_stmt *st = stmt(w, ST_ALERT_DECIDED);
+    bind_text(st, 1, j->decisions[i].fingerprint);
+    sqlite3_bind_int64(st, 2, j->decisions[i].change);
+    int rc = step_done(st);
+    if (rc != SQLITE_OK) {
+      return rc;
+    }
+  }
+  return SQLITE_OK;
 }
 
 /* ---- expiry ---- */
@@ -1224,6 +1256,8 @@ static void run_jobs(writer_t *w, store_job_t *list)
       }
     } else if (j->kind == JOB_CALL) {
       rc = j->work(db, j->ud, j->err, sizeof j->err);
+    } else if (j->kind == JOB_DECIDED) {
+      rc = apply_decided(w, j);
     } else {
       rc = apply_action(w, j);
     }
@@ -1757,9 +1791,11 @@ static void on_async(uv_async_t *a)
     } else if (j->kind == JOB_BATCH) {
       job_answered(s);
       j->commit_cb(j->ud, j->status, j->status == 0 ? NULL : j->err, j->results, j->n);
-    } else if (j->kind == JOB_CALL) {
+    } else if (j->kind == JOB_CALL || j->kind == JOB_DECIDED) {
       job_answered(s);
-      j->call_cb(j->ud, j->status, j->status == 0 ? NULL : j->err);
+      if (j->call_cb != NULL) {
+        j->call_cb(j->ud, j->status, j->status == 0 ? NULL : j->err);
+      }
     } else if (j->status == 0) {
       job_answered(s);
       j->json_cb(j->ud, 0, j->json, j->json_len);
@@ -1800,6 +1836,20 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
       out[0] = '\0';
       rc = SQLITE_OK;
     }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* The highest change number an undecided alert holds (0: none), through the partial index. */
+static int last_change(sqlite3 *db, int64_t *out)
+{
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(
+      db, "SELECT coalesce(max(undecided), 0) FROM alerts WHERE undecided > 0", -1, &st, NULL);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    *out = sqlite3_column_int64(st, 0);
+    rc = SQLITE_OK;
   }
   sqlite3_finalize(st);
   return rc;
@@ -1933,6 +1983,10 @@ vg_store_t *vg_store_open(uv_loop_t *loop, const vg_store_opts_t *opts, char *er
   }
   w->s = s;
   w->db = s->db;
+  if (last_change(s->db, &w->change) != SQLITE_OK) {
+    snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
+    goto fail;
+  }
   for (int i = 0; i < ST_COUNT; i++) {
     if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &w->st[i], NULL) !=
         SQLITE_OK) {
@@ -2118,6 +2172,57 @@ int vg_store_call(vg_store_t *s, vg_store_work_fn work, vg_store_done_fn done, v
   int rc = enqueue(s, j, 0);
   if (rc != 0) {
     free(j);
+  }
+  return rc;
+}
+
+int vg_store_decided(
+    vg_store_t *s, const vg_store_decision_t *d, size_t n, vg_store_done_fn done, void *ud)
+{
+  if (s == NULL || (n > 0 && d == NULL) || n > SIZE_MAX / 4 / sizeof *d) {
+    return -EINVAL;
+  }
+  size_t strings = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (d[i].fingerprint == NULL) {
+      return -EINVAL;
+    }
+    size_t add = strlen(d[i].fingerprint) + 1;
+    if (add > SIZE_MAX / 4 - strings) {
+      return -ENOMEM;
+    }
+    strings += add;
+  }
+  if (s->closing) {
+    return -EBUSY;
+  }
+  size_t total = 0;
+  if (!grow(&total, sizeof(store_job_t)) || !grow(&total, n * sizeof *d) ||
+      !grow(&total, strings)) {
+    return -ENOMEM;
+  }
+  char *block = malloc(total);
+  if (block == NULL) {
+    return -ENOMEM;
+  }
+  size_t off = 0;
+  store_job_t *j = (store_job_t *)block;
+  grow(&off, sizeof(store_job_t));
+  memset(j, 0, sizeof *j);
+  j->kind = JOB_DECIDED;
+  j->n = n;
+  j->decisions = (vg_store_decision_t *)(block + off);
+  grow(&off, n * sizeof *d);
+  char *cursor = block + off;
+  for (size_t i = 0; i < n; i++) {
+    j->decisions[i].fingerprint = put_str(&cursor, d[i].fingerprint);
+    j->decisions[i].change = d[i].change;
+  }
+  j->call_cb = done;
+  j->ud = ud;
+  int rc = enqueue(s, j, 0);
+  if (rc != 0) {
+    job_free(j);
   }
   return rc;
 }

@@ -71,6 +71,10 @@ typedef struct {
   vg_store_outcome_t outcome;
   int64_t incident_id;
   bool incident_opened, incident_reopened, incident_resolved;
+  /* NEW or CHANGED: this change's number (> 0, increasing; after a restart it goes on above
+     those still undecided), which marks the alert undecided until vg_store_decided names it;
+     0 for UNCHANGED */
+  int64_t change;
 } vg_store_result_t;
 
 /* status 0: committed, results[i] for alerts[i]. status < 0: nothing of the batch was
@@ -165,6 +169,44 @@ int vg_store_call(vg_store_t *s, vg_store_work_fn work, vg_store_done_fn done, v
  * it returns 0 or a negative errno with a message in err. `done` runs on the loop. */
 typedef int (*vg_store_read_fn)(struct sqlite3 *db, void *ud, char *err, size_t errlen);
 int vg_store_read(vg_store_t *s, vg_store_read_fn work, vg_store_done_fn done, void *ud);
+
+/* ---- decision replay ----
+ *
+ * G1 keeps what was accepted, but the decision about an alert happens after the commit: a
+ * crash in between would leave a stored alert no policy ever saw, and a re-delivery of it is a
+ * duplicate (G2) that decides nothing. So every new or changed alert is stored "undecided",
+ * in the transaction that stores it (the expiry's resolutions too); the caller names it
+ * decided once it has acted on it, and at start-up replays whatever is still undecided. */
+
+typedef struct {
+  const char *fingerprint;
+  int64_t change; /* vg_store_result_t.change, or the one vg_store_undecided handed out */
+} vg_store_decision_t;
+
+/* Marks those alerts decided, in one writer call: an alert whose `change` is no longer its
+ * latest (it changed again since, and that change still waits for its decision) stays
+ * undecided. Strings are copied. Returns 0 (then `done`, which may be NULL, runs once on the
+ * loop, never from inside this call, with status 0 once it is committed), -EBUSY when the
+ * store is closing, -EINVAL or -ENOMEM. */
+int vg_store_decided(
+    vg_store_t *s, const vg_store_decision_t *d, size_t n, vg_store_done_fn done, void *ud);
+
+/* At most this many alerts per vg_store_undecided call: the rest on the next call, once these
+ * are decided. */
+#define VG_STORE_UNDECIDED_MAX 10000
+
+/* One undecided alert, on the loop: `a` and everything it points to (labels and annotations
+ * decoded from the store) are borrowed for the duration of the call. */
+typedef void (*vg_store_undecided_fn)(void *ud,
+                                      const vg_store_alert_t *a,
+                                      int64_t incident_id,
+                                      int64_t change);
+
+/* Reads the undecided alerts (at most VG_STORE_UNDECIDED_MAX, oldest change first) on the
+ * thread pool, hands each to `each` on the loop, then calls `done` (status 0, or < 0 with a
+ * message, and then `each` never ran). Returns 0, or -EBUSY/-EINVAL/-ENOMEM without calling
+ * anything. */
+int vg_store_undecided(vg_store_t *s, vg_store_undecided_fn each, vg_store_done_fn done, void *ud);
 
 /* ---- health and metrics ---- */
 

@@ -761,3 +761,179 @@ int vg_store_read(vg_store_t *s, vg_store_read_fn work, vg_store_done_fn done, v
   r->call_done = done;
   return read_start(s, r);
 }
+
+/* ---- undecided alerts (decision replay) ---- */
+
+enum { U_FP, U_NAME, U_SEVERITY, U_STATUS, U_LABELS, U_ANNOTATIONS, U_SOURCE, U_URL, U_GROUP, U_N };
+
+/* One undecided row: its text columns as offsets into the read's buffer (SIZE_MAX: NULL). */
+typedef struct {
+  size_t off[U_N];
+  int64_t starts_ms, ends_ms, incident_id, change;
+} urow_t;
+
+typedef struct {
+  vg_store_undecided_fn each;
+  vg_store_done_fn done;
+  void *ud;
+  urow_t *rows;
+  size_t n, cap;
+  char *buf; /* every row's text, NUL-terminated, one after the other */
+  size_t len, bufcap;
+} undecided_t;
+
+static void undecided_free(undecided_t *u)
+{
+  free(u->rows);
+  free(u->buf);
+  free(u);
+}
+
+/* Appends `len` bytes and a NUL to the buffer; its offset, or SIZE_MAX on OOM. */
+static size_t buf_put(undecided_t *u, const char *p, size_t len)
+{
+  if (len > SIZE_MAX / 4 || u->len > SIZE_MAX / 4 - len - 1) {
+    return SIZE_MAX;
+  }
+  if (u->len + len + 1 > u->bufcap) {
+    size_t cap = u->bufcap > 0 ? u->bufcap : 4096;
+    while (cap < u->len + len + 1) {
+      cap *= 2;
+    }
+    char *b = realloc(u->buf, cap);
+    if (b == NULL) {
+      return SIZE_MAX;
+    }
+    u->buf = b;
+    u->bufcap = cap;
+  }
+  size_t at = u->len;
+  if (len > 0) {
+    memcpy(u->buf + at, p, len);
+  }
+  u->buf[at + len] = '\0';
+  u->len += len + 1;
+  return at;
+}
+
+/* On the thread pool: copies the undecided rows, oldest change first (the partial index's
+ * order). JSON is decoded on the loop, one row at a time, so only the text is held. */
+static int undecided_work(sqlite3 *db, void *ud, char *err, size_t errlen)
+{
+  undecided_t *u = ud;
+  sqlite3_stmt *st = NULL;
+  int rc = prepare(db,
+                   "SELECT fingerprint, name, severity, status, labels, annotations, source,"
+                   " generator_url, group_key, starts_at, ends_at, incident_id, undecided"
+                   " FROM alerts WHERE undecided > 0 ORDER BY undecided LIMIT ?1",
+                   &st);
+  if (rc != SQLITE_OK) {
+    return db_error(db, rc, err, errlen);
+  }
+  sqlite3_bind_int(st, 1, VG_STORE_UNDECIDED_MAX);
+  int status = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (u->n == u->cap) {
+      size_t cap = u->cap > 0 ? u->cap * 2 : 64;
+      urow_t *rows = realloc(u->rows, cap * sizeof *rows);
+      if (rows == NULL) {
+        break;
+      }
+      u->rows = rows;
+      u->cap = cap;
+    }
+    urow_t *r = &u->rows[u->n];
+    bool ok = true;
+    for (int i = 0; i < U_N && ok; i++) {
+      const char *t = (const char *)sqlite3_column_text(st, i);
+      if (t == NULL && i == U_URL) {
+        r->off[i] = SIZE_MAX;
+        continue;
+      }
+      r->off[i] = buf_put(u, t != NULL ? t : "", (size_t)sqlite3_column_bytes(st, i));
+      ok = r->off[i] != SIZE_MAX;
+    }
+    if (!ok) {
+      break;
+    }
+    r->starts_ms = sqlite3_column_int64(st, 9);
+    r->ends_ms = sqlite3_column_int64(st, 10);
+    r->incident_id = sqlite3_column_int64(st, 11);
+    r->change = sqlite3_column_int64(st, 12);
+    u->n++;
+  }
+  if (rc == SQLITE_ROW) {
+    snprintf(err, errlen, "out of memory");
+    status = -ENOMEM;
+  } else if (rc != SQLITE_DONE) {
+    status = db_error(db, rc, err, errlen);
+  }
+  sqlite3_finalize(st);
+  return status;
+}
+
+/* On the loop: each row decoded and handed out, then `done`. */
+static void undecided_after(void *ud, int status, const char *err)
+{
+  undecided_t *u = ud;
+  for (size_t i = 0; status == 0 && i < u->n; i++) {
+    const urow_t *r = &u->rows[i];
+    const char *t[U_N];
+    for (int k = 0; k < U_N; k++) {
+      t[k] = r->off[k] != SIZE_MAX ? u->buf + r->off[k] : NULL;
+    }
+    json_t *labels = json_loads(t[U_LABELS], JSON_ALLOW_NUL, NULL);
+    json_t *annotations = json_loads(t[U_ANNOTATIONS], JSON_ALLOW_NUL, NULL);
+    size_t nl = 0, na = 0;
+    vg_label_t *lv = json_is_object(labels) ? label_view(labels, &nl) : NULL;
+    vg_label_t *av = json_is_object(annotations) ? label_view(annotations, &na) : NULL;
+    if (lv == NULL || (json_is_object(annotations) && av == NULL)) {
+      /* unreadable labels (never written so) or OOM: left undecided, for the next start */
+      nl = na = 0;
+    } else {
+      vg_store_alert_t a = {
+        .fingerprint = t[U_FP],
+        .name = t[U_NAME],
+        .severity = t[U_SEVERITY],
+        .status = t[U_STATUS],
+        .labels = lv,
+        .nlabels = nl,
+        .annotations = av,
+        .nannotations = av != NULL ? na : 0,
+        .starts_at = (double)r->starts_ms / 1000.0,
+        .ends_at = (double)r->ends_ms / 1000.0,
+        .source = t[U_SOURCE],
+        .generator_url = t[U_URL],
+        .group_key = t[U_GROUP],
+      };
+      u->each(u->ud, &a, r->incident_id, r->change);
+    }
+    free(lv);
+    free(av);
+    json_decref(labels);
+    json_decref(annotations);
+  }
+  vg_store_done_fn done = u->done;
+  void *dud = u->ud;
+  undecided_free(u);
+  done(dud, status, status == 0 ? NULL : err);
+}
+
+int vg_store_undecided(vg_store_t *s, vg_store_undecided_fn each, vg_store_done_fn done, void *ud)
+{
+  if (s == NULL || each == NULL || done == NULL) {
+    return -EINVAL;
+  }
+  undecided_t *u = calloc(1, sizeof *u);
+  if (u == NULL) {
+    return -ENOMEM;
+  }
+  u->each = each;
+  u->done = done;
+  u->ud = ud;
+  int rc = vg_store_read(s, undecided_work, undecided_after, u);
+  if (rc != 0) {
+    undecided_free(u);
+  }
+  return rc;
+}

@@ -1,7 +1,8 @@
 /* Tests for src/engine/store*.c against a real SQLite database in a temporary directory and a
  * real uv loop: schema migration, durability ordering (G1), duplicates (G2), incident grouping
  * and lifecycle, group commit, back-pressure, queries, I/O failures (through a fault-injecting
- * VFS wrapped around SQLite's own), retention and closing with work in flight.
+ * VFS wrapped around SQLite's own), retention, closing with work in flight, and the undecided
+ * marks of decision replay.
  * Times: the reopen grace is decided on alert times (starts_at against the incident's
  * resolution, which is the resolving alert's ends_at), so tests pick the times they need and
  * never sleep for them; only retention, which compares with the wall clock, sleeps ~100 ms. */
@@ -525,7 +526,7 @@ static void test_open_migrate_reopen(void **state)
   assert_true(vg_store_writable(fx->s));
   close_store(fx);
   assert_int_equal(fx->closed, 1);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 5);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
   assert_int_equal(sql_int(fx,
                            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name"
                            " IN ('alerts', 'incidents', 'incident_alerts', 'timeline')"),
@@ -539,7 +540,7 @@ static void test_open_migrate_reopen(void **state)
   mk(&t, "HighCPU", "a", "high", "firing", 1.7e9, 0, "g");
   commit_one(fx, &c, &t);
   close_store(fx);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 5);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
   assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts"), 1);
 }
 
@@ -552,7 +553,7 @@ static void test_newer_schema_refused(void **state)
   char err[256] = "";
   assert_null(vg_store_open(&fx->loop, &o, err, sizeof err));
   char want[256];
-  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (5)", fx->path);
+  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (6)", fx->path);
   assert_string_equal(err, want);
   assert_int_equal(sql_int(fx, "PRAGMA user_version"), 9); /* left alone */
 
@@ -1236,6 +1237,351 @@ static void test_reads_beside_writes(void **state)
   assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts"), N);
 }
 
+/* ---- decision replay: undecided marks ---- */
+
+typedef struct {
+  int calls;
+  int status;
+} done_t;
+
+static void on_done(void *ud, int status, const char *err)
+{
+  done_t *d = ud;
+  d->calls++;
+  d->status = status;
+  assert_true(status == 0 ? err == NULL : err != NULL);
+}
+
+/* Marks one alert's change decided and waits for the commit; returns its status. */
+static int decide(fx_t *fx, const char *fp, int64_t change)
+{
+  done_t d = { 0 };
+  vg_store_decision_t one = { fp, change };
+  assert_int_equal(vg_store_decided(fx->s, &one, 1, on_done, &d), 0);
+  assert_int_equal(d.calls, 0); /* never from inside the call */
+  run_until(fx, &d.calls, 1);
+  return d.status;
+}
+
+static int64_t undecided_of(fx_t *fx, const char *fp)
+{
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT undecided FROM alerts WHERE fingerprint = '%s'", fp);
+  return sql_int(fx, sql);
+}
+
+static void test_undecided_marks(void **state)
+{
+  fx_t *fx = *state;
+  open_default(fx);
+  talert_t a, b;
+  commit_t c;
+  mk(&a, "Mark", "a", "high", "firing", 1.7e9, 0, "g");
+  mk(&b, "Mark", "b", "low", "firing", 1.7e9 + 1, 0, "g");
+  vg_store_alert_t ab[2] = { a.a, b.a };
+  assert_int_equal(commit(fx, &c, ab, 2), 0);
+  int64_t first = c.res[0].change, bfirst = c.res[1].change;
+  assert_true(first > 0);
+  assert_true(bfirst > first); /* every change its own number */
+  assert_int_equal(undecided_of(fx, a.fp), first);
+  assert_int_equal(undecided_of(fx, b.fp), bfirst);
+
+  /* an unchanged re-delivery has no change and leaves the mark alone, before and after */
+  commit_one(fx, &c, &a);
+  assert_int_equal(c.res[0].outcome, VG_STORE_UNCHANGED);
+  assert_int_equal(c.res[0].change, 0);
+  assert_int_equal(undecided_of(fx, a.fp), first);
+  assert_int_equal(decide(fx, a.fp, first), 0);
+  assert_int_equal(undecided_of(fx, a.fp), 0);
+  assert_int_equal(undecided_of(fx, b.fp), bfirst); /* only the named one */
+  commit_one(fx, &c, &a);
+  assert_int_equal(c.res[0].outcome, VG_STORE_UNCHANGED);
+  assert_int_equal(undecided_of(fx, a.fp), 0);
+
+  /* a change marks it again, with a later number */
+  a.annotations[0] = (vg_label_t)LBL("summary", "worse");
+  commit_one(fx, &c, &a);
+  assert_int_equal(c.res[0].outcome, VG_STORE_CHANGED);
+  int64_t second = c.res[0].change;
+  assert_true(second > bfirst);
+  assert_int_equal(undecided_of(fx, a.fp), second);
+  /* deciding its older change (a flush that raced the new one) does not clear the newer */
+  assert_int_equal(decide(fx, a.fp, first), 0);
+  assert_int_equal(undecided_of(fx, a.fp), second);
+  assert_int_equal(decide(fx, a.fp, second), 0);
+  assert_int_equal(undecided_of(fx, a.fp), 0);
+  /* a resolution is a change too; an unknown fingerprint is no error */
+  a.a.status = "resolved";
+  a.a.ends_at = 1.7e9 + 60;
+  commit_one(fx, &c, &a);
+  assert_true(c.res[0].change > second);
+  assert_int_equal(undecided_of(fx, a.fp), c.res[0].change);
+  assert_int_equal(decide(fx, "0123456789abcdef", 1), 0);
+
+  /* several in one call; an empty call still answers */
+  vg_store_decision_t both[2] = { { a.fp, c.res[0].change }, { b.fp, bfirst } };
+  done_t d = { 0 };
+  assert_int_equal(vg_store_decided(fx->s, both, 2, on_done, &d), 0);
+  run_until(fx, &d.calls, 1);
+  assert_int_equal(d.status, 0);
+  assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts WHERE undecided != 0"), 0);
+  assert_int_equal(vg_store_decided(fx->s, NULL, 0, on_done, &d), 0);
+  run_until(fx, &d.calls, 2);
+  assert_int_equal(vg_store_decided(fx->s, both, 2, NULL, NULL), 0); /* done may be NULL */
+
+  /* two changes of one alert in one batch (one transaction) have two numbers: deciding the
+     first alone leaves the alert undecided */
+  talert_t f, r;
+  mk(&f, "Twice", "t", "high", "firing", 1.7e9, 0, "g2");
+  mk(&r, "Twice", "t", "high", "resolved", 1.7e9, 1.7e9 + 5, "g2");
+  vg_store_alert_t fr[2] = { f.a, r.a };
+  assert_int_equal(commit(fx, &c, fr, 2), 0);
+  assert_int_equal(c.res[0].outcome, VG_STORE_NEW);
+  assert_int_equal(c.res[1].outcome, VG_STORE_CHANGED);
+  assert_true(c.res[1].change > c.res[0].change);
+  assert_int_equal(decide(fx, f.fp, c.res[0].change), 0);
+  assert_int_equal(undecided_of(fx, f.fp), c.res[1].change);
+
+  /* caller mistakes */
+  assert_int_equal(vg_store_decided(fx->s, NULL, 1, on_done, &d), -EINVAL);
+  vg_store_decision_t bad = { NULL, 1 };
+  assert_int_equal(vg_store_decided(fx->s, &bad, 1, on_done, &d), -EINVAL);
+  assert_int_equal(vg_store_decided(NULL, both, 2, on_done, &d), -EINVAL);
+  close_store(fx);
+  assert_int_equal(d.calls, 2);
+}
+
+/* What vg_store_undecided handed out, copied (it is borrowed during the call). */
+typedef struct {
+  int calls;
+  int done, status;
+  struct {
+    char fp[17], name[32], severity[16], status[16], source[32], group[32];
+    char labels[256], summary[64];
+    bool url;
+    double starts, ends;
+    int64_t incident, change;
+  } got[8];
+} listed_t;
+
+static void on_undecided(void *ud, const vg_store_alert_t *a, int64_t incident_id, int64_t change)
+{
+  listed_t *l = ud;
+  assert_true(l->calls < (int)COUNT(l->got));
+  assert_int_equal(l->done, 0);
+  int i = l->calls++;
+  snprintf(l->got[i].fp, sizeof l->got[i].fp, "%s", a->fingerprint);
+  snprintf(l->got[i].name, sizeof l->got[i].name, "%s", a->name);
+  snprintf(l->got[i].severity, sizeof l->got[i].severity, "%s", a->severity);
+  snprintf(l->got[i].status, sizeof l->got[i].status, "%s", a->status);
+  snprintf(l->got[i].source, sizeof l->got[i].source, "%s", a->source);
+  snprintf(l->got[i].group, sizeof l->got[i].group, "%s", a->group_key);
+  size_t at = 0;
+  for (size_t k = 0; k < a->nlabels; k++) {
+    at += (size_t)snprintf(l->got[i].labels + at, sizeof l->got[i].labels - at, "%.*s=%.*s,",
+                           (int)a->labels[k].name_len, a->labels[k].name,
+                           (int)a->labels[k].value_len, a->labels[k].value);
+  }
+  assert_int_equal(a->nannotations, 1);
+  assert_int_equal(a->annotations[0].name_len, 7);
+  assert_memory_equal(a->annotations[0].name, "summary", 7);
+  snprintf(l->got[i].summary, sizeof l->got[i].summary, "%.*s", (int)a->annotations[0].value_len,
+           a->annotations[0].value);
+  l->got[i].url = a->generator_url != NULL;
+  l->got[i].starts = a->starts_at;
+  l->got[i].ends = a->ends_at;
+  l->got[i].incident = incident_id;
+  l->got[i].change = change;
+}
+
+static void on_listed(void *ud, int status, const char *err)
+{
+  listed_t *l = ud;
+  l->done++;
+  l->status = status;
+  assert_true(status == 0 ? err == NULL : err != NULL);
+}
+
+static void list_undecided(fx_t *fx, listed_t *l)
+{
+  memset(l, 0, sizeof *l);
+  assert_int_equal(vg_store_undecided(fx->s, on_undecided, on_listed, l), 0);
+  assert_int_equal(l->calls + l->done, 0); /* never from inside the call */
+  run_until(fx, &l->done, 1);
+  assert_int_equal(l->status, 0);
+}
+
+static void test_undecided_listed_across_reopen(void **state)
+{
+  fx_t *fx = *state;
+  open_default(fx);
+  talert_t a, b, x;
+  commit_t c;
+  mk(&a, "Replay", "a", "critical", "firing", 1.7e9, 0, "alertname=Replay");
+  commit_one(fx, &c, &a);
+  int64_t inc = c.res[0].incident_id, ca = c.res[0].change;
+  mk(&b, "Gone", "b", "low", "resolved", 1.7e9 + 5, 1.7e9 + 65.5, "alertname=Gone");
+  b.a.generator_url = NULL;
+  b.annotations[0] = (vg_label_t)LBL("summary", "it was gone");
+  commit_one(fx, &c, &b);
+  int64_t cb = c.res[0].change;
+  assert_true(cb > ca);
+  mk(&x, "Decided", "x", "info", "firing", 1.7e9, 0, "alertname=Decided");
+  commit_one(fx, &c, &x);
+  assert_int_equal(decide(fx, x.fp, c.res[0].change), 0);
+  close_store(fx); /* as a crash would leave it: committed, a and b never decided */
+
+  open_default(fx);
+  listed_t l;
+  list_undecided(fx, &l);
+  assert_int_equal(l.calls, 2);
+  /* oldest change first, everything the policies need, labels sorted by name */
+  assert_string_equal(l.got[0].fp, a.fp);
+  assert_string_equal(l.got[0].name, "Replay");
+  assert_string_equal(l.got[0].severity, "critical");
+  assert_string_equal(l.got[0].status, "firing");
+  assert_string_equal(l.got[0].source, "alertmanager");
+  assert_string_equal(l.got[0].group, "alertname=Replay");
+  assert_string_equal(l.got[0].labels, "alertname=Replay,instance=a,severity=critical,");
+  assert_string_equal(l.got[0].summary, "something is wrong");
+  assert_true(l.got[0].url);
+  assert_true(l.got[0].starts == 1.7e9);
+  assert_true(l.got[0].ends == 0);
+  assert_int_equal(l.got[0].incident, inc);
+  assert_int_equal(l.got[0].change, ca);
+  assert_string_equal(l.got[1].fp, b.fp);
+  assert_string_equal(l.got[1].status, "resolved");
+  assert_string_equal(l.got[1].labels, "alertname=Gone,instance=b,severity=low,");
+  assert_string_equal(l.got[1].summary, "it was gone");
+  assert_false(l.got[1].url);
+  assert_true(l.got[1].starts == 1.7e9 + 5);
+  assert_true(l.got[1].ends == 1.7e9 + 65.5);
+  assert_int_equal(l.got[1].incident, 0); /* resolved, never seen firing: no incident */
+  assert_int_equal(l.got[1].change, cb);
+
+  /* numbers go on above what the table holds, so none names two changes of an alert */
+  a.a.status = "resolved";
+  a.a.ends_at = 1.7e9 + 30;
+  commit_one(fx, &c, &a);
+  int64_t ca2 = c.res[0].change;
+  assert_true(ca2 > cb);
+  /* the replay's decision about the firing a is stale now: the resolution stays undecided */
+  vg_store_decision_t d[2] = { { l.got[0].fp, l.got[0].change }, { l.got[1].fp, l.got[1].change } };
+  done_t dd = { 0 };
+  assert_int_equal(vg_store_decided(fx->s, d, 2, on_done, &dd), 0);
+  run_until(fx, &dd.calls, 1);
+  assert_int_equal(dd.status, 0);
+  list_undecided(fx, &l);
+  assert_int_equal(l.calls, 1);
+  assert_string_equal(l.got[0].fp, a.fp);
+  assert_string_equal(l.got[0].status, "resolved");
+  assert_int_equal(l.got[0].change, ca2);
+  assert_int_equal(decide(fx, a.fp, ca2), 0);
+  list_undecided(fx, &l);
+  assert_int_equal(l.calls, 0);
+
+  memset(&l, 0, sizeof l);
+  assert_int_equal(vg_store_undecided(fx->s, NULL, on_listed, &l), -EINVAL);
+  vg_store_close(fx->s, on_closed, fx);
+  assert_int_equal(vg_store_undecided(fx->s, on_undecided, on_listed, &l), -EBUSY);
+  assert_int_equal(vg_store_decided(fx->s, d, 2, on_done, &dd), -EBUSY);
+  run_until(fx, &fx->closed, 1);
+  fx->s = NULL;
+  assert_int_equal(l.done, 0);
+  assert_int_equal(dd.calls, 1);
+}
+
+typedef struct {
+  int calls;
+  vg_store_outcome_t outcome;
+  int64_t change;
+  char status[16];
+} expired_t;
+
+static void on_expired(void *ud,
+                       const vg_store_alert_t *alerts,
+                       const vg_store_result_t *results,
+                       size_t n)
+{
+  expired_t *e = ud;
+  assert_int_equal(n, 1);
+  e->calls++;
+  e->outcome = results[0].outcome;
+  e->change = results[0].change;
+  snprintf(e->status, sizeof e->status, "%s", alerts[0].status);
+}
+
+/* The writer's own resolutions (endsAt passed) are changes that wait for a decision too. */
+static void test_undecided_expiry(void **state)
+{
+  fx_t *fx = *state;
+  open_default(fx);
+  double now = (double)time(NULL);
+  talert_t a;
+  commit_t c;
+  mk(&a, "Expires", "a", "high", "firing", now - 60, now - 10, "g");
+  commit_one(fx, &c, &a);
+  int64_t first = c.res[0].change;
+  assert_int_equal(decide(fx, a.fp, first), 0);
+  close_store(fx);
+
+  /* reopened, the writer's first expiry scan resolves it */
+  open_default(fx);
+  expired_t e = { 0 };
+  vg_store_on_expired(fx->s, on_expired, &e);
+  run_until(fx, &e.calls, 1);
+  assert_int_equal(e.outcome, VG_STORE_CHANGED);
+  assert_string_equal(e.status, "resolved");
+  assert_true(e.change > 0);
+  assert_int_equal(undecided_of(fx, a.fp), e.change);
+  assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts WHERE status = 'resolved'"), 1);
+  assert_int_equal(decide(fx, a.fp, e.change), 0);
+  assert_int_equal(undecided_of(fx, a.fp), 0);
+}
+
+/* Upgrading a schema-5 database: its alerts count as decided, nothing is replayed. */
+static void test_undecided_upgrade(void **state)
+{
+  fx_t *fx = *state;
+  open_default(fx);
+  talert_t a;
+  commit_t c;
+  mk(&a, "Old", "a", "high", "firing", 1.7e9, 0, "g");
+  commit_one(fx, &c, &a);
+  close_store(fx);
+  sql_exec(fx->path,
+           "DROP INDEX alerts_undecided; ALTER TABLE alerts DROP COLUMN undecided;"
+           " PRAGMA user_version = 5");
+  open_default(fx);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
+  assert_int_equal(undecided_of(fx, a.fp), 0);
+  assert_int_equal(sql_int(fx,
+                           "SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
+                           " AND name = 'alerts_undecided'"),
+                   1);
+  listed_t l;
+  list_undecided(fx, &l);
+  assert_int_equal(l.calls, 0);
+  /* and the reader finds undecided rows through the partial index, in its order */
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(db,
+                                      "EXPLAIN QUERY PLAN SELECT * FROM alerts"
+                                      " WHERE undecided > 0 ORDER BY undecided LIMIT 10",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  char plan[512] = "";
+  size_t at = 0;
+  while (sqlite3_step(st) == SQLITE_ROW && at < sizeof plan) {
+    at += (size_t)snprintf(plan + at, sizeof plan - at, "%s;", sqlite3_column_text(st, 3));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  assert_non_null(strstr(plan, "USING INDEX alerts_undecided"));
+  assert_null(strstr(plan, "TEMP B-TREE")); /* no sort */
+}
+
 int main(void)
 {
   fault_vfs_install();
@@ -1255,6 +1601,10 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
     cmocka_unit_test_setup_teardown(test_close_with_pending, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reads_beside_writes, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_undecided_marks, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_undecided_listed_across_reopen, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_undecided_expiry, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_undecided_upgrade, setup, teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   sqlite3_vfs_unregister(&fault_vfs);
