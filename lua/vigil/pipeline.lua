@@ -243,6 +243,23 @@ local function last_value(r)
 end
 M.last_value = last_value
 
+-- Runs independent store calls at once: writes sent together share one commit of the store
+-- (its group commit) instead of one synced commit each, one after the other; reads overlap.
+-- One call runs directly. Returns results, errors as vigil.all does, except that a function
+-- that raised raises again here, as it would have when called directly.
+local function together(fns)
+  if #fns == 1 then
+    local v, err = fns[1]()
+    return { v }, (v == nil and err ~= nil) and { err } or nil
+  end
+  local results, errors = vigil.all(fns)
+  for i = 1, #fns do
+    local e = errors and errors[i]
+    if type(e) == "string" and e:sub(1, 6) == "ETASK:" then error(e, 0) end
+  end
+  return results, errors
+end
+
 -- ---- steps ----
 
 local function source_of(ctx, name)
@@ -392,12 +409,18 @@ end
 local function analyse(policy, alert, ctx)
   local a = { severity = alert.severity }
   if ctx.kb_ok then
-    local fixes = memory.kb.fixes(alert.name or "", 3)
+    local r = together({
+      function() return memory.kb.fixes(alert.name or "", 3) end,
+      function()
+        return memory.kb.similar({ alert = alert, exclude = alert.incident, limit = 3 })
+      end,
+    })
+    local fixes = r[1]
     local best = fixes and fixes[1]
     if best and best.success_rate >= M.KNOWN_FIX_RATE and policy.known_issues ~= false then
       a.known_fix = best
     end
-    a.similar = memory.kb.similar({ alert = alert, exclude = alert.incident, limit = 3 }) or {}
+    a.similar = r[2] or {}
   end
   local class, confidence, evidence = classify(policy, alert, ctx)
   if a.known_fix then
@@ -533,14 +556,14 @@ local function act(policy, a, alert, ctx)
   end
   out.actions = run_steps(steps, plan_name, a, auto, alert, ctx)
   out.steps = steps
-  if ctx.state_ok then ctx.state.set("acted:" .. ctx.subject, vigil.now(), "1d") end
+  out.acted_at = vigil.now() -- the cooldown's mark: written with the learn step's writes
   return out
 end
 
 local function schedule_escalations(policy, alert, ctx)
   if not policy.escalate or not alert.incident then return nil end
   local base = alert.starts_at and alert.starts_at > 0 and alert.starts_at or vigil.now()
-  local scheduled = {}
+  local timers = {}
   for i, level in ipairs(policy.escalate) do
     local applies = true
     if level.severity then
@@ -550,12 +573,19 @@ local function schedule_escalations(policy, alert, ctx)
     end
     if applies and type(level.when) == "function" then applies = level.when(alert, ctx) end
     if applies then
-      local id, created = memory.escalate({ incident = alert.incident, policy = policy.name,
-        level = i, name = level.name or ("level " .. i),
-        due_at = base + vigil.duration(level.after) })
-      if not id then error(created, 0) end
-      scheduled[#scheduled + 1] = { level = i, id = id, created = created }
+      timers[#timers + 1] = function()
+        local id, created = memory.escalate({ incident = alert.incident, policy = policy.name,
+          level = i, name = level.name or ("level " .. i),
+          due_at = base + vigil.duration(level.after) })
+        if not id then return nil, created end
+        return { level = i, id = id, created = created }
+      end
     end
+  end
+  if #timers == 0 then return {} end
+  local scheduled, errors = together(timers)
+  for i = 1, #timers do
+    if errors and errors[i] then error(errors[i], 0) end
   end
   return scheduled
 end
@@ -621,17 +651,32 @@ local function on_firing(policy, alert, ctx)
     -- alert (escalation only, or a flapping check that saw no flapping) leaves the verdict of
     -- the policy that did, which may have run first
     local own = a.class ~= "unknown"
-    step(steps, "learn", memory.kb.learn, { incident = alert.incident,
-      policy = own and policy.name or nil, alertname = alert.name,
-      class = own and a.class or nil, confidence = own and a.confidence or nil,
-      labels = alert.labels, text = memory.kb.text_of(alert), fix = own and acted.plan or nil })
+    local writes = { function()
+      return memory.kb.learn({ incident = alert.incident,
+        policy = own and policy.name or nil, alertname = alert.name,
+        class = own and a.class or nil, confidence = own and a.confidence or nil,
+        labels = alert.labels, text = memory.kb.text_of(alert), fix = own and acted.plan or nil })
+    end }
+    if acted.acted_at then -- the policy's guard.cooldown reads it
+      writes[#writes + 1] = function()
+        return ctx.state.set("acted:" .. ctx.subject, acted.acted_at, "1d")
+      end
+    end
     if acted.steps and #acted.actions > 0 then
       -- remembered until the alert resolves: then the plan's outcome is learnt
-      ctx.state.set("plan:" .. ctx.subject, { plan = acted.plan, class = a.class,
-        steps = type(acted.steps) == "table" and acted.steps or nil,
-        fix_id = a.known_fix and acted.plan:sub(1, 3) == "kb:" and a.known_fix.id or nil,
-        actions = acted.actions }, "7d")
+      writes[#writes + 1] = function()
+        return ctx.state.set("plan:" .. ctx.subject, { plan = acted.plan, class = a.class,
+          steps = type(acted.steps) == "table" and acted.steps or nil,
+          fix_id = a.known_fix and acted.plan:sub(1, 3) == "kb:" and a.known_fix.id or nil,
+          actions = acted.actions }, "7d")
+      end
     end
+    step(steps, "learn", function()
+      local r, errors = together(writes)
+      local err
+      for i = 1, #writes do err = err or (errors and errors[i]) end
+      return r[1], err
+    end)
   end
   local outcomes = {}
   for _, r in ipairs(acted.actions) do
