@@ -3,7 +3,7 @@ PRESET ?= dev
 JOBS   ?= $(shell nproc)
 BUILD  := build/$(PRESET)
 
-.PHONY: all deps test-deps build run test asan ci release bench bench-intake bench-sources bench-exec format format-check lint clean
+.PHONY: all deps test-deps build run test asan ci release bench bench-intake bench-sources bench-exec bench-pipeline format format-check lint clean
 
 all: build
 
@@ -49,6 +49,11 @@ bench-sources: release
 # (bench/exec/run.py --quick for a short run)
 bench-exec: release
 	@bench/exec/run.py build/release/vigil
+
+# the AIOps pipeline with the bundled policies, beside Keep's published figure
+# (bench/pipeline/run --quick for a short run)
+bench-pipeline: release
+	@bench/pipeline/run build/release/vigil
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 
