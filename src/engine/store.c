@@ -1446,12 +1446,17 @@ static void writer_main(void *arg)
       s->stats.pending -= j->kind == JOB_BATCH ? j->n : 0;
       last = j;
     }
-    if (s->done_tail != NULL) {
-      s->done_tail->next = list;
-    } else {
-      s->done_head = list;
+    /* a turn with no job (only expiry was due, and nothing expired) appends nothing: setting
+       done_tail to NULL while the loop has not taken the list yet would make the next turn
+       overwrite done_head, and the jobs there would never be answered */
+    if (list != NULL) {
+      if (s->done_tail != NULL) {
+        s->done_tail->next = list;
+      } else {
+        s->done_head = list;
+      }
+      s->done_tail = last;
     }
-    s->done_tail = last;
     uv_mutex_unlock(&s->mu);
     uv_async_send(&s->async);
     uv_mutex_lock(&s->mu);
