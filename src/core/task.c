@@ -505,7 +505,8 @@ static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
     if (t->sib_next != NULL) {
       t->sib_next->sib_prev = t->sib_prev;
     }
-    t->parent = NULL;
+    /* t->parent stays set until the callbacks below have run: on_task_end tells a child
+       (reported through the task that waits for it) from a run of its own by it */
   }
   if (t->vm_prev != NULL) {
     t->vm_prev->vm_next = t->vm_next;
@@ -563,6 +564,7 @@ static void task_finish(vg_task_t *t, vg_task_status_t status, char *error)
   if (t->done != NULL) {
     t->done(t, t->done_ud);
   }
+  t->parent = NULL;
   vg_task_unref(t);
 }
 
