@@ -197,7 +197,7 @@ describe("resource-exhaustion", function()
       expect(again.incident):to_be(first.incident)
       expect(rec.class):to_be("resource_exhaustion")
       expect(rec.refused):to_match("^ECOOLDOWN: the policy acted on "
-        .. "group:resource%-exhaustion:cool:api%-7d9f5c%-x2x1z 540s ago")
+        .. "incident%-%d+:group:resource%-exhaustion:cool:api%-7d9f5c%-x2x1z 540s")
       expect(rec.actions):to_equal({})
       expect(#ledger(first.incident)):to_be(1)
 

@@ -217,13 +217,15 @@ local function query_text(q, alert, vars)
   return out
 end
 
---- The identity of the problem a run is about: the policy's group_by labels when it has them
--- (one plan per group while it lasts), else the incident, else the alert.
+--- The identity of the problem a run is about: the incident and the policy's group_by labels
+-- when it has them (one plan per group while the incident lasts), else the incident, else the
+-- alert.
 function M.subject(policy, alert)
   if policy.group_by then
     local parts = { "group", policy.name }
     for _, l in ipairs(policy.group_by) do parts[#parts + 1] = tostring(alert.labels[l] or "") end
-    return table.concat(parts, ":")
+    local group = table.concat(parts, ":")
+    return alert.incident and ("incident-%d:%s"):format(alert.incident, group) or group
   end
   if alert.incident then return "incident-" .. alert.incident end
   return tostring(alert.fingerprint or alert.name) .. "@" .. tostring(alert.starts_at or "")

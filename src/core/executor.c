@@ -66,8 +66,14 @@ struct vg_executor {
   char *storm_label;
   storm_slot_t *storm; /* STORM_SLOTS, or NULL when storms are not watched */
   vg_executor_stats_t st;
+  int reads_running; /* read-only runs in progress (MAX_READS at most; the rest queue) */
   bool freeing;
 };
+
+/* Read-only runs (kubectl get before a relative scale, rollout status) pass no guard rail, so
+ * an alert storm would start one sandboxed process per alert at once, and the loop would
+ * spend its time starting them instead of answering. They queue beyond this many. */
+#define MAX_READS 4
 
 typedef enum {
   STEP_RECORD,   /* writing a decision where nothing runs */
@@ -76,6 +82,7 @@ typedef enum {
   STEP_RUN,      /* an attempt is running */
   STEP_BACKOFF,  /* waiting before the next attempt */
   STEP_FINISH,   /* the outcome is being committed */
+  STEP_QUEUED,   /* a read-only run waiting for one of the MAX_READS slots */
 } step_t;
 
 struct vg_action {
@@ -391,6 +398,27 @@ static void finished(void *ud, const vg_ledger_result_t *r)
   answer(a, a->error == NULL ? "done" : "failed");
 }
 
+static void read_start(vg_action_t *a)
+{
+  a->ex->reads_running++;
+  a->ex->st.running++;
+  a->t0 = uv_hrtime();
+  attempt(a);
+}
+
+/* A read-only run ended: the one that waited longest takes its slot. */
+static void read_over(vg_executor_t *ex)
+{
+  ex->reads_running--;
+  vg_action_t *oldest = NULL;
+  for (vg_action_t *q = ex->acts; q != NULL && !ex->freeing; q = q->next) {
+    oldest = q->step == STEP_QUEUED ? q : oldest; /* the list is newest first */
+  }
+  if (oldest != NULL) {
+    read_start(oldest);
+  }
+}
+
 static void finish(vg_action_t *a)
 {
   vg_executor_t *ex = a->ex;
@@ -413,6 +441,7 @@ static void finish(vg_action_t *a)
   };
   if (a->read_only) {
     answer(a, ok ? "done" : "failed");
+    read_over(ex);
     return;
   }
   entries_t e = { 0 };
@@ -1088,10 +1117,11 @@ vg_action_t *vg_executor_submit(vg_executor_t *ex,
       answer(a, "refused");
     } else {
       /* a query: nothing to claim or guard, nothing to record */
-      ex->st.running++;
-      a->t0 = uv_hrtime();
       a->retries = 0;
-      attempt(a);
+      a->step = STEP_QUEUED;
+      if (ex->reads_running < MAX_READS) {
+        read_start(a);
+      }
     }
   } else if (!a->notify && kill_switch_on(ex) && mode == VG_MODE_ENFORCE) {
     set_error(a, "EKILLSWITCH", "the kill switch is on: nothing runs");
@@ -1579,6 +1609,9 @@ void vg_executor_stop(vg_executor_t *ex)
       }
       set_error(a, "ESHUTDOWN", "vigil is stopping: the action was abandoned%s",
                 a->step == STEP_APPROVAL ? "" : " (its outcome reads unknown at the next start)");
+      answer(a, "failed");
+    } else if (a->step == STEP_QUEUED) {
+      set_error(a, "ESHUTDOWN", "vigil is stopping: the read did not run");
       answer(a, "failed");
     }
   }

@@ -80,10 +80,11 @@ describe("the pipeline", function()
   end)
 
   it("groups alerts by the group_by labels into one subject", function()
-    local _, one = policy:alert(alert("twice", "checkout"))
+    local a = alert("twice", "checkout")
+    local _, one = policy:alert(a)
     expect(one.actions[1].state):to_be("dry-run")
     local r = require("vigil.actions").run({ argv = { "/bin/true" }, target = "a-checkout",
-      subject = "group:pipeline-probe:checkout" })
+      subject = ("incident-%d:group:pipeline-probe:checkout"):format(a.incident) })
     expect(r.state):to_be("dry-run") -- the same key the pipeline used: one action per group
   end)
 
