@@ -177,13 +177,13 @@ function M.vars(alert)
   return v
 end
 
--- "{{pod}}" in a string becomes the variable's value; a missing variable is an error (the
--- action must not run against a half-filled target).
-local function expand(s, vars)
+-- "{{pod}}" in a string becomes the variable's value (through `as`, when given); a missing
+-- variable is an error (the action must not run against a half-filled target).
+local function expand(s, vars, as)
   local missing
   local out = s:gsub("{{%s*([%w_]+)%s*}}", function(k)
     if vars[k] == nil then missing = missing or k; return "" end
-    return tostring(vars[k])
+    return as and as(vars[k]) or tostring(vars[k])
   end)
   if missing then return nil, ("EINVAL: '{{%s}}': the alert has no such label"):format(missing) end
   return out
@@ -208,13 +208,7 @@ end
 
 local function query_text(q, alert, vars)
   if type(q) == "function" then return q(alert) end
-  local missing
-  local out = q:gsub("{{%s*([%w_]+)%s*}}", function(k)
-    if vars[k] == nil then missing = missing or k; return "" end
-    return quote_value(vars[k])
-  end)
-  if missing then return nil, ("EINVAL: '{{%s}}': the alert has no such label"):format(missing) end
-  return out
+  return expand(q, vars, quote_value)
 end
 
 --- The identity of the problem a run is about: the incident and the policy's group_by labels
@@ -231,6 +225,12 @@ function M.subject(policy, alert)
   return tostring(alert.fingerprint or alert.name) .. "@" .. tostring(alert.starts_at or "")
 end
 
+-- One point of a series as a number: vigil.prom gives plain numbers, other clients [t, v]
+-- pairs or { value = v }.
+local function point_value(p)
+  return tonumber(type(p) == "table" and (p.value or p[2]) or p)
+end
+
 -- The last value of a query result (a vector's first sample, a matrix's last point), or nil.
 local function last_value(r)
   if type(r) ~= "table" then return tonumber(r) end
@@ -238,8 +238,7 @@ local function last_value(r)
   if type(s) ~= "table" then return nil end
   if s.value ~= nil then return tonumber(s.value) end
   if type(s.values) == "table" and #s.values > 0 then
-    local p = s.values[#s.values]
-    return tonumber(type(p) == "table" and (p.value or p[2]) or p)
+    return point_value(s.values[#s.values])
   end
   return nil
 end
@@ -366,7 +365,7 @@ local function anomalies(data)
     if type(values) == "table" and #values >= 8 then
       local xs = {}
       for i, p in ipairs(values) do
-        xs[i] = tonumber(type(p) == "table" and (p.value or p[2]) or p)
+        xs[i] = point_value(p)
       end
       local last = xs[#xs]
       local hist = {}
@@ -396,7 +395,7 @@ local function metrics_of(data)
     if type(values) == "table" and #values > 0 then
       local lo, hi = math.huge, -math.huge
       for _, v in ipairs(values) do
-        v = tonumber(type(v) == "table" and (v.value or v[2]) or v)
+        v = point_value(v)
         if v then lo, hi = math.min(lo, v), math.max(hi, v) end
       end
       if lo <= hi then
