@@ -11,6 +11,12 @@
 #   daemon_port                          the HTTP port of the daemon whose log is $log
 #   start_daemon [CONFIG]                vigil run -c CONFIG (vigil.conf.lua) in the background,
 #                                        logging to $log; sets pid, port and base (its URL)
+#   start_alerting VIGIL_URL GROUP_BY PROMPORT [SCRAPE]
+#                                        Alertmanager (every alert to VIGIL_URL's webhook,
+#                                        grouped by GROUP_BY, e.g. "alertname, pod"), a
+#                                        Pushgateway and Prometheus on PROMPORT (rules.yml of the
+#                                        current directory; also scrapes SCRAPE, host:port), all
+#                                        on loopback; sets amport and pgport, adds to pids
 set -euo pipefail
 VIGIL=$(realpath "${VIGIL:-build/dev/vigil}")
 tmp=$(mktemp -d)
@@ -66,4 +72,48 @@ start_daemon() {
   wait_for 'msg="vigil started"' 1 30
   port=$(daemon_port)
   base="http://127.0.0.1:$port"
+}
+
+start_alerting() {
+  local vigil_url=$1 group_by=$2 prom_port=$3 scrape=${4:-}
+  amport=$(free_port) pgport=$(free_port)
+  cat > am.yml <<YML
+route:
+  receiver: vigil
+  group_by: [$group_by]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: vigil
+    webhook_configs:
+      - url: $vigil_url/api/v1/alertmanager
+        send_resolved: true
+YML
+  prometheus-alertmanager --config.file=am.yml --storage.path="$tmp/am" \
+    --web.listen-address="127.0.0.1:$amport" --cluster.listen-address="" 2>am.log &
+  pids+=($!)
+  prometheus-pushgateway --web.listen-address="127.0.0.1:$pgport" 2>pg.log &
+  pids+=($!)
+  cat > prom.yml <<YML
+global: { scrape_interval: 1s, evaluation_interval: 1s }
+rule_files: [rules.yml]
+alerting:
+  alertmanagers: [{ static_configs: [{ targets: ["127.0.0.1:$amport"] }] }]
+scrape_configs:
+  - job_name: pushgateway
+    honor_labels: true
+    static_configs: [{ targets: ["127.0.0.1:$pgport"] }]
+YML
+  if [[ -n $scrape ]]; then
+    printf '  - job_name: extra\n    static_configs: [{ targets: ["%s"] }]\n' "$scrape" >> prom.yml
+  fi
+  # Alertmanager first, and a short resend delay: otherwise the first notification is dropped
+  # and the next comes a minute later.
+  until_ok 20 curl -sf "http://127.0.0.1:$amport/-/ready"
+  until_ok 20 curl -sf "http://127.0.0.1:$pgport/-/ready"
+  prometheus --config.file=prom.yml --storage.tsdb.path="$tmp/prom" \
+    --web.listen-address="127.0.0.1:$prom_port" --rules.alert.resend-delay=1s 2>prom.log &
+  pids+=($!)
+  until_ok 30 curl -sf "http://127.0.0.1:$prom_port/-/ready"
 }

@@ -28,25 +28,6 @@ wait_for 'msg="vigil started"'
 vport=$(daemon_port)
 vigil="http://127.0.0.1:$vport"
 
-amport=$(free_port) pgport=$(free_port) promport=$(free_port)
-cat > am.yml <<YML
-route:
-  receiver: vigil
-  group_by: [alertname]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: vigil
-    webhook_configs:
-      - url: $vigil/api/v1/alertmanager
-        send_resolved: true
-YML
-prometheus-alertmanager --config.file=am.yml --storage.path="$tmp/am" \
-  --web.listen-address="127.0.0.1:$amport" --cluster.listen-address="" 2>am.log &
-pids+=($!)
-prometheus-pushgateway --web.listen-address="127.0.0.1:$pgport" 2>pg.log &
-pids+=($!)
 cat > rules.yml <<'YML'
 groups:
   - name: demo
@@ -57,26 +38,8 @@ groups:
         labels: { team: sre, severity: critical, service: demo }
         annotations: { summary: "demo_value is {{ $value }}" }
 YML
-cat > prom.yml <<YML
-global: { scrape_interval: 1s, evaluation_interval: 1s }
-rule_files: [rules.yml]
-alerting:
-  alertmanagers: [{ static_configs: [{ targets: ["127.0.0.1:$amport"] }] }]
-scrape_configs:
-  - job_name: pushgateway
-    honor_labels: true
-    static_configs: [{ targets: ["127.0.0.1:$pgport"] }]
-  - job_name: vigil
-    static_configs: [{ targets: ["127.0.0.1:$vport"] }]
-YML
-# Alertmanager first, and a short resend delay: otherwise the first notification is dropped
-# and the next comes a minute later.
-until_ok 20 curl -sf "http://127.0.0.1:$amport/-/ready"
-until_ok 20 curl -sf "http://127.0.0.1:$pgport/-/ready"
-prometheus --config.file=prom.yml --storage.tsdb.path="$tmp/prom" \
-  --web.listen-address="127.0.0.1:$promport" --rules.alert.resend-delay=1s 2>prom.log &
-pids+=($!)
-until_ok 30 curl -sf "http://127.0.0.1:$promport/-/ready"
+promport=$(free_port)
+start_alerting "$vigil" "alertname" "$promport" "127.0.0.1:$vport"
 
 echo "a rule that fires reaches vigil through Alertmanager and opens an incident"
 printf 'demo_value 5\n' | curl -sf --data-binary @- "http://127.0.0.1:$pgport/metrics/job/demo"

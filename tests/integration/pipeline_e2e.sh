@@ -59,25 +59,6 @@ LUA
 start_daemon
 vigil=$base
 
-amport=$(free_port) pgport=$(free_port)
-cat > am.yml <<YML
-route:
-  receiver: vigil
-  group_by: [alertname, pod]
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: vigil
-    webhook_configs:
-      - url: $vigil/api/v1/alertmanager
-        send_resolved: true
-YML
-prometheus-alertmanager --config.file=am.yml --storage.path="$tmp/am" \
-  --web.listen-address="127.0.0.1:$amport" --cluster.listen-address="" 2>am.log &
-pids+=($!)
-prometheus-pushgateway --web.listen-address="127.0.0.1:$pgport" 2>pg.log &
-pids+=($!)
 cat > rules.yml <<'YML'
 groups:
   - name: saturation
@@ -88,22 +69,7 @@ groups:
         labels: { severity: warning }
         annotations: { summary: "{{ $labels.pod }} CPU at {{ $value }}" }
 YML
-cat > prom.yml <<YML
-global: { scrape_interval: 1s, evaluation_interval: 1s }
-rule_files: [rules.yml]
-alerting:
-  alertmanagers: [{ static_configs: [{ targets: ["127.0.0.1:$amport"] }] }]
-scrape_configs:
-  - job_name: pushgateway
-    honor_labels: true
-    static_configs: [{ targets: ["127.0.0.1:$pgport"] }]
-YML
-until_ok 20 curl -sf "http://127.0.0.1:$amport/-/ready"
-until_ok 20 curl -sf "http://127.0.0.1:$pgport/-/ready"
-prometheus --config.file=prom.yml --storage.tsdb.path="$tmp/prom" \
-  --web.listen-address="127.0.0.1:$promport" --rules.alert.resend-delay=1s 2>prom.log &
-pids+=($!)
-until_ok 30 curl -sf "http://127.0.0.1:$promport/-/ready"
+start_alerting "$vigil" "alertname, pod" "$promport"
 
 push() { # push VALUE: the saturation of shop/api-7d9f5c-x2x1z
   printf 'vigil:pod_saturation:ratio{resource="cpu",namespace="shop",pod="api-7d9f5c-x2x1z"} %s\n' "$1" |
