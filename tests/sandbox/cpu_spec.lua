@@ -1,6 +1,9 @@
 -- Checklist B (notes/reliability-research.md §2.5): CPU. Every loop is stopped by the
 -- instruction budget, wherever it hides; C-level work is bounded or charged.
 local sandbox = require("vigil.testing").sandbox
+-- Seconds that tell "stopped" from "ran away": a runaway never ends, and a stopped run takes
+-- milliseconds, or about a second under AddressSanitizer on a busy CI machine. Not a speed target.
+local PROMPT = 10
 
 local BUDGET = { instructions = 2000000, slice = "1h" } -- only the budget may stop these
 
@@ -8,7 +11,7 @@ local function killed(code, opts)
   local r = sandbox(code, opts or BUDGET)
   expect(r.status):to_be("killed")
   expect(r.killed):to_be("instructions")
-  expect(r.elapsed):to_be_less_than(2)
+  expect(r.elapsed):to_be_less_than(PROMPT)
   return r
 end
 
@@ -143,7 +146,7 @@ describe("B13: C-level CPU", function()
       it(("B13: pattern %q on %d bytes fails fast"):format(p, size), function()
         local subject = p == "%b()" and ("("):rep(size) or ("x-"):rep(size // 2)
         local r = sandbox("local s, p = ... return s:find(p)", { args = { subject, p } })
-        expect(r.elapsed):to_be_less_than(2)
+        expect(r.elapsed):to_be_less_than(PROMPT)
         if r.status ~= "ok" then
           expect(r.error):to_contain("pattern too complex for the step budget")
         end
@@ -157,7 +160,7 @@ describe("B13: C-level CPU", function()
         { args = { ("a"):rep(300), ".-.-.-.-b" } })
       expect(r.status):to_be("error")
       expect(r.error):to_contain("step budget")
-      expect(r.elapsed):to_be_less_than(2)
+      expect(r.elapsed):to_be_less_than(PROMPT)
     end
   end)
   it("B13: pattern steps count against the task's instructions", function()
@@ -165,7 +168,7 @@ describe("B13: C-level CPU", function()
       while true do pcall(string.find, s, ".-.-.-b") end]],
       { instructions = 20000000, slice = "1h" })
     expect(r.status):to_be("killed")
-    expect(r.elapsed):to_be_less_than(5)
+    expect(r.elapsed):to_be_less_than(PROMPT)
   end)
   it("B13: string.rep with a large count and separator hits the memory cap", function()
     local r = sandbox("return #string.rep('x', 1 << 25, ',')", { memory = 32 << 20 })
@@ -184,7 +187,7 @@ describe("B13: C-level CPU", function()
       local r = sandbox("return " .. code, BUDGET)
       expect(r.status):to_be("ok")
       expect(r.results[1]):to_be("")
-      expect(r.elapsed):to_be_less_than(2)
+      expect(r.elapsed):to_be_less_than(PROMPT)
     end)
   end
   it("B13: string.rep keeps its results", function()
@@ -243,6 +246,6 @@ describe("B13: C-level CPU", function()
   it("B13: utf8.len on a large string is quick", function()
     local r = sandbox("return utf8.len(('é'):rep(1 << 20))")
     expect(r.results[1]):to_be(1 << 20)
-    expect(r.elapsed):to_be_less_than(2)
+    expect(r.elapsed):to_be_less_than(PROMPT)
   end)
 end)

@@ -3,12 +3,15 @@
 -- policy source: patterns, format strings and source text from a label are all bounded.
 local testing = require("vigil.testing")
 local sandbox = testing.sandbox
+-- Seconds that tell "stopped" from "ran away": a runaway never ends, and a stopped run takes
+-- milliseconds, or about a second under AddressSanitizer on a busy CI machine. Not a speed target.
+local PROMPT = 10
 
 local BUDGET = { instructions = 1e8 }
 
 local function with(code, ...)
   local r = sandbox(code, { instructions = BUDGET.instructions, args = { ... } })
-  expect(r.elapsed):to_be_less_than(2)
+  expect(r.elapsed):to_be_less_than(PROMPT)
   return r
 end
 
@@ -76,7 +79,7 @@ describe("G22: pattern injection on long labels", function()
     local m = testing.matchers('pod=~"(a|aa)*c"')
     local c = os.clock()
     local ok, res = pcall(m.match, m, { pod = ("a"):rep(4000) })
-    expect(os.clock() - c):to_be_less_than(2)
+    expect(os.clock() - c):to_be_less_than(PROMPT)
     expect(ok and res or false):to_be(false)
   end)
 end)
