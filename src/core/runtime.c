@@ -10,6 +10,7 @@
 #include "core/executor.h"
 #include "core/log.h"
 #include "core/task.h"
+#include "engine/detect.h"
 #include "engine/exec.h"
 #include "engine/httpc.h"
 #include "engine/source.h"
@@ -70,6 +71,8 @@ void vg_runtime_free(vg_runtime_t *rt)
   rt->exec = NULL;
   vg_sources_free(rt->sources); /* cancels their requests, before the client goes */
   rt->sources = NULL;
+  detect_registry_free(rt->series);
+  rt->series = NULL;
   vg_httpc_free(rt->httpc); /* its handles close in the runs below */
   rt->httpc = NULL;
   uv_close((uv_handle_t *)&rt->sched_idle, NULL);
@@ -100,6 +103,14 @@ struct vg_sources *vg_runtime_sources(vg_runtime_t *rt)
     rt->sources = vg_sources_new(rt->loop, rt->httpc);
   }
   return rt->sources;
+}
+
+struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt)
+{
+  if (rt->series == NULL) {
+    rt->series = detect_registry_new(0);
+  }
+  return rt->series;
 }
 
 struct vg_executor *vg_runtime_executor(vg_runtime_t *rt)

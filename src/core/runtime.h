@@ -38,12 +38,13 @@ struct vg_runtime {
   _Atomic(lua_State *) running_co;
   vg_watchdog_t *watchdog;
 
-  struct vg_httpc *httpc;         /* the HTTP client, made on first use (vg_runtime_httpc) */
-  struct vg_sources *sources;     /* named data sources' request policies (vg_runtime_sources) */
-  struct vg_exec *exec;           /* the sandboxed process runner, made on first use */
-  bool exec_failed;               /* it could not be made (logged once) */
-  struct vg_executor *executor;   /* actions under guard rails (the daemon's has the store) */
-  struct vg_escalator *escalator; /* the daemon's escalation timers; NULL elsewhere */
+  struct vg_httpc *httpc;            /* the HTTP client, made on first use (vg_runtime_httpc) */
+  struct vg_sources *sources;        /* named data sources' request policies (vg_runtime_sources) */
+  struct vg_exec *exec;              /* the sandboxed process runner, made on first use */
+  bool exec_failed;                  /* it could not be made (logged once) */
+  struct vg_executor *executor;      /* actions under guard rails (the daemon's has the store) */
+  struct vg_escalator *escalator;    /* the daemon's escalation timers; NULL elsewhere */
+  struct vg_series_registry *series; /* named streaming detectors (vg_runtime_series) */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -69,6 +70,10 @@ struct vg_httpc *vg_runtime_httpc(vg_runtime_t *rt);
 /* The registry of data sources (breakers, retries, concurrency), created on first use; it
  * lives as long as the runtime, so a policy reload keeps each source's state. */
 struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
+
+/* The named streaming detectors of vigil.detect.series, created on first use (NULL when out
+ * of memory); they live as long as the runtime, so a policy reload keeps what they learned. */
+struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt);
 
 /* The sandboxed process runner configured by `executor = {...}`, created on first use; NULL
  * when it cannot be (the reason is logged once). */

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/runtime.h"
+#include "core/vm.h"
 #include "engine/detect.h"
 #include "engine/forecast.h"
 #include "engine/iforest.h"
@@ -18,16 +20,15 @@
 #define MAX_CELLS ((size_t)1 << 26)  /* 64 M numbers (512 MB) per call: beyond, a caller's bug */
 #define MAX_FOREST_SAMPLES (1 << 22) /* trees x samples per tree: ~128 MB of nodes at most */
 
-/* Named series outlive every Lua state (policy reloads create new states): they belong to the
- * process and are used from the loop thread only, like the states themselves. */
-static vg_series_registry_t *registry;
-
+/* Named series outlive every Lua state (policy reloads create new states): the runtime owns
+ * them, and they are used from the loop thread only, like the states themselves. */
 static vg_series_registry_t *get_registry(lua_State *L)
 {
-  if (registry == NULL && (registry = detect_registry_new(0)) == NULL) {
+  vg_series_registry_t *r = vg_runtime_series(vg_vm_of(L)->rt);
+  if (r == NULL) {
     luaL_error(L, "vigil.detect: out of memory");
   }
-  return registry;
+  return r;
 }
 
 /* ---- reading arguments ---- */
