@@ -235,6 +235,16 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
      holds only the undecided rows, in the order they changed. */
   "ALTER TABLE alerts ADD COLUMN undecided INTEGER NOT NULL DEFAULT 0;"
   "CREATE INDEX alerts_undecided ON alerts (undecided) WHERE undecided > 0;",
+  /* 7: engine state kept across restarts (src/engine/snapshot.c): one versioned blob per
+     named object of a kind (a detector series, a log analyser), replaced on each write */
+  "CREATE TABLE snapshots ("
+  "  kind TEXT NOT NULL,"
+  "  name TEXT NOT NULL,"
+  "  blob BLOB NOT NULL,"
+  "  updated_at INTEGER NOT NULL,"
+  "  PRIMARY KEY (kind, name)"
+  ") WITHOUT ROWID;"
+  "CREATE INDEX snapshots_updated ON snapshots (updated_at);",
 };
 
 /* ---- jobs ---- */

@@ -11,7 +11,7 @@
 
 #include "engine/store.h"
 
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 #define STORE_READER_POOL 4 /* idle read connections kept; more are opened when needed */
 
 typedef struct store_job store_job_t;

@@ -526,7 +526,7 @@ static void test_open_migrate_reopen(void **state)
   assert_true(vg_store_writable(fx->s));
   close_store(fx);
   assert_int_equal(fx->closed, 1);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 7);
   assert_int_equal(sql_int(fx,
                            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name"
                            " IN ('alerts', 'incidents', 'incident_alerts', 'timeline')"),
@@ -540,7 +540,7 @@ static void test_open_migrate_reopen(void **state)
   mk(&t, "HighCPU", "a", "high", "firing", 1.7e9, 0, "g");
   commit_one(fx, &c, &t);
   close_store(fx);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 7);
   assert_int_equal(sql_int(fx, "SELECT count(*) FROM alerts"), 1);
 }
 
@@ -553,7 +553,7 @@ static void test_newer_schema_refused(void **state)
   char err[256] = "";
   assert_null(vg_store_open(&fx->loop, &o, err, sizeof err));
   char want[256];
-  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (6)", fx->path);
+  snprintf(want, sizeof want, "%s: schema version 9 is newer than this vigil (7)", fx->path);
   assert_string_equal(err, want);
   assert_int_equal(sql_int(fx, "PRAGMA user_version"), 9); /* left alone */
 
@@ -1551,9 +1551,9 @@ static void test_undecided_upgrade(void **state)
   close_store(fx);
   sql_exec(fx->path,
            "DROP INDEX alerts_undecided; ALTER TABLE alerts DROP COLUMN undecided;"
-           " PRAGMA user_version = 5");
+           " DROP TABLE snapshots; PRAGMA user_version = 5");
   open_default(fx);
-  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 6);
+  assert_int_equal(sql_int(fx, "PRAGMA user_version"), 7);
   assert_int_equal(undecided_of(fx, a.fp), 0);
   assert_int_equal(sql_int(fx,
                            "SELECT count(*) FROM sqlite_schema WHERE type = 'index'"
