@@ -75,6 +75,10 @@ void vg_config_free(vg_config_t *cfg)
     free(cfg->exec_allow[i]);
   }
   free(cfg->exec_allow);
+  for (size_t i = 0; i < cfg->nlogs_allow; i++) {
+    free(cfg->logs_allow[i]);
+  }
+  free(cfg->logs_allow);
   for (size_t i = 0; i < cfg->nexec_env; i++) {
     free(cfg->exec_env[i]);
   }
@@ -1283,7 +1287,7 @@ static int read_config_p(lua_State *L)
     "listen",    "store",         "policies",      "repl_socket", "log_level",
     "token",     "limits",        "policy_errors", "drain",       "reload_debounce",
     "watchdog",  "watchdog_hard", "executor",      "guard",       "sources",
-    "notifiers", "intake",        "retention",     NULL,
+    "notifiers", "intake",        "retention",     "logs",        NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -1393,8 +1397,22 @@ static int read_config_p(lua_State *L)
     read_notifiers(L, c, lua_gettop(L));
   }
   lua_pop(L, 1);
+  if (lua_getfield(L, 2, "logs") == LUA_TTABLE) {
+    /* only logs.allow here: other keys of logs belong to their own readers */
+    if (lua_getfield(L, -1, "allow") != LUA_TNIL) {
+      cfg->logs_allow = opt_list(L, c, "allow", &cfg->nlogs_allow);
+      for (size_t i = 0; i < cfg->nlogs_allow; i++) {
+        if (cfg->logs_allow[i][0] != '/') {
+          key_error(L, c, "allow", "logs.allow[%zu]: \"%s\" is not an absolute path", i + 1,
+                    cfg->logs_allow[i]);
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   for (const char *const *k =
-           (const char *const[]){ "sources", "notifiers", "intake", "retention", NULL };
+           (const char *const[]){ "sources", "notifiers", "intake", "retention", "logs", NULL };
        *k; k++) {
     int t = lua_getfield(L, 2, *k);
     if (t != LUA_TNIL && t != LUA_TTABLE) {
@@ -1490,4 +1508,10 @@ int vg_config_load(vg_config_t *cfg, const char *path, char *err, size_t errlen)
   vm->budget = NULL;
   vg_vm_free(vm);
   return rc;
+}
+
+const char *const *vg_config_logs_allow(const vg_config_t *cfg)
+{
+  static const char *const none[] = { NULL };
+  return cfg != NULL && cfg->logs_allow != NULL ? (const char *const *)cfg->logs_allow : none;
 }

@@ -99,6 +99,10 @@ typedef struct vg_config {
   uint16_t *exec_ports;
   size_t nexec_ports;
   uint64_t rl_cpu_s, rl_as, rl_nofile, rl_fsize, rl_nproc; /* 0: the runner's default */
+
+  /* logs = { allow = {...} }: path prefixes vigil.logs.tail may read (NULL-terminated) */
+  char **logs_allow;
+  size_t nlogs_allow;
 } vg_config_t;
 
 /* Fills `cfg` with the defaults. */
@@ -125,3 +129,6 @@ const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *n
 
 /* The declared notifier called `name`, or NULL (also when cfg is NULL). */
 const vg_notifier_config_t *vg_config_notifier(const vg_config_t *cfg, const char *name);
+
+/* The prefixes of logs.allow, NULL-terminated; an empty list when cfg is NULL or has none. */
+const char *const *vg_config_logs_allow(const vg_config_t *cfg);
