@@ -160,6 +160,77 @@ static double *check_numbers(lua_State *L, int idx, const char *what, size_t *np
   return v;
 }
 
+/* Reads the array of numbers at `idx` into a pushed buffer, keeping NaN and infinities (a
+ * Prometheus gap: detectors skip them). `what` names it in errors. [-0, +1, e] */
+static double *check_raw_numbers(lua_State *L, int idx, const char *what, size_t *np)
+{
+  size_t n = lua_rawlen(L, idx);
+  if (n > MAX_CELLS) {
+    luaL_error(L, "bad argument (%s: too many values)", what);
+  }
+  double *v = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*v), 0);
+  for (size_t i = 0; i < n; i++) {
+    int t = lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    if (t == LUA_TTABLE && i == 0 && lua_getfield(L, -1, "values") == LUA_TTABLE) {
+      luaL_error(L,
+                 "bad argument (%s: a whole matrix result of %d series; pass one of its "
+                 "entries, result[i])",
+                 what, (int)n);
+    }
+    if (t != LUA_TNUMBER) {
+      luaL_error(L, "bad argument (%s: value %d is not a number, got %s)", what, (int)i + 1,
+                 lua_typename(L, t));
+    }
+    v[i] = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  *np = n;
+  return v;
+}
+
+/* Reads a series at `idx`: an array of numbers, or one entry of a vigil.prom matrix result
+ * ({ labels, ts = { t1, ... }, values = { v1, ... } }). NaN and infinities are kept (gaps).
+ * Pushes the values and, for an entry with times, the times (*tp; else NULL). An empty series
+ * raises. [-0, +(1|2), e] */
+static double *check_points(lua_State *L, int idx, const char *what, size_t *np, double **tp)
+{
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    luaL_error(L,
+               "bad argument (%s: table of numbers or a vigil.prom matrix entry expected, got %s)",
+               what, luaL_typename(L, idx));
+  }
+  *tp = NULL;
+  if (lua_getfield(L, idx, "values") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    double *v = check_raw_numbers(L, idx, what, np);
+    if (*np == 0) {
+      luaL_error(L, "bad argument (%s: no values)", what);
+    }
+    return v;
+  }
+  int vals = lua_gettop(L);
+  double *v = check_raw_numbers(L, vals, what, np);
+  lua_replace(L, vals); /* [values buffer] */
+  if (*np == 0) {
+    luaL_error(L, "bad argument (%s: the entry has no values)", what);
+  }
+  if (lua_getfield(L, idx, "ts") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return v;
+  }
+  if (lua_type(L, -1) != LUA_TTABLE) {
+    luaL_error(L, "bad argument (%s: field ts is not a table of times)", what);
+  }
+  size_t nt;
+  *tp = check_numbers(L, -1, "ts", &nt);
+  lua_remove(L, -2); /* the ts table */
+  if (nt != *np) {
+    luaL_error(L, "bad argument (%s: %d times for %d values)", what, (int)nt, (int)*np);
+  }
+  return v;
+}
+
 /* Pushes out[0..n-1] as a Lua array. [-0, +1, m] */
 static void push_numbers(lua_State *L, const double *out, size_t n)
 {
@@ -391,6 +462,29 @@ static vg_series_t *check_series(lua_State *L)
   return ((lseries_t *)luaL_checkudata(L, 1, SERIES_MT))->s;
 }
 
+/* Reads the detector options in the table at `opts` (0: none) into *o, kind included.
+ * [-0, +0, e] */
+static void check_detect_opts(lua_State *L, int opts, vg_detect_opts_t *o)
+{
+  const char *kind_name = opt_string(L, opts, "kind", "default");
+  int kind = detect_kind_parse(kind_name);
+  if (kind < 0) {
+    luaL_error(L,
+               "bad option 'kind' (\"%s\" is not one of default, ewma, robust, cusum, "
+               "zscore5)",
+               kind_name);
+  }
+  memset(o, 0, sizeof(*o));
+  o->kind = (vg_detect_kind_t)kind;
+  o->alpha = opt_number(L, opts, "alpha", 0, 0, 1);
+  o->window = (uint32_t)opt_number(L, opts, "window", 0, 0, 1e6);
+  o->warmup = (uint32_t)opt_number(L, opts, "warmup", 0, 0, 1e6);
+  o->threshold = opt_number(L, opts, "threshold", 0, 0, 1);
+  o->cusum_k = opt_number(L, opts, "cusum_k", 0, 0, 1e6);
+  o->cusum_h = opt_number(L, opts, "cusum_h", 0, 0, 1e6);
+  o->half_life = opt_number(L, opts, "half_life", 0, 0, 1e9);
+}
+
 /* vigil.detect.series(name [, opts]) [-(1|2), +1, e]: the live detector called `name`, created
  * on first use with opts { kind = "default"|"ewma"|"robust"|"cusum"|"zscore5", alpha, window,
  * warmup, threshold, cusum_k, cusum_h, half_life }. Later calls (from any policy, after any
@@ -402,35 +496,20 @@ static int l_series(lua_State *L)
   luaL_argcheck(L, len > 0 && len <= 1024 && strlen(name) == len, 1,
                 "a name of 1 to 1024 bytes without NUL expected");
   int opts = check_opts(L, 2);
-  const char *kind_name = opt_string(L, opts, "kind", "default");
-  int kind = detect_kind_parse(kind_name);
-  if (kind < 0) {
-    return luaL_error(L,
-                      "bad option 'kind' (\"%s\" is not one of default, ewma, robust, cusum, "
-                      "zscore5)",
-                      kind_name);
-  }
+  vg_detect_opts_t o;
+  check_detect_opts(L, opts, &o);
   vg_series_registry_t *r = get_registry(L);
   vg_series_t *s = detect_registry_get(r, name);
   if (s == NULL) {
-    vg_detect_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.kind = (vg_detect_kind_t)kind;
-    o.alpha = opt_number(L, opts, "alpha", 0, 0, 1);
-    o.window = (uint32_t)opt_number(L, opts, "window", 0, 0, 1e6);
-    o.warmup = (uint32_t)opt_number(L, opts, "warmup", 0, 0, 1e6);
-    o.threshold = opt_number(L, opts, "threshold", 0, 0, 1);
-    o.cusum_k = opt_number(L, opts, "cusum_k", 0, 0, 1e6);
-    o.cusum_h = opt_number(L, opts, "cusum_h", 0, 0, 1e6);
-    o.half_life = opt_number(L, opts, "half_life", 0, 0, 1e9);
     char err[160];
     s = detect_registry_add(r, name, &o, err, sizeof(err));
     if (s == NULL) {
       return luaL_error(L, "vigil.detect.series(\"%s\"): %s", name, err);
     }
-  } else if (opts != 0 && (int)detect_series_detector(s)->o.kind != kind) {
+  } else if (opts != 0 && detect_series_detector(s)->o.kind != o.kind) {
     return luaL_error(L, "vigil.detect.series(\"%s\"): exists with kind %s, not %s", name,
-                      detect_kind_name(detect_series_detector(s)->o.kind), kind_name);
+                      detect_kind_name(detect_series_detector(s)->o.kind),
+                      detect_kind_name(o.kind));
   }
   lseries_t *h = lua_newuserdatauv(L, sizeof(*h), 0);
   h->s = s;
@@ -488,9 +567,7 @@ static int series_state(lua_State *L)
 /* series:reset() [-1, +0, -]: forgets what was learnt (same options). */
 static int series_reset(lua_State *L)
 {
-  vg_detector_t *d = detect_series_detector(check_series(L));
-  vg_detect_opts_t o = d->o;
-  detect_init(d, &o, NULL, 0); /* the options were valid once */
+  detect_series_reset(check_series(L));
   return 0;
 }
 
@@ -512,8 +589,7 @@ static int series_restore(lua_State *L)
   size_t len;
   const char *blob = luaL_checklstring(L, 2, &len);
   char err[160];
-  if (detect_restore(detect_series_detector(s), (const uint8_t *)blob, len, err, sizeof(err)) !=
-      0) {
+  if (detect_series_restore(s, (const uint8_t *)blob, len, err, sizeof(err)) != 0) {
     luaL_pushfail(L);
     lua_pushfstring(L, "EDETECT: %s", err);
     return 2;
@@ -535,6 +611,46 @@ static int series_eq(lua_State *L)
   lseries_t *a = luaL_testudata(L, 1, SERIES_MT), *b = luaL_testudata(L, 2, SERIES_MT);
   lua_pushboolean(L, a != NULL && b != NULL && a->s == b->s);
   return 1;
+}
+
+/* vigil.detect.scan(values [, opts]) [-(1|2), +2, e]: runs a fresh detector (opts as for
+ * series(), plus `times` for a plain array) over `values`, an array of numbers or a vigil.prom
+ * matrix entry, and returns the array of scores and the array of flags. A NaN or infinite value
+ * is a gap: score 0, no flag, state unchanged. */
+static int l_scan(lua_State *L)
+{
+  int opts = check_opts(L, 2);
+  vg_detect_opts_t o;
+  check_detect_opts(L, opts, &o);
+  vg_detector_t *d = lua_newuserdatauv(L, sizeof(*d), 0);
+  char err[160];
+  if (detect_init(d, &o, err, sizeof(err)) != 0) {
+    return luaL_error(L, "vigil.detect.scan(): %s", err);
+  }
+  size_t n, nt;
+  double *t, *v = check_points(L, 1, "values", &n, &t);
+  if (opts != 0 && lua_getfield(L, opts, "times") != LUA_TNIL) {
+    if (t != NULL) {
+      return luaL_error(L, "bad option 'times' (the matrix entry has its own ts)");
+    }
+    t = check_numbers(L, -1, "times", &nt);
+    if (nt != n) {
+      return luaL_error(L, "bad option 'times' (%d times for %d values)", (int)nt, (int)n);
+    }
+  }
+  lua_createtable(L, (int)n, 0);
+  int scores = lua_gettop(L);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    bool flag = false;
+    double sc = detect_update(d, v[i], &flag);
+    lua_pushnumber(L, sc);
+    lua_rawseti(L, scores, (lua_Integer)i + 1);
+    lua_pushboolean(L, flag);
+    lua_rawseti(L, scores + 1, (lua_Integer)i + 1);
+  }
+  (void)t;
+  return 2;
 }
 
 /* ---- forecast ---- */
@@ -678,11 +794,9 @@ int vg_open_vigil_detect(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg funcs[] = {
-    { "iforest", l_iforest },
-    { "load", l_load },
-    { "series", l_series },
-    { "forecast", l_forecast },
-    { "window_features", l_window_features },
+    { "iforest", l_iforest }, { "load", l_load },
+    { "series", l_series },   { "forecast", l_forecast },
+    { "scan", l_scan },       { "window_features", l_window_features },
     { NULL, NULL },
   };
   luaL_newlib(L, funcs);

@@ -192,6 +192,64 @@ describe("vigil.detect.series", function()
   end)
 end)
 
+describe("vigil.detect.scan", function()
+  -- 40 points of a calm series, then a spike: what a range query gives.
+  local function calm_then_spike()
+    local values = {}
+    for i = 1, 40 do values[i] = 100 + (i % 3) end
+    values[41] = 500
+    return values
+  end
+
+  it("scores an array with a fresh detector", function()
+    local scores, flags = detect.scan(calm_then_spike(), { kind = "ewma" })
+    expect(#scores):to_be(41)
+    expect(#flags):to_be(41)
+    for i = 1, 30 do
+      expect(scores[i]):to_be(0) -- warm-up
+      expect(flags[i]):to_be(false)
+    end
+    for i = 31, 40 do expect(flags[i]):to_be(false) end
+    expect(flags[41]):to_be(true)
+    expect(scores[41] > 0.9):to_be(true)
+    -- the same as feeding a named series point by point
+    local s = detect.series("spec-scan-same", { kind = "ewma" })
+    for i, v in ipairs(calm_then_spike()) do
+      local sc, fl = s:update(v)
+      expect(sc):to_be(scores[i])
+      expect(fl):to_be(flags[i])
+    end
+  end)
+
+  it("takes a vigil.prom matrix entry as it is, NaN being a gap", function()
+    local prom = require("vigil.prom")
+    local raw = { 100, 101, 102, "NaN" }
+    local vals = {}
+    for i = 1, 44 do vals[i] = { 1700000000 + 60 * i, tostring(raw[i % 4 + 1]) } end
+    vals[45] = { 1700000000 + 60 * 45, "900" }
+    local matrix = prom.convert({ resultType = "matrix", result = {
+      { metric = { job = "api" }, values = vals } } })
+    local scores, flags = detect.scan(matrix[1])
+    expect(#scores):to_be(45)
+    expect(flags[45]):to_be(true)
+    for i = 1, 44 do
+      expect(flags[i]):to_be(false)
+      if raw[i % 4 + 1] == "NaN" then expect(scores[i]):to_be(0) end
+    end
+    raises("a whole matrix result of 1 series; pass one of its entries", detect.scan, matrix)
+  end)
+
+  it("raises for bad input", function()
+    raises("values: no values", detect.scan, {})
+    raises("value 2 is not a number, got string", detect.scan, { 1, "2" })
+    raises("table of numbers or a vigil.prom matrix entry expected, got number", detect.scan, 5)
+    raises("3 times for 2 values", detect.scan, { 1, 2 }, { times = { 1, 2, 3 } })
+    raises("2 times for 3 values", detect.scan, { ts = { 1, 2 }, values = { 1, 2, 3 } })
+    raises("not one of default, ewma", detect.scan, { 1 }, { kind = "magic" })
+    raises("window must be in [3, 64], got 2", detect.scan, { 1 }, { kind = "robust", window = 2 })
+  end)
+end)
+
 describe("vigil.detect.forecast", function()
   it("fits a linear trend and tells when a threshold is reached", function()
     local f = detect.forecast({ 1, 3, 2, 4 }, { horizon = 1, threshold = 10 })
