@@ -444,6 +444,7 @@ int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, 
 
 struct vg_series {
   vg_series_t *next; /* hash chain */
+  bool dirty;        /* changed since the last detect_registry_collect */
   uint64_t updates;
   double last_ts;
   vg_detector_t det;
@@ -534,6 +535,7 @@ vg_series_t *detect_registry_add(
   }
   memcpy(s->name, name, len + 1);
   s->last_ts = NAN;
+  s->dirty = true;
   if (r->count >= r->nbuckets) {
     registry_grow(r);
   }
@@ -587,8 +589,107 @@ double detect_series_last_ts(const vg_series_t *s)
 double detect_series_update(vg_series_t *s, double value, double ts, bool *flag)
 {
   s->updates++;
+  s->dirty = true;
   if (!isnan(ts)) {
     s->last_ts = ts;
   }
   return detect_update(&s->det, value, flag);
+}
+
+void detect_series_reset(vg_series_t *s)
+{
+  vg_detect_opts_t o = s->det.o;
+  detect_init(&s->det, &o, NULL, 0); /* the options were valid once */
+  s->dirty = true;
+}
+
+int detect_series_restore(vg_series_t *s, const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+  if (detect_restore(&s->det, buf, len, err, errlen) != 0) {
+    return -1;
+  }
+  s->dirty = true;
+  return 0;
+}
+
+/* ---- persistence ---- */
+
+size_t detect_registry_collect(vg_series_registry_t *r, vg_snapshot_emit_fn emit, void *ctx)
+{
+  uint8_t blob[VG_DETECT_SERIES_HEADER + VG_DETECT_SNAPSHOT_SIZE];
+  size_t count = 0;
+  for (size_t i = 0; i < r->nbuckets; i++) {
+    for (vg_series_t *s = r->buckets[i]; s; s = s->next) {
+      if (!s->dirty) {
+        continue;
+      }
+      uint8_t *p = blob;
+      memcpy(p, "VGSS", 4);
+      p += 4;
+      put_le(&p, VG_DETECT_SERIES_VERSION, 4);
+      put_le(&p, s->updates, 8);
+      put_double(&p, s->last_ts);
+      detect_snapshot(&s->det, p);
+      emit(ctx, s->name, blob, sizeof(blob));
+      s->dirty = false;
+      count++;
+    }
+  }
+  return count;
+}
+
+int detect_registry_restore(vg_series_registry_t *r,
+                            const char *name,
+                            const void *blob,
+                            size_t len,
+                            char *err,
+                            size_t errlen)
+{
+  size_t namelen = name != NULL ? strlen(name) : 0;
+  if (namelen == 0 || namelen > 1024) {
+    set_err(err, errlen, "a series name has 1 to 1024 bytes");
+    return -1;
+  }
+  const uint8_t *p = blob;
+  uint64_t updates = 0;
+  double last_ts = NAN;
+  bool wrapped = len >= 4 && memcmp(p, "VGSS", 4) == 0;
+  if (wrapped) {
+    if (len < VG_DETECT_SERIES_HEADER) {
+      set_err(err, errlen, "series snapshot \"%s\": truncated", name);
+      return -1;
+    }
+    p += 4;
+    uint32_t version = (uint32_t)get_le(&p, 4);
+    if (version != VG_DETECT_SERIES_VERSION) {
+      set_err(err, errlen, "series snapshot \"%s\": version %u, this build reads %d", name, version,
+              VG_DETECT_SERIES_VERSION);
+      return -1;
+    }
+    updates = get_le(&p, 8);
+    last_ts = get_double(&p);
+    len -= VG_DETECT_SERIES_HEADER;
+    if (isinf(last_ts)) {
+      set_err(err, errlen, "series snapshot \"%s\": corrupt (last ts)", name);
+      return -1;
+    }
+  }
+  vg_detector_t d;
+  char why[128];
+  if (detect_restore(&d, p, len, why, sizeof(why)) != 0) {
+    set_err(err, errlen, "series snapshot \"%s\": %s", name, why);
+    return -1;
+  }
+  if (!wrapped) {
+    updates = d.n;
+  }
+  vg_series_t *s = detect_registry_get(r, name);
+  if (s == NULL && (s = detect_registry_add(r, name, &d.o, err, errlen)) == NULL) {
+    return -1;
+  }
+  s->det = d;
+  s->updates = updates;
+  s->last_ts = last_ts;
+  s->dirty = false;
+  return 0;
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/snapshot.h"
+
 /* Largest window of the robust detector (and of the default one): the ring of past values. */
 #define VG_DETECT_WINDOW_MAX 64
 
@@ -112,3 +114,30 @@ double detect_series_last_ts(const vg_series_t *s);
 
 /* detect_update() on the series' detector, remembering `ts` (NaN: none). */
 double detect_series_update(vg_series_t *s, double value, double ts, bool *flag);
+
+/* Forgets what the series learnt (same options); its update count stays. */
+void detect_series_reset(vg_series_t *s);
+
+/* detect_restore() on the series' detector (the update count and last ts stay). */
+int detect_series_restore(vg_series_t *s, const uint8_t *buf, size_t len, char *err, size_t errlen);
+
+/* ---- persistence: what changed goes to the store, and comes back at start ---- */
+
+/* A series blob: "VGSS", version, update count, last ts, then the detector's snapshot. */
+#define VG_DETECT_SERIES_VERSION 1
+#define VG_DETECT_SERIES_HEADER (4 + 4 + 8 + 8)
+
+/* Emits a blob of every series changed (created, updated, reset, restored from Lua) since the
+ * last collect, and marks them clean. Returns how many. */
+size_t detect_registry_collect(vg_series_registry_t *r, vg_snapshot_emit_fn emit, void *ctx);
+
+/* Creates (or replaces the state, update count and last ts of) the series `name` from a blob
+ * made by detect_registry_collect (or a bare detector snapshot, whose update count is then its
+ * point count). The series is left clean. Returns 0, or -1 with a message in `err` (bad name,
+ * bad blob, registry full, out of memory). */
+int detect_registry_restore(vg_series_registry_t *r,
+                            const char *name,
+                            const void *blob,
+                            size_t len,
+                            char *err,
+                            size_t errlen);

@@ -334,6 +334,87 @@ static void test_registry_keeps_named_series(void **state)
   detect_registry_free(r);
 }
 
+typedef struct {
+  int calls;
+  char names[4][32];
+  uint8_t blobs[4][VG_DETECT_SERIES_HEADER + VG_DETECT_SNAPSHOT_SIZE];
+  size_t lens[4];
+} emitted_t;
+
+static void collect_into(void *ctx, const char *name, const void *blob, size_t len)
+{
+  emitted_t *e = ctx;
+  assert_true(e->calls < 4 && len <= sizeof(e->blobs[0]));
+  snprintf(e->names[e->calls], sizeof(e->names[0]), "%s", name);
+  memcpy(e->blobs[e->calls], blob, len);
+  e->lens[e->calls++] = len;
+}
+
+static void test_registry_collects_what_changed(void **state)
+{
+  (void)state;
+  vg_series_registry_t *r = detect_registry_new(10);
+  vg_detect_opts_t o;
+  detect_opts_default(&o, VG_DETECT_EWMA);
+  char err[160] = "";
+  vg_series_t *a = detect_registry_add(r, "a", &o, err, sizeof(err));
+  vg_series_t *b = detect_registry_add(r, "b", &o, err, sizeof(err));
+  emitted_t e = { 0 };
+  assert_int_equal(detect_registry_collect(r, collect_into, &e), 2); /* created */
+  e.calls = 0;
+  assert_int_equal(detect_registry_collect(r, collect_into, &e), 0); /* nothing since */
+  lcg_state = 5;
+  for (int i = 0; i < 50; i++) {
+    detect_series_update(a, 10 + gauss(), 1700000000 + 60.0 * i, NULL);
+  }
+  assert_int_equal(detect_registry_collect(r, collect_into, &e), 1);
+  assert_string_equal(e.names[0], "a");
+  detect_series_reset(b);
+  assert_int_equal(detect_registry_collect(r, collect_into, &e), 1);
+  assert_string_equal(e.names[1], "b");
+
+  /* a second registry (a restart) resumes "a" exactly, count and last ts included */
+  vg_series_registry_t *r2 = detect_registry_new(10);
+  assert_int_equal(detect_registry_restore(r2, "a", e.blobs[0], e.lens[0], err, sizeof(err)), 0);
+  vg_series_t *a2 = detect_registry_get(r2, "a");
+  assert_non_null(a2);
+  assert_int_equal(detect_series_updates(a2), 50);
+  assert_close(detect_series_last_ts(a2), 1700000000 + 60.0 * 49, 0);
+  assert_int_equal(detect_series_detector(a2)->o.kind, VG_DETECT_EWMA);
+  assert_int_equal(detect_registry_collect(r2, collect_into, &e), 0); /* restored is clean */
+  for (int i = 0; i < 20; i++) {
+    double v = 10 + 3 * gauss();
+    assert_true(detect_series_update(a, v, NAN, NULL) == detect_series_update(a2, v, NAN, NULL));
+  }
+  /* restoring over an existing series replaces its state */
+  assert_int_equal(detect_registry_restore(r2, "a", e.blobs[1], e.lens[1], err, sizeof(err)), 0);
+  assert_ptr_equal(detect_registry_get(r2, "a"), a2);
+  assert_int_equal(detect_series_updates(a2), 0);
+  assert_int_equal(detect_series_detector(a2)->n, 0);
+  /* a bare detector snapshot is accepted too: its point count becomes the update count */
+  uint8_t bare[VG_DETECT_SNAPSHOT_SIZE];
+  detect_snapshot(detect_series_detector(a), bare);
+  assert_int_equal(detect_registry_restore(r2, "bare", bare, sizeof(bare), err, sizeof(err)), 0);
+  assert_int_equal(detect_series_updates(detect_registry_get(r2, "bare")), 70);
+  assert_true(isnan(detect_series_last_ts(detect_registry_get(r2, "bare"))));
+
+  /* bad blobs and names: errors, nothing created */
+  assert_int_equal(detect_registry_restore(r2, "c", "VGSS", 4, err, sizeof(err)), -1);
+  assert_string_equal(err, "series snapshot \"c\": truncated");
+  assert_int_equal(detect_registry_restore(r2, "c", e.blobs[0], e.lens[0] - 1, err, sizeof(err)),
+                   -1);
+  assert_string_equal(err, "series snapshot \"c\": not a detector snapshot");
+  e.blobs[0][4] = 9;
+  assert_int_equal(detect_registry_restore(r2, "c", e.blobs[0], e.lens[0], err, sizeof(err)), -1);
+  assert_string_equal(err, "series snapshot \"c\": version 9, this build reads 1");
+  assert_int_equal(detect_registry_restore(r2, "", bare, sizeof(bare), err, sizeof(err)), -1);
+  assert_string_equal(err, "a series name has 1 to 1024 bytes");
+  assert_null(detect_registry_get(r2, "c"));
+  assert_int_equal(detect_registry_count(r2), 2);
+  detect_registry_free(r2);
+  detect_registry_free(r);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -348,6 +429,7 @@ int main(void)
     cmocka_unit_test(test_bad_options),
     cmocka_unit_test(test_snapshot_round_trip),
     cmocka_unit_test(test_registry_keeps_named_series),
+    cmocka_unit_test(test_registry_collects_what_changed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
