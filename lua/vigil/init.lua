@@ -21,7 +21,7 @@ local M = {
 -- compiling them all made each VM ten times slower to create (bench/core).
 local LAZY = { http = "vigil.http", logs = "vigil.logs", detect = "vigil.detect",
   actions = "vigil.actions", exec = "vigil.exec", kube = "vigil.kube", notify = "vigil.notify",
-  silence = "vigil.silence", heal = "vigil.heal" }
+  silence = "vigil.silence", heal = "vigil.heal", risk = "vigil.risk" }
 local CLIENTS = { prom = "vigil.prom", loki = "vigil.loki", jaeger = "vigil.jaeger",
   datadog = "vigil.datadog", alertmanager = "vigil.alertmanager" }
 setmetatable(M, {
