@@ -13,6 +13,7 @@
 #include "engine/detect.h"
 #include "engine/exec.h"
 #include "engine/httpc.h"
+#include "engine/logan.h"
 #include "engine/source.h"
 
 void vg_limits_default(vg_limits_t *limits)
@@ -73,6 +74,8 @@ void vg_runtime_free(vg_runtime_t *rt)
   rt->sources = NULL;
   detect_registry_free(rt->series);
   rt->series = NULL;
+  logan_registry_free(rt->logs);
+  rt->logs = NULL;
   vg_httpc_free(rt->httpc); /* its handles close in the runs below */
   rt->httpc = NULL;
   uv_close((uv_handle_t *)&rt->sched_idle, NULL);
@@ -111,6 +114,14 @@ struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt)
     rt->series = detect_registry_new(0);
   }
   return rt->series;
+}
+
+struct vg_logan_registry *vg_runtime_logs(vg_runtime_t *rt)
+{
+  if (rt->logs == NULL) {
+    rt->logs = logan_registry_new(0);
+  }
+  return rt->logs;
 }
 
 struct vg_executor *vg_runtime_executor(vg_runtime_t *rt)

@@ -45,6 +45,7 @@ struct vg_runtime {
   struct vg_executor *executor;      /* actions under guard rails (the daemon's has the store) */
   struct vg_escalator *escalator;    /* the daemon's escalation timers; NULL elsewhere */
   struct vg_series_registry *series; /* named streaming detectors (vg_runtime_series) */
+  struct vg_logan_registry *logs;    /* named log analysers (vg_runtime_logs) */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -74,6 +75,10 @@ struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
 /* The named streaming detectors of vigil.detect.series, created on first use (NULL when out
  * of memory); they live as long as the runtime, so a policy reload keeps what they learned. */
 struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt);
+
+/* The named log analysers of vigil.logs.analyser, the intake and log tailing (engine/logan.h),
+ * created on first use (NULL when out of memory); at most 256, living as long as the runtime. */
+struct vg_logan_registry *vg_runtime_logs(vg_runtime_t *rt);
 
 /* The sandboxed process runner configured by `executor = {...}`, created on first use; NULL
  * when it cannot be (the reason is logged once). */
