@@ -355,35 +355,55 @@ local function classify(policy, alert, ctx)
   return nil
 end
 
--- Anomaly evidence: for each enrichment that is a series with some history, how far its last
--- point lies from the median, in robust standard deviations (MAD * 1.4826).
+-- Anomaly evidence: for each enrichment that is a series with some history, the robust
+-- detector of vigil.detect (median/MAD of up to the last 64 points, in C) run over it. The
+-- evidence is about the last point: its score in [0, 1] (0.5 is 3 robust sigma), z (signed:
+-- above or below the median), the median it was compared with, and `anomalous` (the detector's
+-- flag); `flagged` counts the abnormal points of the whole series. Gaps (NaN, non-numbers) are
+-- skipped; 7 points of history are enough (warmup), so 5 minutes at a 15 s step give evidence.
+M.ANOMALY_OPTS = { kind = "robust", window = 64, warmup = 7 }
+
 local function anomalies(data)
   local out = {}
   for name, r in pairs(data) do
     local s = type(r) == "table" and r[1]
     local values = type(s) == "table" and s.values
-    if type(values) == "table" and #values >= 8 then
-      local xs = {}
+    if type(values) == "table" then
+      local xs, last_i, finite = {}, nil, 0
       for i, p in ipairs(values) do
-        xs[i] = point_value(p)
+        local x = point_value(p)
+        if x ~= nil and x == x and math.abs(x) ~= math.huge then
+          xs[i], last_i, finite = x, i, finite + 1
+        else
+          xs[i] = 0 / 0 -- a gap: the detector skips it
+        end
       end
-      local last = xs[#xs]
-      local hist = {}
-      for i = 1, #xs - 1 do hist[i] = xs[i] end
-      table.sort(hist)
-      local med = hist[(#hist + 1) // 2]
-      local dev = {}
-      for i, x in ipairs(hist) do dev[i] = math.abs(x - med) end
-      table.sort(dev)
-      local mad = dev[(#dev + 1) // 2] * 1.4826
-      if last and med then
-        local z = mad > 0 and (last - med) / mad or (last == med and 0 or math.huge)
-        out[name] = { last = last, median = med, z = z, anomalous = math.abs(z) >= 3 }
+      if last_i ~= nil and finite > M.ANOMALY_OPTS.warmup then
+        for i = #xs, last_i + 1, -1 do xs[i] = nil end -- trailing gaps say nothing
+        local scores, flags = require("vigil.detect").scan(xs, M.ANOMALY_OPTS)
+        -- the median the last point was compared with: of the detector's window before it
+        local hist = {}
+        for i = last_i - 1, 1, -1 do
+          if xs[i] == xs[i] then hist[#hist + 1] = xs[i] end
+          if #hist == M.ANOMALY_OPTS.window then break end
+        end
+        table.sort(hist)
+        local n, last, score = #hist, xs[last_i], scores[last_i]
+        local med = n % 2 == 1 and hist[(n + 1) // 2] or (hist[n // 2] + hist[n // 2 + 1]) / 2
+        -- score = z^2 / (z^2 + 9), so z = 3 sqrt(score / (1 - score))
+        local z = score < 1 and 3 * math.sqrt(score / (1 - score)) or math.huge
+        local flagged = 0
+        for _, f in ipairs(flags) do
+          if f then flagged = flagged + 1 end
+        end
+        out[name] = { last = last, median = med, z = last < med and -z or z, score = score,
+          anomalous = flags[last_i], flagged = flagged }
       end
     end
   end
   return out
 end
+M.anomalies = anomalies
 
 -- The metrics around the incident, for the timeline and the report: per enrichment that is a
 -- series, its first, last, lowest and highest values.
@@ -423,6 +443,9 @@ local function analyse(policy, alert, ctx)
     end
     a.similar = r[2] or {}
   end
+  -- before classify, which may use it (ctx.anomalies)
+  a.anomalies = anomalies(ctx.data)
+  ctx.anomalies = a.anomalies
   local class, confidence, evidence = classify(policy, alert, ctx)
   if a.known_fix then
     -- the seed's order: a fix that worked before comes first; the policy's own class is kept
@@ -434,7 +457,6 @@ local function analyse(policy, alert, ctx)
   a.class = class or "unknown"
   a.confidence = tonumber(confidence) or (class and 1.0 or 0)
   a.evidence = evidence
-  a.anomalies = anomalies(ctx.data)
   local weight = SEVERITY_WEIGHT[tostring(alert.severity)] or 0.5
   a.score = math.floor(weight * (0.5 + 0.5 * a.confidence) * 100 + 0.5) / 100
   return a

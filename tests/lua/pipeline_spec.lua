@@ -2,7 +2,8 @@
 -- rule: enrichment failures are recorded, not fatal; a failing classifier acts on nothing;
 -- optional steps; a step that cannot be built stops the plan (fail closed) and brings the
 -- escalation forward; group_by; the policy's own guard; templates escaped in queries; known
--- fixes first; on_resolve; load-time validation with file:line.
+-- fixes first; on_resolve; load-time validation with file:line; the anomaly evidence of the
+-- robust detector (vigil.detect.scan) on enrichment series.
 local T = require("vigil.test")
 local memory = require("vigil.memory")
 
@@ -123,5 +124,93 @@ describe("the pipeline", function()
   it("refuses a broken v2 policy at load time with the field's line", function()
     expect(function() T.policy("tests/fixtures/policies/pipeline_broken.lua") end)
       :to_fail("pipeline_broken.lua:6: plan.fix[1].action must name an action")
+  end)
+end)
+
+describe("the pipeline's anomaly evidence", function()
+  local pipeline = require("vigil.pipeline")
+
+  -- n points of 100 + i % 3 (median 101, MAD 1, so a robust sigma of 1.4826), then `last`
+  local function calm(n, last)
+    local values = {}
+    for i = 1, n do values[i] = 100 + i % 3 end
+    values[n + 1] = last
+    return values
+  end
+
+  it("scores the last point of a 5-minute series against its median, in C", function()
+    local out = pipeline.anomalies({ cpu = T.series(calm(19, 130), {}, 15) })
+    local e = out.cpu
+    local z = 29 / 1.4826
+    expect(e.last):to_be(130)
+    expect(e.median):to_be(101)
+    expect(e.z):to_be_near(z, 1e-9)
+    expect(e.score):to_be_near(z * z / (z * z + 9), 1e-12)
+    expect(e.anomalous):to_be(true)
+    expect(e.flagged):to_be(1) -- the calm points before it are not flagged
+    e = pipeline.anomalies({ cpu = T.series(calm(19, 101)) }).cpu
+    expect(e.z):to_be(0)
+    expect(e.score):to_be(0)
+    expect(e.anomalous):to_be(false)
+    expect(e.flagged):to_be(0)
+  end)
+
+  it("gives a signed z: a dip is negative", function()
+    local e = pipeline.anomalies({ rps = T.series(calm(19, 80)) }).rps
+    expect(e.z):to_be_near(-21 / 1.4826, 1e-9)
+    expect(e.anomalous):to_be(true)
+  end)
+
+  it("needs 7 points of history (the detector's warm-up)", function()
+    local out = pipeline.anomalies({ a = T.series(calm(7, 130)), b = T.series(calm(6, 130)) })
+    expect(out.a.anomalous):to_be(true)
+    expect(out.b):to_be_nil()
+  end)
+
+  it("skips gaps and judges the last point that has a value", function()
+    local values = calm(19, 130)
+    values[5] = 0 / 0
+    values[21], values[22] = 0 / 0, 0 / 0 -- Prometheus' NaN at the end
+    local e = pipeline.anomalies({ cpu = T.series(values) }).cpu
+    expect(e.last):to_be(130)
+    expect(e.median):to_be(101)
+    expect(e.anomalous):to_be(true)
+  end)
+
+  it("reads points given as pairs and ignores what is not a series", function()
+    local pairs_of = {}
+    for i, v in ipairs(calm(9, 130)) do pairs_of[i] = { i * 15, tostring(v) } end
+    local out = pipeline.anomalies({ pairs = { { values = pairs_of } },
+      vector = { { labels = {}, value = 0.75 } }, text = "x", none = {} })
+    expect(out.pairs.anomalous):to_be(true)
+    expect(out.vector):to_be_nil()
+    expect(out.text):to_be_nil()
+    expect(out.none):to_be_nil()
+  end)
+
+  it("is on the incident's pipeline record", function()
+    local policy = T.policy(PROBE)
+    memory.state("pipeline-probe").set("window", nil)
+    policy.sources.prom = { query = function() return T.series(calm(19, 130)) end }
+    local _, rec = policy:alert(alert("nothing", "anomalous"))
+    expect(rec.anomalies.load.anomalous):to_be(true)
+    expect(rec.anomalies.load.median):to_be(101)
+    expect(rec.anomalies.broken):to_be_nil()
+  end)
+
+  it("is in ctx.anomalies for classify", function()
+    local policy = T.policy(PROBE)
+    memory.state("pipeline-probe").set("window", nil)
+    policy.sources.prom = { query = function() return T.series(calm(19, 130)) end }
+    local seen
+    policy.table.classify = function(_, ctx)
+      seen = ctx.anomalies.load
+      return seen.anomalous and "nothing" or "unknown", seen.score
+    end
+    local _, rec = policy:alert(alert("ignored", "classified"))
+    expect(seen.median):to_be(101)
+    -- the known fix an earlier test recorded for "Probe" comes first; the class is kept
+    expect(rec.class == "known_issue" and rec.evidence.policy_class or rec.class)
+      :to_be("nothing")
   end)
 end)
