@@ -458,7 +458,9 @@ static void ev_cb(uv_fs_event_t *h, const char *filename, int events, int status
 {
   (void)events;
   vg_tail_t *t = h->data;
-  if (status == 0 && (filename == NULL || strcmp(filename, t->base) == 0)) {
+  /* while the path is missing, the renamed-away file may still grow under another name */
+  bool orphan = t->fd >= 0 && t->st.state == VG_TAIL_MISSING;
+  if (status == 0 && (filename == NULL || orphan || strcmp(filename, t->base) == 0)) {
     tail_check(t);
   }
 }
