@@ -1,6 +1,7 @@
 -- vigil.risk: the seed's incident risk score (0-100 from the error-rate trend, CPU, memory and
--- recent critical incidents, with a level and mitigations), on top of vigil.detect's forecast.
--- Documented in docs/lua-api.md and docs/detectors.md ("Incident risk").
+-- recent critical incidents, with a level and mitigations), on top of vigil.detect's forecast,
+-- and the seed's per-metric isolation forest (metric_anomalies). Documented in
+-- docs/lua-api.md and docs/detectors.md ("Incident risk").
 local detect = require("vigil.detect")
 
 local M = {}
@@ -20,11 +21,28 @@ local HIGH_UTILISATION, RISING_ERRORS, MANY_INCIDENTS = 0.8, 0.1, 3
 local KNOWN = { error_rates = true, cpu = true, memory = true, critical_incidents = true,
   percent = true, error_floor = true }
 
--- A caller's mistake found deep in the helpers; score() re-raises it at the caller's level.
+-- A caller's mistake found deep in the helpers; the public functions re-raise it at their
+-- caller's level as "bad argument #arg to 'name' (msg)".
 local Mistake = {}
 
 local function bad(fmt, ...)
-  error(setmetatable({ msg = fmt:format(...) }, Mistake))
+  error(setmetatable({ msg = fmt:format(...), arg = 1 }, Mistake))
+end
+
+local function bad_opt(fmt, ...)
+  error(setmetatable({ msg = fmt:format(...), arg = 2 }, Mistake))
+end
+
+-- Calls fn(...) and returns its results; a Mistake becomes the caller's error (level 3: the
+-- caller of the public function that called this).
+local function guarded(name, fn, ...)
+  local r = table.pack(pcall(fn, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local e = r[2]
+  if getmetatable(e) == Mistake then
+    error(("bad argument #%d to '%s' (%s)"):format(e.arg, name, e.msg), 3)
+  end
+  error(e, 0)
 end
 
 local function round2(x)
@@ -36,8 +54,9 @@ local function finite(x)
 end
 
 -- The finite points of a series given as an array of numbers, a matrix entry of vigil.prom
--- ({ labels, ts, values }) or a query result holding exactly one such entry. Returns values,
--- times (nil for a plain array) and how many non-finite points (Prometheus' NaN) were dropped.
+-- ({ labels, ts, values }) or a query result holding exactly one such entry. Returns
+-- { values, times (nil for a plain array), index (each kept point's position in the input),
+-- dropped (how many non-finite points, Prometheus' NaN, were left out), total }.
 local function series_of(v, what)
   if type(v) ~= "table" then
     bad("%s: an array of numbers or a vigil.prom series expected, got %s", what, type(v))
@@ -54,26 +73,27 @@ local function series_of(v, what)
   if ts ~= nil and (type(ts) ~= "table" or #ts ~= #vals) then
     bad("%s: %d times for %d values", what, type(ts) == "table" and #ts or 0, #vals)
   end
-  local xs, tt, dropped = {}, ts and {}, 0
+  local out = { values = {}, times = ts and {}, index = {}, dropped = 0, total = #vals }
   for i = 1, #vals do
     local x = vals[i]
     if type(x) ~= "number" then
       bad("%s: value %d is a %s, not a number", what, i, type(x))
     end
     if finite(x) then
-      xs[#xs + 1] = x
-      if tt then
+      local k = #out.values + 1
+      out.values[k], out.index[k] = x, i
+      if ts then
         local t = ts[i]
         if type(t) ~= "number" or not finite(t) then
           bad("%s: time %d is not a finite number", what, i)
         end
-        tt[#xs] = t
+        out.times[k] = t
       end
     else
-      dropped = dropped + 1
+      out.dropped = out.dropped + 1
     end
   end
-  return xs, tt, dropped
+  return out
 end
 
 local function not_counted(name, detail)
@@ -88,7 +108,8 @@ end
 local function error_trend(v, floor)
   local name = "error_rate_trend"
   if v == nil then return not_counted(name, "not given") end
-  local xs, ts, dropped = series_of(v, "error_rates")
+  local ser = series_of(v, "error_rates")
+  local xs, ts, dropped = ser.values, ser.times, ser.dropped
   local note = dropped > 0 and (" (%d non-finite points dropped)"):format(dropped) or ""
   if #xs < 3 then
     return not_counted(name, ("3 points needed, got %d%s"):format(#xs, note))
@@ -134,7 +155,8 @@ local function utilisation(name, v, percent)
     u = v / top
     detail = ("%.0f %%"):format(u * 100)
   else
-    local xs, _, dropped = series_of(v, name)
+    local ser = series_of(v, name)
+    local xs, dropped = ser.values, ser.dropped
     if #xs == 0 then
       return not_counted(name, ("no finite points (%d dropped)"):format(dropped))
     end
@@ -239,12 +261,71 @@ end
 -- value, detail }`. A missing factor gives no points and is listed in `missing`. Mistakes in
 -- `t` raise "bad argument #1 to 'score' (...)".
 function M.score(t)
-  local ok, r = pcall(score, t)
-  if ok then return r end
-  if getmetatable(r) == Mistake then
-    error("bad argument #1 to 'score' (" .. r.msg .. ")", 2)
+  local r = guarded("score", score, t) -- not a tail call: guarded() raises at our caller
+  return r
+end
+
+local MA_OPTIONS = { window = true, min_points = true, contamination = true, n_estimators = true,
+  random_state = true }
+
+local function whole_opt(opts, key, def, lo, hi)
+  local v = opts[key]
+  if v == nil then return def end
+  local n = type(v) == "number" and math.tointeger(v)
+  if not n or n < lo or n > hi then
+    bad_opt("%s: a whole number in [%d, %d] expected", key, lo, hi)
   end
-  error(r, 0)
+  return n
+end
+
+local function metric_anomalies(values, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then bad_opt("table expected, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not MA_OPTIONS[k] then bad_opt("unknown option '%s'", tostring(k)) end
+  end
+  local window = whole_opt(opts, "window", 10, 2, 10000)
+  local min_points = whole_opt(opts, "min_points", 30, 1, 1 << 40)
+  local c = opts.contamination or 0.05
+  if type(c) ~= "number" or not (c > 0 and c <= 0.5) then
+    bad_opt("contamination: a number in (0, 0.5] expected")
+  end
+  local ser = series_of(values, "values")
+  local xs, need = ser.values, math.max(min_points, window)
+  if #xs < need then
+    return nil, ("ENODATA: %d points needed to train, got %d"):format(need, #xs)
+  end
+  -- The seed standardised the features first; an isolation forest splits each feature
+  -- uniformly between its min and max, so scaling a feature changes nothing: left out.
+  local rows = detect.window_features(xs, window)
+  local model = detect.iforest({ contamination = c, n_estimators = opts.n_estimators,
+    random_state = opts.random_state or 0 }):fit(rows)
+  local s, p = model:score(rows), model:predict(rows)
+  local scores, flags, found = {}, {}, {}
+  for i = 1, ser.total do
+    scores[i], flags[i] = 0, false
+  end
+  for r = 1, #rows do
+    local k = r + window - 1 -- the row of point k describes the window ending at it
+    local at = ser.index[k]
+    scores[at], flags[at] = s[r], p[r]
+    if p[r] then found[#found + 1] = { index = at, value = xs[k], score = s[r] } end
+  end
+  return { scores = scores, flags = flags, anomalies = found, points = #xs,
+    threshold = model:info().threshold, model = model }
+end
+
+--- The seed's per-metric isolation forest: a model trained on `values` (an array of numbers or
+-- a vigil.prom series; NaN points left out) through vigil.detect.window_features (value, mean,
+-- sd, z and range over the last `opts.window` points, 10), then used to score the same points.
+-- opts: `window`, `min_points` (30: fewer gives nil, "ENODATA: ..."), `contamination` (0.05),
+-- `n_estimators` (100), `random_state` (0). Returns `{ scores, flags, anomalies, points,
+-- threshold, model }`: scores and flags have one entry per input point (0 and false where no
+-- window ends: the first window - 1 points and the NaN ones); anomalies lists the flagged
+-- points as `{ index, value, score }`; model scores later rows of window_features.
+function M.metric_anomalies(values, opts)
+  local r, err = guarded("metric_anomalies", metric_anomalies, values, opts)
+  return r, err
 end
 
 return M

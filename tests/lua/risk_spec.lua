@@ -1,6 +1,7 @@
 -- Spec of vigil.risk: the incident risk score on constructed inputs, so every expected score is
 -- exact: each factor alone, each level's boundary from both sides, the inputs it accepts
 -- (arrays, vigil.prom series, percentages, incident lists) and the error for each mistake.
+-- Then the seed's per-metric isolation forest (metric_anomalies).
 local risk = require("vigil.risk")
 local T = require("vigil.test")
 
@@ -215,5 +216,85 @@ describe("vigil.risk.score: mistakes raise", function()
 
   it("is vigil.risk, loaded on first use", function()
     expect(vigil.risk.score):to_be(risk.score)
+  end)
+end)
+
+describe("vigil.risk.metric_anomalies", function()
+  -- 40 calm points (20 + i % 3), then a spike: the seed's per-metric model finds it
+  local function calm_then_spike()
+    local v = {}
+    for i = 1, 40 do v[i] = 20 + i % 3 end
+    v[41] = 90
+    return v
+  end
+
+  it("flags the spike and only it, with one score per input point", function()
+    local r = risk.metric_anomalies(calm_then_spike())
+    expect(r.points):to_be(41)
+    expect(#r.scores):to_be(41)
+    expect(#r.flags):to_be(41)
+    for i = 1, 9 do -- no window of 10 ends there
+      expect(r.scores[i]):to_be(0)
+      expect(r.flags[i]):to_be(false)
+    end
+    for i = 10, 40 do
+      expect(r.scores[i] > 0 and r.scores[i] < r.scores[41]):to_be(true)
+      expect(r.flags[i]):to_be(false)
+    end
+    expect(r.flags[41]):to_be(true)
+    expect(#r.anomalies):to_be(1)
+    expect(r.anomalies[1].index):to_be(41)
+    expect(r.anomalies[1].value):to_be(90)
+    expect(r.anomalies[1].score):to_be(r.scores[41])
+    expect(r.scores[41] > r.threshold):to_be(true)
+    -- deterministic for a seed, and the model scores new windows
+    expect(risk.metric_anomalies(calm_then_spike()).scores):to_equal(r.scores)
+    local rows = require("vigil.detect").window_features(calm_then_spike(), 10)
+    expect(r.model:score({ rows[#rows] })[1]):to_be(r.scores[41])
+  end)
+
+  it("leaves NaN points out and reports at their input positions", function()
+    local v = calm_then_spike()
+    v[20] = 0 / 0
+    local r = risk.metric_anomalies({ labels = {}, values = v })
+    expect(r.points):to_be(40)
+    expect(#r.scores):to_be(41)
+    expect(r.scores[20]):to_be(0)
+    expect(r.flags[20]):to_be(false)
+    expect(r.scores[10] > 0):to_be(true) -- the 10th finite point is the 10th input point
+    expect(r.anomalies[1].index):to_be(41)
+  end)
+
+  it("needs min_points (30) to train, and says so", function()
+    local v = calm_then_spike()
+    local r, err = risk.metric_anomalies({ table.unpack(v, 1, 29) })
+    expect(r):to_be_nil()
+    expect(err):to_be("ENODATA: 30 points needed to train, got 29")
+    r, err = risk.metric_anomalies({ 1, 2, 3, 4 }, { min_points = 2, window = 5 })
+    expect(r):to_be_nil()
+    expect(err):to_be("ENODATA: 5 points needed to train, got 4")
+    r = risk.metric_anomalies({ table.unpack(v, 1, 29) }, { min_points = 20, window = 5 })
+    expect(#r.scores):to_be(29)
+  end)
+
+  it("raises for bad values and options", function()
+    local function fails(pattern, ...)
+      local ok, err = pcall(risk.metric_anomalies, ...)
+      expect(ok):to_be(false)
+      expect(tostring(err)):to_contain("bad argument #" .. pattern)
+    end
+    fails("1 to 'metric_anomalies' (values: an array of numbers or a vigil.prom series "
+      .. "expected, got nil)", nil)
+    fails("1 to 'metric_anomalies' (values: value 2 is a string, not a number)", { 1, "x" })
+    fails("2 to 'metric_anomalies' (table expected, got string)", { 1 }, "fast")
+    fails("2 to 'metric_anomalies' (unknown option 'windows')", { 1 }, { windows = 3 })
+    fails("2 to 'metric_anomalies' (window: a whole number in [2, 10000] expected)", { 1 },
+      { window = 1 })
+    fails("2 to 'metric_anomalies' (min_points: a whole number", { 1 }, { min_points = 2.5 })
+    fails("2 to 'metric_anomalies' (contamination: a number in (0, 0.5] expected)", { 1 },
+      { contamination = 0.6 })
+    local ok, err = pcall(function() risk.metric_anomalies({ 1 }, { window = 0 }) end)
+    expect(ok):to_be(false)
+    expect(err):to_match("risk_spec%.lua:%d+: bad argument #2")
   end)
 end)
