@@ -116,8 +116,11 @@ local function error_trend(v, floor)
   end
   local sum = 0
   for i, x in ipairs(xs) do
-    if x < 0 then bad("error_rates: value %d is negative (%g)", i, x) end
+    if x < 0 then bad("error_rates: value %d is negative (%g)", ser.index[i], x) end
     sum = sum + x
+    if ts and i > 1 and ts[i] <= ts[i - 1] then
+      bad("error_rates: times must increase (time %d)", ser.index[i])
+    end
   end
   local f = detect.forecast(xs, { times = ts })
   local span = ts and ts[#ts] - ts[1] or #xs - 1
@@ -162,7 +165,7 @@ local function utilisation(name, v, percent)
     end
     local sum = 0
     for i, x in ipairs(xs) do
-      check(x, ("value %d, "):format(i))
+      check(x, ("value %d, "):format(ser.index[i]))
       sum = sum + x
     end
     u = sum / #xs / top

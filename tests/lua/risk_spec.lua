@@ -197,6 +197,10 @@ describe("vigil.risk.score: mistakes raise", function()
     raises("error_rates: value 2 is negative (-1)", { error_rates = { 1, -1, 3 } })
     raises("error_rates: 2 times for 3 values", { error_rates = { ts = { 1, 2 },
       values = { 1, 2, 3 } } })
+    raises("error_rates: times must increase (time 3)", { error_rates = { ts = { 1, 2, 2 },
+      values = { 1, 2, 3 } } })
+    raises("error_rates: value 3 is negative (-1)", { error_rates = { 0 / 0, 1, -1, 3 } })
+    raises("memory: value 3, 2 is not a fraction in [0, 1]", { memory = { 0 / 0, 1, 2 } })
     raises("error_rates: a query result with 2 series; pass one of them",
       { error_rates = { { values = { 1 } }, { values = { 2 } } } })
     raises("critical_incidents: 1.5 is not a count", { critical_incidents = 1.5 })
