@@ -2,9 +2,11 @@
  * (timestamp,value) and writes "timestamp,value,anomaly_score" (scores with %.17g) for
  * bench/detect/nab, which adds NAB's labels and scores the results. With --throughput, measures
  * updates per second over many interleaved series for every kind, and the state size.
- *   bench_nab KIND FILE.csv     (KIND: default, ewma, robust, cusum, zscore5)
- *   bench_nab --throughput */
+ *   bench_nab KIND FILE.csv     (KIND: default, ewma, robust, cusum, zscore5, seasonal)
+ *   bench_nab --throughput
+ * Timestamps ("YYYY-MM-DD HH:MM:SS", UTC) go to the detector: the seasonal kind needs them. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,7 @@ static int throughput(void)
       "# %d series x %d points each, interleaved (point i of every series, then i+1); CPU "
       "time; state %zu bytes per series\n",
       SERIES, POINTS, sizeof(vg_detector_t));
-  for (int k = 0; k <= VG_DETECT_ZSCORE5; k++) {
+  for (int k = 0; k <= VG_DETECT_SEASONAL; k++) {
     vg_detect_opts_t o;
     detect_opts_default(&o, (vg_detect_kind_t)k);
     for (int i = 0; i < SERIES; i++) {
@@ -43,7 +45,7 @@ static int throughput(void)
     for (int p = 0; p < POINTS; p++) {
       for (int i = 0; i < SERIES; i++) {
         bool flag;
-        detect_update(&det[i], vals[(p + i) % POINTS], &flag);
+        detect_update_at(&det[i], 1700000000.0 + 300.0 * p, vals[(p + i) % POINTS], &flag);
         flags += flag;
       }
     }
@@ -96,7 +98,11 @@ int main(int argc, char **argv)
     }
     *comma = '\0';
     double v = strtod(comma + 1, NULL);
-    double score = detect_update(&d, v, NULL);
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(line, "%Y-%m-%d %H:%M:%S", &tm);
+    double ts = end != NULL ? (double)timegm(&tm) : NAN;
+    double score = detect_update_at(&d, ts, v, NULL);
     printf("%s,%.17g,%.17g\n", line, v, score);
   }
   free(line);

@@ -12,6 +12,7 @@ local M = {
   miner = lcore.miner,
   restore = lcore.restore,
   builtin_masks = lcore.builtin_masks,
+  tail = require("vigil.logs.tail").tail, -- following a log file (src/lua/ltail.c)
 }
 
 local ERROR_LEVELS = {

@@ -79,6 +79,10 @@ void vg_config_free(vg_config_t *cfg)
     free(cfg->logs_allow[i]);
   }
   free(cfg->logs_allow);
+  for (size_t i = 0; i < cfg->nlog_analysers; i++) {
+    free(cfg->log_analysers[i].name);
+  }
+  free(cfg->log_analysers);
   for (size_t i = 0; i < cfg->nexec_env; i++) {
     free(cfg->exec_env[i]);
   }
@@ -667,6 +671,134 @@ static void read_sources(lua_State *L, load_ctx_t *c, int tbl)
     read_source(L, c, lua_gettop(L), sc);
     lua_pop(L, 1);
   }
+}
+
+/* ---- log analysers ---- */
+
+/* A positive number option of a log analyser: the value at the top of the stack. */
+static double opt_positive(lua_State *L, load_ctx_t *c, const char *name, const char *key)
+{
+  int isnum;
+  double v = lua_tonumberx(L, -1, &isnum);
+  if (!isnum || !(v > 0) || !isfinite(v)) {
+    key_error(L, c, key, "logs.analysers.%s.%s must be a positive number", name, key);
+  }
+  return v;
+}
+
+/* logs.analysers = { name = { window = "1h", spike_factor = 3, ... } } (the options of
+ * vigil.logs.analyser, docs/logs.md). */
+static void read_log_analysers(lua_State *L, load_ctx_t *c, int tbl)
+{
+  static const char *const known[] = {
+    "window",     "recent",        "spike_factor", "spike_min", "trend_factor",
+    "trend_min",  "max_events",    "max_services", "detector",  "detector_window",
+    "similarity", "max_templates", NULL,
+  };
+  vg_config_t *cfg = c->cfg;
+  if (lua_type(L, tbl) != LUA_TTABLE) {
+    key_error(L, c, "analysers", "logs.analysers must be a table of name = { options }");
+  }
+  lua_pushnil(L);
+  while (lua_next(L, tbl) != 0) {
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    if (name == NULL || name[0] == '\0' || strlen(name) > VG_LOGAN_NAME_MAX) {
+      key_error(L, c, "analysers", "logs.analysers must map names (1..%d bytes) to tables",
+                VG_LOGAN_NAME_MAX);
+    }
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      key_error(L, c, name, "logs.analysers.%s must be a table of options", name);
+    }
+    int t = lua_gettop(L);
+    char section[VG_LOGAN_NAME_MAX + 32];
+    snprintf(section, sizeof(section), "logs.analysers.%s.", name);
+    check_known(L, c, t, section, known);
+    vg_logan_opts_t o;
+    logan_opts_default(&o);
+    for (int k = 0; known[k] != NULL; k++) {
+      const char *key = known[k];
+      if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (strcmp(key, "window") == 0 || strcmp(key, "recent") == 0) {
+        uint64_t ms = opt_duration(L, c, key);
+        uint32_t secs = ms / 1000 > 86400 * 2 ? 86400 * 2 : (uint32_t)(ms / 1000);
+        *(key[0] == 'w' ? &o.window : &o.recent) = secs;
+      } else if (strcmp(key, "detector") == 0) {
+        int kind = lua_type(L, -1) == LUA_TSTRING ? detect_kind_parse(lua_tostring(L, -1)) : -1;
+        if (kind < 0) {
+          key_error(L, c, key, "logs.analysers.%s.detector must name a detector kind", name);
+        }
+        o.detector = (vg_detect_kind_t)kind;
+      } else {
+        double v = opt_positive(L, c, name, key);
+        if (strcmp(key, "spike_factor") == 0) {
+          o.spike_factor = v;
+        } else if (strcmp(key, "spike_min") == 0) {
+          o.spike_min = v;
+        } else if (strcmp(key, "trend_factor") == 0) {
+          o.trend_factor = v;
+        } else if (strcmp(key, "trend_min") == 0) {
+          o.trend_min = v;
+        } else if (strcmp(key, "similarity") == 0) {
+          o.miner.similarity = v;
+        } else {
+          uint64_t n = v >= 4e9 ? 4000000000u : (uint64_t)v;
+          if ((double)n != v) {
+            key_error(L, c, key, "logs.analysers.%s.%s must be a positive integer", name, key);
+          }
+          if (strcmp(key, "max_events") == 0) {
+            o.max_events = (uint32_t)n;
+          } else if (strcmp(key, "max_services") == 0) {
+            o.max_services = (uint32_t)n;
+          } else if (strcmp(key, "detector_window") == 0) {
+            o.detector_window = (uint32_t)n;
+          } else {
+            o.miner.max_clusters = (size_t)n;
+          }
+        }
+      }
+      lua_pop(L, 1);
+    }
+    char err[160];
+    if (logan_opts_check(&o, err, sizeof(err)) != 0) {
+      key_error(L, c, name, "logs.analysers.%s: %s", name, err);
+    }
+    vg_log_analyser_config_t *grown =
+        realloc(cfg->log_analysers, (cfg->nlog_analysers + 1) * sizeof(*grown));
+    if (grown == NULL) {
+      key_error(L, c, "analysers", "out of memory");
+    }
+    cfg->log_analysers = grown;
+    vg_log_analyser_config_t *la = &cfg->log_analysers[cfg->nlog_analysers];
+    la->name = strdup(name);
+    if (la->name == NULL) {
+      key_error(L, c, "analysers", "out of memory");
+    }
+    la->opts = o;
+    cfg->nlog_analysers++;
+    lua_pop(L, 1);
+  }
+}
+
+size_t vg_config_apply_logs(const vg_config_t *cfg, struct vg_logan_registry *r)
+{
+  size_t n = 0;
+  for (size_t i = 0; cfg != NULL && r != NULL && i < cfg->nlog_analysers; i++) {
+    const vg_log_analyser_config_t *la = &cfg->log_analysers[i];
+    if (logan_registry_get(r, la->name) != NULL) {
+      continue;
+    }
+    char err[160];
+    if (logan_registry_add(r, la->name, &la->opts, err, sizeof(err)) == NULL) {
+      vg_log(VG_LOG_ERROR, "log analyser from the config not created", "analyser", la->name,
+             "error", err, NULL);
+      continue;
+    }
+    n++;
+  }
+  return n;
 }
 
 /* ---- notifiers ---- */
@@ -1398,7 +1530,11 @@ static int read_config_p(lua_State *L)
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "logs") == LUA_TTABLE) {
-    /* only logs.allow here: other keys of logs belong to their own readers */
+    /* logs.allow and logs.analysers here: other keys of logs belong to their own readers */
+    if (lua_getfield(L, -1, "analysers") != LUA_TNIL) {
+      read_log_analysers(L, c, lua_gettop(L));
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, -1, "allow") != LUA_TNIL) {
       cfg->logs_allow = opt_list(L, c, "allow", &cfg->nlogs_allow);
       for (size_t i = 0; i < cfg->nlogs_allow; i++) {

@@ -9,6 +9,7 @@
 
 #include "core/executor.h"
 #include "core/vm.h"
+#include "engine/logan.h"
 #include "engine/source.h"
 
 /* A data source declared in the config (`sources = { name = { kind = ..., url = ... } }`). */
@@ -103,6 +104,10 @@ typedef struct vg_config {
   /* logs = { allow = {...} }: path prefixes vigil.logs.tail may read (NULL-terminated) */
   char **logs_allow;
   size_t nlogs_allow;
+
+  /* logs = { analysers = { name = {...} } }: log analysers declared with their options */
+  struct vg_log_analyser_config *log_analysers;
+  size_t nlog_analysers;
 } vg_config_t;
 
 /* Fills `cfg` with the defaults. */
@@ -129,6 +134,16 @@ const vg_source_config_t *vg_config_source(const vg_config_t *cfg, const char *n
 
 /* The declared notifier called `name`, or NULL (also when cfg is NULL). */
 const vg_notifier_config_t *vg_config_notifier(const vg_config_t *cfg, const char *name);
+
+/* A log analyser declared in the config: its name and checked options. */
+typedef struct vg_log_analyser_config {
+  char *name;
+  vg_logan_opts_t opts;
+} vg_log_analyser_config_t;
+
+/* Creates the declared log analysers missing from `r` (those present keep their options).
+ * Returns how many were created; one that cannot be (registry full, out of memory) is logged. */
+size_t vg_config_apply_logs(const vg_config_t *cfg, struct vg_logan_registry *r);
 
 /* The prefixes of logs.allow, NULL-terminated; an empty list when cfg is NULL or has none. */
 const char *const *vg_config_logs_allow(const vg_config_t *cfg);

@@ -121,6 +121,10 @@ struct vg_logan_registry *vg_runtime_logs(vg_runtime_t *rt)
   if (rt->logs == NULL) {
     rt->logs = logan_registry_new(0);
   }
+  if (rt->logs != NULL && rt->config != rt->logs_config) { /* new config: its declared ones */
+    rt->logs_config = rt->config;
+    vg_config_apply_logs(rt->config, rt->logs);
+  }
   return rt->logs;
 }
 

@@ -46,6 +46,7 @@ struct vg_runtime {
   struct vg_escalator *escalator;    /* the daemon's escalation timers; NULL elsewhere */
   struct vg_series_registry *series; /* named streaming detectors (vg_runtime_series) */
   struct vg_logan_registry *logs;    /* named log analysers (vg_runtime_logs) */
+  const vg_config_t *logs_config;    /* the config whose logs.analysers it has */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -77,7 +78,9 @@ struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
 struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt);
 
 /* The named log analysers of vigil.logs.analyser, the intake and log tailing (engine/logan.h),
- * created on first use (NULL when out of memory); at most 256, living as long as the runtime. */
+ * created on first use (NULL when out of memory); at most 256, living as long as the runtime.
+ * The analysers declared in the config (logs.analysers) are added when it is first asked for
+ * after a config is set. */
 struct vg_logan_registry *vg_runtime_logs(vg_runtime_t *rt);
 
 /* The sandboxed process runner configured by `executor = {...}`, created on first use; NULL

@@ -11,7 +11,12 @@
 
 #define MAD_TO_SIGMA 1.4826 /* MAD of a normal distribution times this is its sigma */
 
-static const char *const kind_names[] = { "default", "ewma", "robust", "cusum", "zscore5" };
+static const char *const kind_names[] = { "default", "ewma",    "robust",
+                                          "cusum",   "zscore5", "seasonal" };
+#define SEASON_CLIP 5.0  /* a warm bucket learns at most this many sd from one point */
+#define SEASON_FLOOR 1.0 /* a slot's sd is at least this share of the residual sd of all slots */
+#define SEASON_GLOBAL_ALPHA 0.01 /* EWMA weight of that residual variance (in d->var) */
+#define MAX_UTC_OFFSET (14 * 3600)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -45,7 +50,14 @@ int detect_kind_parse(const char *name)
 static void fill_defaults(vg_detect_opts_t *o)
 {
   if (o->alpha == 0) {
-    o->alpha = 0.02;
+    o->alpha = o->kind == VG_DETECT_SEASONAL ? 0.05 : 0.02;
+  }
+  if (o->kind != VG_DETECT_SEASONAL) {
+    o->buckets = 0; /* meaningless for the other kinds: keep their snapshots canonical */
+    o->weekend = false;
+    o->utc_offset = 0;
+  } else if (o->buckets == 0) {
+    o->buckets = 24;
   }
   if (o->kind == VG_DETECT_ZSCORE5) {
     o->window = 5;
@@ -60,6 +72,9 @@ static void fill_defaults(vg_detect_opts_t *o)
         break;
       case VG_DETECT_ZSCORE5:
         o->warmup = 5;
+        break;
+      case VG_DETECT_SEASONAL:
+        o->warmup = 12;
         break;
       default:
         o->warmup = 30;
@@ -118,15 +133,51 @@ int detect_init(vg_detector_t *d, const vg_detect_opts_t *opts, char *err, size_
     set_err(err, errlen, "warmup must be at most 1000000, got %u", o.warmup);
     return -1;
   }
+  if (o.kind == VG_DETECT_SEASONAL) {
+    uint32_t most = o.weekend ? VG_DETECT_SEASON_MAX / 2 : VG_DETECT_SEASON_MAX;
+    if (o.buckets < 2 || o.buckets > most) {
+      set_err(err, errlen, "buckets must be in [2, %u]%s, got %u", most,
+              o.weekend ? " with the weekend split" : "", o.buckets);
+      return -1;
+    }
+    if (o.warmup > UINT16_MAX) {
+      set_err(err, errlen, "warmup must be at most %d points a bucket, got %u", UINT16_MAX,
+              o.warmup);
+      return -1;
+    }
+    if (o.utc_offset < -MAX_UTC_OFFSET || o.utc_offset > MAX_UTC_OFFSET) {
+      set_err(err, errlen, "utc_offset must be within +/-%d s, got %d", MAX_UTC_OFFSET,
+              (int)o.utc_offset);
+      return -1;
+    }
+  }
   memset(d, 0, sizeof(*d));
   d->o = o;
   d->decay = exp2(-1.0 / o.half_life);
   return 0;
 }
 
+static uint32_t season_slots(const vg_detector_t *d)
+{
+  return d->o.weekend ? 2 * d->o.buckets : d->o.buckets;
+}
+
 bool detect_warm(const vg_detector_t *d)
 {
+  if (d->o.kind == VG_DETECT_SEASONAL) {
+    for (uint32_t i = 0; i < season_slots(d); i++) {
+      if (d->season.count[i] < d->o.warmup) {
+        return false;
+      }
+    }
+    return true;
+  }
   return d->n >= d->o.warmup;
+}
+
+bool detect_needs_time(const vg_detector_t *d)
+{
+  return d->o.kind == VG_DETECT_SEASONAL;
 }
 
 double detect_score_of_z(double z)
@@ -248,6 +299,59 @@ static double cusum_step(vg_detector_t *d, double x, double sd)
   return 3.0 * fmax(d->cpos, d->cneg) / d->o.cusum_h;
 }
 
+/* The profile slot of time `ts`: its time-of-day bucket, after the weekday ones on a weekend. */
+static uint32_t season_slot(const vg_detector_t *d, double ts)
+{
+  double local = ts + d->o.utc_offset;
+  double day = floor(local / 86400.0);
+  double tod = local - day * 86400.0; /* [0, 86400) */
+  uint32_t b = (uint32_t)(tod * d->o.buckets / 86400.0);
+  b = b < d->o.buckets ? b : d->o.buckets - 1;
+  if (d->o.weekend) {
+    double dow = fmod(day + 4.0, 7.0); /* 1970-01-01 was a Thursday; 0 is Sunday */
+    dow = dow < 0 ? dow + 7.0 : dow;
+    if (dow == 0.0 || dow == 6.0) {
+      b += d->o.buckets;
+    }
+  }
+  return b;
+}
+
+/* Scores x against its slot (warm slots only), then absorbs it there: an EWMA of the value and
+ * of the squared deviations, with one point moving a warm slot by at most SEASON_CLIP sd. Also
+ * keeps the points' z on d->mean (last) for state(). Returns z, or -1 when the slot is cold. */
+static double season_step(vg_detector_t *d, uint32_t b, double x)
+{
+  double a = d->o.alpha, *mean = &d->season.mean[b], *var = &d->season.var[b];
+  uint16_t c = d->season.count[b];
+  double z = -1;
+  if (c == 0) {
+    *mean = x;
+  } else {
+    double w = 1.0 - pow(1.0 - a, (double)c); /* bias correction, as ewma_sd */
+    double sd = floor_scale(sqrt(*var / w), *mean);
+    double diff = x - *mean;
+    /* A slot's scale is never below a fraction of the typical residual of all slots: a slot
+     * that happened to be quiet for its few points does not make every later wiggle an
+     * anomaly. */
+    double gsd = sqrt(d->var);
+    sd = sd > SEASON_FLOOR * gsd ? sd : SEASON_FLOOR * gsd;
+    d->var += SEASON_GLOBAL_ALPHA * (diff * diff - d->var);
+    if (c >= d->o.warmup) {
+      z = fabs(diff) / sd;
+      double lim = SEASON_CLIP * sd;
+      diff = diff > lim ? lim : (diff < -lim ? -lim : diff);
+    }
+    double incr = a * diff;
+    *mean += incr;
+    *var = (1.0 - a) * (*var + diff * incr);
+  }
+  if (c < UINT16_MAX) {
+    d->season.count[b] = (uint16_t)(c + 1);
+  }
+  return z;
+}
+
 static double zscore5(const vg_detector_t *d, double x)
 {
   uint32_t n = ring_count(d);
@@ -271,11 +375,28 @@ static double zscore5(const vg_detector_t *d, double x)
 
 double detect_update(vg_detector_t *d, double x, bool *flag)
 {
+  return detect_update_at(d, NAN, x, flag);
+}
+
+double detect_update_at(vg_detector_t *d, double ts, double x, bool *flag)
+{
   if (flag != NULL) {
     *flag = false;
   }
   if (!isfinite(x)) {
     return 0;
+  }
+  if (d->o.kind == VG_DETECT_SEASONAL) {
+    if (!isfinite(ts)) {
+      return 0;
+    }
+    double z = season_step(d, season_slot(d, ts), x);
+    d->n++;
+    double score = z < 0 ? 0 : detect_score_of_z(z);
+    if (flag != NULL) {
+      *flag = z >= 0 && score >= d->o.threshold;
+    }
+    return score;
   }
   double z = 0;
   bool warm = detect_warm(d);
@@ -298,6 +419,8 @@ double detect_update(vg_detector_t *d, double x, bool *flag)
     case VG_DETECT_DEFAULT:
       z = cusum_step(d, x, ewma_sd(d));
       ewma_absorb(d, x);
+      break;
+    case VG_DETECT_SEASONAL: /* handled above */
       break;
   }
   if (d->o.kind != VG_DETECT_EWMA && d->o.kind != VG_DETECT_CUSUM) {
@@ -368,10 +491,16 @@ void detect_snapshot(const vg_detector_t *d, uint8_t *buf)
   memcpy(p, magic, sizeof(magic));
   p += sizeof(magic);
   put_le(&p, VG_DETECT_SNAPSHOT_VERSION, 4);
-  put_le(&p, (uint64_t)d->o.kind, 4);
-  put_le(&p, d->o.window, 4);
-  put_le(&p, d->o.warmup, 4);
-  put_le(&p, d->head, 4);
+  const uint32_t u[] = { (uint32_t)d->o.kind,
+                         d->o.window,
+                         d->o.warmup,
+                         d->head,
+                         d->o.buckets,
+                         d->o.weekend ? 1u : 0u,
+                         (uint32_t)d->o.utc_offset };
+  for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+    put_le(&p, u[i], 4);
+  }
   const double f[] = { d->o.alpha,     d->o.threshold, d->o.cusum_k, d->o.cusum_h,
                        d->o.half_life, d->mean,        d->var,       d->cpos,
                        d->cneg,        d->peak,        d->decay };
@@ -379,40 +508,76 @@ void detect_snapshot(const vg_detector_t *d, uint8_t *buf)
     put_double(&p, f[i]);
   }
   put_le(&p, d->n, 8);
-  for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
-    put_double(&p, d->ring[i]);
+  /* the state: the profile for seasonal, else the ring padded with zeros */
+  bool season = d->o.kind == VG_DETECT_SEASONAL;
+  if (season) {
+    for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+      put_double(&p, d->season.mean[i]);
+    }
+    for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+      put_double(&p, d->season.var[i]);
+    }
+  } else {
+    for (int i = 0; i < 2 * VG_DETECT_SEASON_MAX; i++) {
+      put_double(&p, i < VG_DETECT_WINDOW_MAX ? d->ring[i] : 0.0);
+    }
   }
+  for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+    put_le(&p, season ? d->season.count[i] : 0, 2);
+  }
+}
+
+/* Reads the options and scalar state of a blob (after magic and version) into *o and the
+ * scalars; the layouts of versions 1 and 2 differ only in the integers. */
+static void read_header(
+    const uint8_t **p, uint32_t version, vg_detect_opts_t *o, uint32_t *head, double f[11])
+{
+  memset(o, 0, sizeof(*o));
+  o->kind = (vg_detect_kind_t)get_le(p, 4);
+  o->window = (uint32_t)get_le(p, 4);
+  o->warmup = (uint32_t)get_le(p, 4);
+  *head = (uint32_t)get_le(p, 4);
+  if (version >= 2) {
+    o->buckets = (uint32_t)get_le(p, 4);
+    o->weekend = get_le(p, 4) != 0;
+    o->utc_offset = (int32_t)(uint32_t)get_le(p, 4);
+  }
+  for (int i = 0; i < 11; i++) {
+    f[i] = get_double(p);
+  }
+  o->alpha = f[0];
+  o->threshold = f[1];
+  o->cusum_k = f[2];
+  o->cusum_h = f[3];
+  o->half_life = f[4];
 }
 
 int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
   const uint8_t *p = buf;
-  if (len != VG_DETECT_SNAPSHOT_SIZE || memcmp(p, "VGDS", 4) != 0) {
+  if (len < 8 || memcmp(p, "VGDS", 4) != 0) {
     set_err(err, errlen, "not a detector snapshot");
     return -1;
   }
   p += 4;
   uint32_t version = (uint32_t)get_le(&p, 4);
-  if (version != VG_DETECT_SNAPSHOT_VERSION) {
-    set_err(err, errlen, "detector snapshot version %u, this build reads %d", version,
+  if (version != 1 && version != VG_DETECT_SNAPSHOT_VERSION) {
+    set_err(err, errlen, "detector snapshot version %u, this build reads 1 and %d", version,
             VG_DETECT_SNAPSHOT_VERSION);
     return -1;
   }
-  vg_detect_opts_t o;
-  memset(&o, 0, sizeof(o));
-  o.kind = (vg_detect_kind_t)get_le(&p, 4);
-  o.window = (uint32_t)get_le(&p, 4);
-  o.warmup = (uint32_t)get_le(&p, 4);
-  uint32_t head = (uint32_t)get_le(&p, 4);
-  double f[11];
-  for (int i = 0; i < 11; i++) {
-    f[i] = get_double(&p);
+  if (len != (version == 1 ? VG_DETECT_SNAPSHOT_V1_SIZE : VG_DETECT_SNAPSHOT_SIZE)) {
+    set_err(err, errlen, "not a detector snapshot");
+    return -1;
   }
-  o.alpha = f[0];
-  o.threshold = f[1];
-  o.cusum_k = f[2];
-  o.cusum_h = f[3];
-  o.half_life = f[4];
+  vg_detect_opts_t o;
+  uint32_t head;
+  double f[11];
+  read_header(&p, version, &o, &head, f);
+  if (version == 1 && o.kind == VG_DETECT_SEASONAL) {
+    set_err(err, errlen, "corrupt detector snapshot (a version-1 blob has no seasonal kind)");
+    return -1;
+  }
   vg_detector_t t;
   if (detect_init(&t, &o, err, errlen) != 0) {
     return -1;
@@ -424,13 +589,31 @@ int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, 
   t.cneg = f[8];
   t.peak = f[9]; /* f[10], the decay, follows from half_life */
   t.head = head;
-  for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
-    t.ring[i] = get_double(&p);
-  }
-  bool ok = t.o.window == o.window && head < t.o.window && isfinite(t.mean) && t.var >= 0 &&
-            isfinite(t.var) && t.cpos >= 0 && t.cneg >= 0 && t.peak >= 0 && t.peak <= 1;
-  for (int i = 0; i < VG_DETECT_WINDOW_MAX && ok; i++) {
-    ok = isfinite(t.ring[i]);
+  bool ok = t.o.window == o.window && t.o.buckets == o.buckets && head < t.o.window &&
+            isfinite(t.mean) && t.var >= 0 && isfinite(t.var) && t.cpos >= 0 && t.cneg >= 0 &&
+            t.peak >= 0 && t.peak <= 1;
+  if (version == 1) {
+    for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
+      t.ring[i] = get_double(&p);
+      ok = ok && isfinite(t.ring[i]);
+    }
+  } else if (t.o.kind == VG_DETECT_SEASONAL) {
+    for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+      t.season.mean[i] = get_double(&p);
+      ok = ok && isfinite(t.season.mean[i]);
+    }
+    for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+      t.season.var[i] = get_double(&p);
+      ok = ok && t.season.var[i] >= 0 && isfinite(t.season.var[i]);
+    }
+    for (int i = 0; i < VG_DETECT_SEASON_MAX; i++) {
+      t.season.count[i] = (uint16_t)get_le(&p, 2);
+    }
+  } else {
+    for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
+      t.ring[i] = get_double(&p);
+      ok = ok && isfinite(t.ring[i]);
+    }
   }
   if (!ok) {
     set_err(err, errlen, "corrupt detector snapshot (state out of range)");
@@ -593,7 +776,7 @@ double detect_series_update(vg_series_t *s, double value, double ts, bool *flag)
   if (!isnan(ts)) {
     s->last_ts = ts;
   }
-  return detect_update(&s->det, value, flag);
+  return detect_update_at(&s->det, ts, value, flag);
 }
 
 void detect_series_reset(vg_series_t *s)

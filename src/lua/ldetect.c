@@ -471,7 +471,7 @@ static void check_detect_opts(lua_State *L, int opts, vg_detect_opts_t *o)
   if (kind < 0) {
     luaL_error(L,
                "bad option 'kind' (\"%s\" is not one of default, ewma, robust, cusum, "
-               "zscore5)",
+               "zscore5, seasonal)",
                kind_name);
   }
   memset(o, 0, sizeof(*o));
@@ -483,11 +483,22 @@ static void check_detect_opts(lua_State *L, int opts, vg_detect_opts_t *o)
   o->cusum_k = opt_number(L, opts, "cusum_k", 0, 0, 1e6);
   o->cusum_h = opt_number(L, opts, "cusum_h", 0, 0, 1e6);
   o->half_life = opt_number(L, opts, "half_life", 0, 0, 1e9);
+  o->buckets = (uint32_t)opt_number(L, opts, "buckets", 0, 0, 1e6);
+  o->utc_offset = (int32_t)opt_number(L, opts, "utc_offset", 0, -1e6, 1e6);
+  if (opts != 0) {
+    int t = lua_getfield(L, opts, "weekend");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+      luaL_error(L, "bad option 'weekend' (boolean expected, got %s)", lua_typename(L, t));
+    }
+    o->weekend = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
 }
 
 /* vigil.detect.series(name [, opts]) [-(1|2), +1, e]: the live detector called `name`, created
- * on first use with opts { kind = "default"|"ewma"|"robust"|"cusum"|"zscore5", alpha, window,
- * warmup, threshold, cusum_k, cusum_h, half_life }. Later calls (from any policy, after any
+ * on first use with opts { kind = "default"|"ewma"|"robust"|"cusum"|"zscore5"|"seasonal",
+ * alpha, window, warmup, threshold, cusum_k, cusum_h, half_life, buckets, weekend,
+ * utc_offset }. Later calls (from any policy, after any
  * reload) return the same detector; a different kind than it has raises. */
 static int l_series(lua_State *L)
 {
@@ -527,6 +538,8 @@ static int series_update(lua_State *L)
   if (!lua_isnoneornil(L, 3)) {
     ts = luaL_checknumber(L, 3);
     luaL_argcheck(L, isfinite(ts), 3, "timestamp is not a finite number");
+  } else if (detect_needs_time(detect_series_detector(s))) {
+    luaL_argerror(L, 3, "a seasonal detector needs the point's timestamp");
   }
   bool flag = false;
   double score = detect_series_update(s, v, ts, &flag);
@@ -551,9 +564,14 @@ static int series_state(lua_State *L)
   lua_setfield(L, -2, "n");
   lua_pushboolean(L, detect_warm(d));
   lua_setfield(L, -2, "warm");
-  lua_pushnumber(L, d->mean);
-  lua_setfield(L, -2, "mean");
-  lua_pushnumber(L, sqrt(d->var));
+  if (d->o.kind == VG_DETECT_SEASONAL) { /* the profile has a mean per bucket, not one */
+    lua_pushinteger(L, (lua_Integer)d->o.buckets);
+    lua_setfield(L, -2, "buckets");
+  } else {
+    lua_pushnumber(L, d->mean);
+    lua_setfield(L, -2, "mean");
+  }
+  lua_pushnumber(L, sqrt(d->var)); /* seasonal: of the residuals against the profile */
   lua_setfield(L, -2, "sd");
   lua_pushnumber(L, d->o.threshold);
   lua_setfield(L, -2, "threshold");
@@ -638,18 +656,22 @@ static int l_scan(lua_State *L)
       return luaL_error(L, "bad option 'times' (%d times for %d values)", (int)nt, (int)n);
     }
   }
+  if (t == NULL && detect_needs_time(d)) {
+    return luaL_error(L,
+                      "vigil.detect.scan(): a seasonal detector needs times (a vigil.prom "
+                      "matrix entry, or opts.times)");
+  }
   lua_createtable(L, (int)n, 0);
   int scores = lua_gettop(L);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     bool flag = false;
-    double sc = detect_update(d, v[i], &flag);
+    double sc = detect_update_at(d, t != NULL ? t[i] : NAN, v[i], &flag);
     lua_pushnumber(L, sc);
     lua_rawseti(L, scores, (lua_Integer)i + 1);
     lua_pushboolean(L, flag);
     lua_rawseti(L, scores + 1, (lua_Integer)i + 1);
   }
-  (void)t;
   return 2;
 }
 

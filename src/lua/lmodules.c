@@ -8,10 +8,15 @@
 void vg_open_modules(lua_State *L)
 {
   static const luaL_Reg modules[] = {
-    { "vigil.core", vg_open_vigil_core },          { "vigil.httpc", vg_open_vigil_httpc },
-    { "vigil.logs.core", vg_open_vigil_logs },     { "vigil.detect", vg_open_vigil_detect },
-    { "vigil.crypto", vg_open_vigil_crypto },      { "vigil.actions.core", vg_open_vigil_actions },
-    { "vigil.memory.core", vg_open_vigil_memory }, { NULL, NULL },
+    { "vigil.core", vg_open_vigil_core },
+    { "vigil.httpc", vg_open_vigil_httpc },
+    { "vigil.logs.core", vg_open_vigil_logs },
+    { "vigil.detect", vg_open_vigil_detect },
+    { "vigil.crypto", vg_open_vigil_crypto },
+    { "vigil.actions.core", vg_open_vigil_actions },
+    { "vigil.memory.core", vg_open_vigil_memory },
+    { "vigil.logs.tail", vg_open_vigil_tail },
+    { NULL, NULL },
   };
   for (const luaL_Reg *m = modules; m->name != NULL; m++) {
     lua_pushcfunction(L, m->func);

@@ -13,6 +13,8 @@ int vg_open_vigil_actions(lua_State *L); /* vigil.actions.core (lua/vigil/action
 int vg_open_vigil_memory(lua_State *L);  /* vigil.memory.core (lua/vigil/memory.lua) */
 int vg_open_vigil_runtime(lua_State *L); /* REPL VMs only: see vg_open_repl_modules */
 int vg_open_vigil_testing(lua_State *L); /* spec VMs only */
+/* vigil.logs.tail: following a log file (src/lua/ltail.c) */
+int vg_open_vigil_tail(lua_State *L);
 
 /* Registers every C module of vigil in the VM (vigil.core, ...). [-0, +0, m] */
 void vg_open_modules(lua_State *L);

@@ -156,7 +156,7 @@ describe("vigil.detect.series", function()
     local a = detect.series("spec-snap-a", { kind = "cusum" })
     for i = 1, 100 do a:update(20 + (i % 7)) end
     local blob = a:snapshot()
-    expect(#blob):to_be(632)
+    expect(#blob):to_be(996)
     local b = detect.series("spec-snap-b", { kind = "ewma" })
     expect(b:restore(blob)):to_be(true)
     expect(b:state().kind):to_be("cusum")
@@ -169,6 +169,38 @@ describe("vigil.detect.series", function()
     local ok, err = b:restore("garbage")
     expect(ok):to_be_nil()
     expect(err):to_be("EDETECT: not a detector snapshot")
+  end)
+
+  it("learns a daily cycle with the seasonal kind", function()
+    -- 5-minute points: 50 at night, a bump to 90 around 14:00 UTC, a small wobble
+    local day0 = 1700006400
+    local function value(i)
+      local h = (i % 288) / 12
+      return 50 + 40 * math.exp(-((h - 14) / 1.5) ^ 2) + (i * 7 % 5 - 2) * 0.4
+    end
+    local s = detect.series("spec-seasonal", { kind = "seasonal", buckets = 24, warmup = 12 })
+    local ewma = detect.series("spec-seasonal-ewma", { kind = "ewma" })
+    local flagged, ewma_flagged = 0, 0
+    for i = 0, 288 * 4 - 1 do
+      local _, flag = s:update(value(i), day0 + 300 * i)
+      local _, eflag = ewma:update(value(i), day0 + 300 * i)
+      if flag then flagged = flagged + 1 end
+      if eflag then ewma_flagged = ewma_flagged + 1 end
+    end
+    expect(flagged):to_be(0) -- the daily peak is normal
+    expect(ewma_flagged > 0):to_be(true) -- not to ewma
+    local st = s:state()
+    expect(st.kind):to_be("seasonal")
+    expect(st.buckets):to_be(24)
+    expect(st.warm):to_be(true)
+    local score, flag = s:update(62, day0 + 4 * 86400 + 3 * 3600) -- 03:00, 12 above the night
+    expect(flag):to_be(true)
+    expect(score > 0.5):to_be(true)
+    raises("a seasonal detector needs the point's timestamp", s.update, s, 50)
+    raises("buckets must be in [2, 24] with the weekend split, got 48", detect.series,
+      "spec-seasonal-bad", { kind = "seasonal", buckets = 48, weekend = true })
+    raises("bad option 'weekend' (boolean expected, got string)", detect.series,
+      "spec-seasonal-bad", { kind = "seasonal", weekend = "yes" })
   end)
 
   it("keeps the seed's rule available", function()
@@ -237,6 +269,12 @@ describe("vigil.detect.scan", function()
       if raw[i % 4 + 1] == "NaN" then expect(scores[i]):to_be(0) end
     end
     raises("a whole matrix result of 1 series; pass one of its entries", detect.scan, matrix)
+    -- the seasonal kind takes the entry's times; 45 points fill no bucket's warm-up
+    local sc = detect.scan(matrix[1], { kind = "seasonal", buckets = 2, warmup = 40 })
+    expect(sc[45]):to_be(0)
+    local sc2, fl2 = detect.scan(matrix[1], { kind = "seasonal", buckets = 2, warmup = 20 })
+    expect(fl2[45]):to_be(true)
+    expect(sc2[45] > 0.9):to_be(true)
   end)
 
   it("raises for bad input", function()
@@ -247,6 +285,7 @@ describe("vigil.detect.scan", function()
     raises("2 times for 3 values", detect.scan, { ts = { 1, 2 }, values = { 1, 2, 3 } })
     raises("not one of default, ewma", detect.scan, { 1 }, { kind = "magic" })
     raises("window must be in [3, 64], got 2", detect.scan, { 1 }, { kind = "robust", window = 2 })
+    raises("a seasonal detector needs times", detect.scan, { 1, 2 }, { kind = "seasonal" })
   end)
 end)
 

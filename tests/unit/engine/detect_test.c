@@ -258,15 +258,162 @@ static void test_bad_options(void **state)
   assert_null(detect_kind_name((vg_detect_kind_t)9));
 }
 
+/* A day of 5-minute points starting at midnight UTC: 50 at night, a bump to 90 at 14:00 (the
+ * daily peak), noise of sd 1. */
+#define DAY0 1700006400.0 /* 2023-11-15 00:00:00 UTC, a Wednesday */
+
+static double daily(double ts)
+{
+  double h = fmod(ts, 86400) / 3600;
+  return 50 + 40 * exp(-((h - 14) / 1.5) * ((h - 14) / 1.5)) + gauss();
+}
+
+static void test_seasonal_learns_the_daily_cycle(void **state)
+{
+  (void)state;
+  vg_detector_t s, e;
+  init_kind(&s, VG_DETECT_SEASONAL);
+  init_kind(&e, VG_DETECT_EWMA);
+  assert_int_equal(s.o.buckets, 24);
+  assert_int_equal(s.o.warmup, 12);
+  assert_true(sizeof(vg_detector_t) <= 1024);
+  lcg_state = 7;
+  int first_scored = -1, seasonal_flags = 0, ewma_peak_flags = 0;
+  for (int i = 0; i < 288 * 9; i++) {
+    double ts = DAY0 + 300.0 * i, v = daily(ts);
+    int day = i / 288, slot = i % 288; /* slot 36 is 03:00, 168 is 14:00 */
+    if (day == 8 && slot == 36) {
+      v += 8; /* 8 sd at night: well inside the day's range, so ewma cannot see it */
+    }
+    bool fs, fe;
+    double ss = detect_update_at(&s, ts, v, &fs), se = detect_update_at(&e, ts, v, &fe);
+    if (first_scored < 0 && ss > 0) {
+      first_scored = i;
+    }
+    if (day == 8 && slot == 36) {
+      assert_true(fs && ss > 0.6);
+      assert_false(fe);
+      assert_true(se < 0.2);
+      continue;
+    }
+    seasonal_flags += day >= 1 && fs;
+    ewma_peak_flags += day == 8 && slot >= 132 && slot < 204 && fe; /* 11:00 to 17:00 */
+  }
+  /* every bucket had its 12 points on day 0: scoring starts at midnight of day 1 */
+  assert_int_equal(first_scored, 288);
+  assert_true(detect_warm(&s));
+  assert_int_equal(seasonal_flags, 0); /* the peak, eight days of it, is normal */
+  assert_true(ewma_peak_flags >= 5);   /* while ewma calls the rise of each day's peak */
+  assert_int_equal(s.n, 288 * 9);
+}
+
+static void test_seasonal_needs_time_and_splits_weekends(void **state)
+{
+  (void)state;
+  vg_detector_t d;
+  vg_detect_opts_t o;
+  detect_opts_default(&o, VG_DETECT_SEASONAL);
+  o.buckets = 4;
+  o.warmup = 3;
+  o.weekend = true;
+  o.utc_offset = -6 * 3600;
+  char err[128] = "";
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), 0);
+  assert_true(detect_needs_time(&d));
+  bool flag = true;
+  assert_close(detect_update(&d, 5, &flag), 0, 0); /* no time: ignored */
+  assert_false(flag);
+  assert_int_equal(d.n, 0);
+  assert_close(detect_update_at(&d, NAN, 5, NULL), 0, 0);
+  assert_int_equal(d.n, 0);
+  /* local 06:00-12:00 is bucket 1; 2023-11-18 is a Saturday: weekend slots come after */
+  double wed = DAY0 + 7 * 3600 + 6 * 3600, sat = DAY0 + 3 * 86400 + 7 * 3600 + 6 * 3600;
+  for (int i = 0; i < 3; i++) {
+    detect_update_at(&d, wed + 60 * i, 100 + i % 2, NULL);
+    detect_update_at(&d, sat + 60 * i, 10 + i % 2, NULL);
+  }
+  assert_int_equal(d.season.count[1], 3);
+  assert_int_equal(d.season.count[4 + 1], 3);
+  assert_close(d.season.mean[1], 100 + 0.05 * 0.95, 1e-12); /* 100, 101, 100 */
+  assert_false(detect_warm(&d));                            /* the other slots have seen nothing */
+  /* a weekday value on the Saturday is abnormal, and on the Wednesday it is not */
+  assert_true(detect_update_at(&d, sat + 300, 100, &flag) > 0.99 && flag);
+  assert_true(detect_update_at(&d, wed + 300, 100.5, &flag) < 0.5 && !flag);
+  /* bad options */
+  o.buckets = 30;
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), -1);
+  assert_string_equal(err, "buckets must be in [2, 24] with the weekend split, got 30");
+  o.weekend = false;
+  o.buckets = 1;
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), -1);
+  assert_string_equal(err, "buckets must be in [2, 48], got 1");
+  o.buckets = 48;
+  o.utc_offset = 15 * 3600;
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), -1);
+  assert_string_equal(err, "utc_offset must be within +/-50400 s, got 54000");
+  o.utc_offset = 0;
+  o.warmup = 70000;
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), -1);
+  assert_string_equal(err, "warmup must be at most 65535 points a bucket, got 70000");
+  /* the other kinds ignore the seasonal options (so their snapshots stay canonical) */
+  detect_opts_default(&o, VG_DETECT_EWMA);
+  o.buckets = 7;
+  o.weekend = true;
+  assert_int_equal(detect_init(&d, &o, err, sizeof(err)), 0);
+  assert_int_equal(d.o.buckets, 0);
+  assert_false(d.o.weekend);
+  assert_false(detect_needs_time(&d));
+  assert_string_equal(detect_kind_name(VG_DETECT_SEASONAL), "seasonal");
+  assert_int_equal(detect_kind_parse("seasonal"), VG_DETECT_SEASONAL);
+}
+
+static void put_bytes(uint8_t **p, uint64_t v, int n)
+{
+  for (int i = 0; i < n; i++) {
+    *(*p)++ = (uint8_t)(v >> (8 * i));
+  }
+}
+
+static void put_f64(uint8_t **p, double v)
+{
+  uint64_t u;
+  memcpy(&u, &v, sizeof(u));
+  put_bytes(p, u, 8);
+}
+
+/* The version-1 layout, as builds before the seasonal kind wrote it (the fixture). */
+static void snapshot_v1(const vg_detector_t *d, uint8_t *buf)
+{
+  uint8_t *p = buf;
+  memcpy(p, "VGDS", 4);
+  p += 4;
+  put_bytes(&p, 1, 4);
+  put_bytes(&p, (uint64_t)d->o.kind, 4);
+  put_bytes(&p, d->o.window, 4);
+  put_bytes(&p, d->o.warmup, 4);
+  put_bytes(&p, d->head, 4);
+  const double f[] = { d->o.alpha,     d->o.threshold, d->o.cusum_k, d->o.cusum_h,
+                       d->o.half_life, d->mean,        d->var,       d->cpos,
+                       d->cneg,        d->peak,        d->decay };
+  for (size_t i = 0; i < 11; i++) {
+    put_f64(&p, f[i]);
+  }
+  put_bytes(&p, d->n, 8);
+  for (int i = 0; i < VG_DETECT_WINDOW_MAX; i++) {
+    put_f64(&p, d->ring[i]);
+  }
+  assert_int_equal(p - buf, VG_DETECT_SNAPSHOT_V1_SIZE);
+}
+
 static void test_snapshot_round_trip(void **state)
 {
   (void)state;
-  for (int k = 0; k <= VG_DETECT_ZSCORE5; k++) {
+  for (int k = 0; k <= VG_DETECT_SEASONAL; k++) {
     vg_detector_t a, b;
     init_kind(&a, (vg_detect_kind_t)k);
     lcg_state = 31;
-    for (int i = 0; i < 250; i++) {
-      detect_update(&a, 5 * gauss() + (i > 200 ? 30 : 0), NULL);
+    for (int i = 0; i < 2000; i++) { /* 5-minute points: a week of seasonal profile */
+      detect_update_at(&a, 1700000000 + 300.0 * i, 5 * gauss() + (i > 1900 ? 30 : 0), NULL);
     }
     uint8_t blob[VG_DETECT_SNAPSHOT_SIZE];
     detect_snapshot(&a, blob);
@@ -275,10 +422,19 @@ static void test_snapshot_round_trip(void **state)
     if (detect_restore(&b, blob, sizeof(blob), err, sizeof(err)) != 0) {
       fail_msg("restore: %s", err);
     }
-    assert_memory_equal(&a, &b, sizeof(a)); /* every field, the ring included */
+    assert_memory_equal(&a, &b, sizeof(a)); /* every field, the ring or profile included */
+    if (k != VG_DETECT_SEASONAL) {          /* version 1 blobs still load */
+      uint8_t old[VG_DETECT_SNAPSHOT_V1_SIZE];
+      snapshot_v1(&a, old);
+      init_kind(&b, VG_DETECT_EWMA);
+      if (detect_restore(&b, old, sizeof(old), err, sizeof(err)) != 0) {
+        fail_msg("restore v1: %s", err);
+      }
+      assert_memory_equal(&a, &b, sizeof(a));
+    }
     for (int i = 0; i < 100; i++) {
-      double v = 5 * gauss() + 30;
-      assert_true(detect_update(&a, v, NULL) == detect_update(&b, v, NULL));
+      double v = 5 * gauss() + 30, ts = 1700000000 + 300.0 * (2000 + i);
+      assert_true(detect_update_at(&a, ts, v, NULL) == detect_update_at(&b, ts, v, NULL));
     }
   }
   vg_detector_t d, before;
@@ -289,18 +445,28 @@ static void test_snapshot_round_trip(void **state)
   char err[128] = "";
   assert_int_equal(detect_restore(&d, blob, sizeof(blob) - 1, err, sizeof(err)), -1);
   assert_string_equal(err, "not a detector snapshot");
-  blob[4] = 2;
+  assert_int_equal(detect_restore(&d, blob, VG_DETECT_SNAPSHOT_V1_SIZE, err, sizeof(err)), -1);
+  assert_string_equal(err, "not a detector snapshot"); /* says 2, has the size of a 1 */
+  blob[4] = 3;
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
-  assert_string_equal(err, "detector snapshot version 2, this build reads 1");
-  blob[4] = 1;
+  assert_string_equal(err, "detector snapshot version 3, this build reads 1 and 2");
+  blob[4] = 2;
   blob[12] = 200; /* window 200 */
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
   assert_string_equal(err, "window must be in [3, 64], got 200");
   blob[12] = 64;
-  memset(blob + 24 + 6 * 8, 0xff, 8); /* the variance: NaN */
+  memset(blob + 36 + 6 * 8, 0xff, 8); /* the variance: NaN */
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
   assert_string_equal(err, "corrupt detector snapshot (state out of range)");
   assert_memory_equal(&d, &before, sizeof(d)); /* failures leave the detector alone */
+  /* a seasonal profile with a negative variance is refused too */
+  vg_detector_t s;
+  init_kind(&s, VG_DETECT_SEASONAL);
+  detect_snapshot(&s, blob);
+  double neg = -1;
+  memcpy(blob + 36 + 11 * 8 + 8 + VG_DETECT_SEASON_MAX * 8, &neg, 8);
+  assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
+  assert_string_equal(err, "corrupt detector snapshot (state out of range)");
 }
 
 static void test_registry_keeps_named_series(void **state)
@@ -427,6 +593,8 @@ int main(void)
     cmocka_unit_test(test_nan_is_ignored),
     cmocka_unit_test(test_copied_state_resumes_identically),
     cmocka_unit_test(test_bad_options),
+    cmocka_unit_test(test_seasonal_learns_the_daily_cycle),
+    cmocka_unit_test(test_seasonal_needs_time_and_splits_weekends),
     cmocka_unit_test(test_snapshot_round_trip),
     cmocka_unit_test(test_registry_keeps_named_series),
     cmocka_unit_test(test_registry_collects_what_changed),
