@@ -1718,6 +1718,27 @@ vg_logan_t *logan_registry_at(vg_logan_registry_t *r, size_t i)
   return i < r->n ? r->v[i] : NULL;
 }
 
+/* Templates the analysers of r may hold in all (sum of max_templates), `skip` left out. */
+static size_t templates_held(const vg_logan_registry_t *r, const vg_logan_t *skip)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    n += r->v[i] != skip ? r->v[i]->s.o.miner.max_clusters : 0;
+  }
+  return n;
+}
+
+static int check_budget(
+    const vg_logan_registry_t *r, const vg_logan_t *skip, size_t want, char *err, size_t errlen)
+{
+  if (templates_held(r, skip) + want > VG_LOGAN_TEMPLATES_MAX) {
+    set_err(err, errlen, "full: the log analysers would hold more than %d templates in all",
+            VG_LOGAN_TEMPLATES_MAX);
+    return -1;
+  }
+  return 0;
+}
+
 /* Room for one more and a checked name; -1 with a message otherwise. */
 static int can_add(vg_logan_registry_t *r, const char *name, char *err, size_t errlen)
 {
@@ -1771,7 +1792,8 @@ vg_logan_t *logan_registry_add(
   } else {
     opts = *o;
   }
-  if (logan_opts_check(&opts, err, errlen) != 0) {
+  if (logan_opts_check(&opts, err, errlen) != 0 ||
+      check_budget(r, NULL, opts.miner.max_clusters, err, errlen) != 0) {
     return NULL;
   }
   state_t s;
@@ -1820,6 +1842,10 @@ int logan_registry_restore(vg_logan_registry_t *r,
   }
   state_t s;
   if (parse_blob(&s, blob, len, err, errlen) != 0) {
+    return -1;
+  }
+  if (check_budget(r, a, s.o.miner.max_clusters, err, errlen) != 0) {
+    state_free(&s);
     return -1;
   }
   if (a != NULL) {

@@ -30,6 +30,7 @@ typedef struct vg_logan vg_logan_t;
 #define VG_LOGAN_NAME_MAX 128  /* bytes of an analyser or service name, NUL excluded */
 #define VG_LOGAN_LEVEL_MAX 15  /* bytes of a level kept ("error", "warn", ...) */
 #define VG_LOGAN_LINE_KEPT 512 /* bytes of the first line of a template kept in its event */
+#define VG_LOGAN_TEMPLATES_MAX (1 << 19) /* sum of max_templates over a registry's analysers */
 
 typedef struct {
   uint32_t window;       /* seconds of history, 60..86400, rounded down to whole minutes; 3600 */
@@ -70,8 +71,9 @@ vg_logan_t *logan_registry_get(vg_logan_registry_t *r, const char *name);
 
 /* Creates the analyser `name` (1..VG_LOGAN_NAME_MAX bytes) with options `o` (NULL: defaults;
  * checked and copied, masks included). Returns NULL with a message when it exists already, the
- * name or options are bad, the registry is full (the message then starts with "full:") or
- * memory is out. */
+ * name or options are bad, the registry is full (at most `max` analysers and
+ * VG_LOGAN_TEMPLATES_MAX templates in all, summing their max_templates; the message then starts
+ * with "full:") or memory is out. Memory: about 2 KB per template of a one-hour window. */
 vg_logan_t *logan_registry_add(
     vg_logan_registry_t *r, const char *name, const vg_logan_opts_t *o, char *err, size_t errlen);
 

@@ -544,6 +544,12 @@ static void test_caps_and_options(void **state)
   logan_registry_free(r);
 
   r = logan_registry_new(0);
+  logan_opts_default(&o);
+  o.miner.max_clusters = 500000;
+  assert_non_null(make(r, "big", &o));
+  o.miner.max_clusters = 30000;
+  assert_null(logan_registry_add(r, "more", &o, err, sizeof(err)));
+  assert_string_equal(err, "full: the log analysers would hold more than 524288 templates in all");
   assert_null(logan_registry_add(r, "", NULL, err, sizeof(err)));
   assert_string_equal(err, "an analyser name is 1..128 bytes");
   logan_opts_default(&o);
