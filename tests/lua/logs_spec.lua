@@ -303,8 +303,81 @@ describe("vigil.logs.analyser", function()
     expect(function() vigil.logs.analyser("") end):to_fail("non-empty string")
     expect(function() vigil.logs.analyser("x1", { windw = 60 }) end):to_fail("unknown option")
     expect(function() vigil.logs.analyser("x2", { spike_factor = -1 }) end):to_fail("positive")
+    expect(function() vigil.logs.analyser("x3", { window = "soon" }) end):to_fail("'window'")
+    expect(function() vigil.logs.analyser("x4", { detector = "magic" }) end):to_fail("'detector'")
+    expect(function() vigil.logs.analyser("x5", { miner = 3 }) end):to_fail("must be a table")
     expect(function() a:add(nil) end):to_fail("string expected")
     expect(function() a:add("x", "error") end):to_fail("table or nil expected")
+  end)
+
+  it("is the runtime's state: shared by name across calls and VMs (policies, reloads)", function()
+    local a = vigil.logs.analyser("spec-shared", { window = "30m", spike_min = 2 })
+    a:add("ERROR payment gateway timeout after 30s")
+    local b = vigil.logs.analyser("spec-shared") -- no options: whatever it has
+    b:add("ERROR payment gateway timeout after 31s")
+    expect(select(2, a:error_rate())):to_be(2)
+    expect(a:options().window):to_be(1800)
+    expect(a:options().spike_min):to_be(2)
+    -- the same options are fine, other ones raise
+    expect(vigil.logs.analyser("spec-shared", { window = 1800, spike_min = 2 })):to_be(a)
+    expect(function() vigil.logs.analyser("spec-shared", { window = "1h" }) end)
+      :to_fail("exists with other options")
+    -- another VM (as another policy, or this one after a reload) sees and feeds the same state
+    local r = sandbox([[
+      local a = vigil.logs.analyser("spec-shared")
+      local res = a:add("ERROR payment gateway timeout after 32s")
+      local _, errors = a:error_rate()
+      return res.new, res.id, errors
+    ]])
+    expect(r.status):to_be("ok")
+    expect(r.results[1]):to_be(false)
+    expect(r.results[2]):to_be(1)
+    expect(r.results[3]):to_be(3)
+    expect(select(2, b:error_rate())):to_be(3)
+    expect(#a:new_templates()):to_be(1)
+    expect(a:stats().lines):to_be(3)
+  end)
+
+  it("finds a jump of one template's count with the per-template detector", function()
+    local a = vigil.logs.analyser("spec-anomaly")
+    local start = vigil.now() - vigil.now() % 60
+    for m = 0, 19 do -- twenty steady minutes: two job lines and one cache line each
+      a:add("job " .. m .. " done", { ts = start + 60 * m })
+      a:add("job " .. m + 100 .. " done", { ts = start + 60 * m + 10 })
+      a:add("cache refreshed", { ts = start + 60 * m + 20 })
+    end
+    for i = 1, 30 do a:add("job " .. i .. " done", { ts = start + 1200 + i }) end
+    expect(#a:anomalies({ now = start + 1230 })):to_be(0) -- the minute is still open
+    a:add("cache refreshed", { ts = start + 1260 })       -- a later minute closes it
+    local an = a:anomalies({ now = start + 1260 })
+    expect(#an):to_be(1)
+    expect(an[1].template):to_be("job <*> done")
+    expect(an[1].minute):to_be(start + 1200)
+    expect(an[1].count):to_be(30)
+    expect(an[1].baseline):to_be(2)
+    expect(an[1].score >= 0.5):to_be(true)
+    expect(a:stats().anomalies):to_be(1)
+    expect(#a:spikes({ now = start + 1260 })):to_be(0) -- no error lines: the seed's rule is quiet
+    local recs = table.concat(a:recommendations({ now = start + 1260 }), "\n")
+    expect(recs):to_contain('Jump at ')
+    expect(a:report({ now = start + 1260 }).anomalies[1].count):to_be(30)
+  end)
+
+  it("keeps its state through a snapshot, and refuses a bad one", function()
+    local a = vigil.logs.analyser("spec-snap")
+    a:add("ERROR disk quota exceeded on vol-1")
+    a:add("INFO compaction done in 3s")
+    local snap = a:snapshot()
+    a:add("a line after the snapshot")
+    expect(a:stats().templates):to_be(3)
+    expect(a:restore(snap)):to_be(true)
+    expect(a:stats().templates):to_be(2)
+    expect(a:add("ERROR disk quota exceeded on vol-2").new):to_be(false)
+    expect(#a:new_templates()):to_be(2)
+    local ok, err = a:restore(snap:sub(1, 20))
+    expect(ok):to_be_nil()
+    expect(err):to_match("^EINVAL: ")
+    expect(a:stats().lines):to_be(3)
   end)
 
   it("guesses levels and computes the error rate per service", function()
@@ -386,7 +459,7 @@ describe("vigil.logs.analyser", function()
     expect(#errs):to_be(1)
     expect(errs[1].id):to_be(new[2].id)
     expect(#a:new_templates({ since = t0 + 1 })):to_be(2)
-    expect(a.templates[new[3].id].count):to_be(5) -- the folded templates' counts moved
+    expect(a:template(new[3].id).count):to_be(5) -- the folded templates' counts moved
     local recs = table.concat(a:recommendations(), "\n")
     expect(recs):to_contain("New error pattern in web")
   end)
