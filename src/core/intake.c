@@ -24,6 +24,7 @@
 #include "engine/alertdec.h"
 #include "engine/exec.h"
 #include "engine/ledger.h"
+#include "engine/logan.h"
 #include "engine/memory.h"
 #include "engine/source.h"
 
@@ -45,6 +46,7 @@ typedef enum {
   R_HEALING,
   R_INCIDENT_REPORT,
   R_KB_FIXES,
+  R_LOGS,
   R_HEALTHZ,
   R_READYZ,
   R_RELOAD,
@@ -54,10 +56,10 @@ typedef enum {
 } route_t;
 
 static const char *const ROUTE_NAMES[R_COUNT] = {
-  "alerts_v2",   "webhook",         "events",  "alerts",          "incidents",
-  "incident",    "incident_action", "actions", "action",          "action_decide",
-  "kill_switch", "healings",        "healing", "incident_report", "kb_fixes",
-  "healthz",     "readyz",          "reload",  "metrics",         "other",
+  "alerts_v2",       "webhook",         "events",   "alerts",        "incidents",   "incident",
+  "incident_action", "actions",         "action",   "action_decide", "kill_switch", "healings",
+  "healing",         "incident_report", "kb_fixes", "logs",          "healthz",     "readyz",
+  "reload",          "metrics",         "other",
 };
 
 enum { OUT_NEW, OUT_CHANGED, OUT_DUPLICATE, OUT_INVALID, OUT_COUNT };
@@ -92,6 +94,7 @@ struct vg_intake {
 
   uint64_t requests[R_COUNT][6]; /* by status class */
   uint64_t alerts[3][OUT_COUNT]; /* [route: v2, webhook, events][outcome] */
+  uint64_t log_lines[2];         /* POST /api/v1/logs: accepted, rejected */
   uint64_t latency[LATENCY_BUCKETS];
   double latency_sum;
   uint64_t store_busy, store_failures, dispatched, expired, decide_failures;
@@ -1120,6 +1123,12 @@ static void metrics(req_t *r)
       }
     }
   }
+  metric_head(&t, "vigil_log_lines_total", "counter",
+              "Log lines posted to /api/v1/logs, by outcome (accepted: given to an analyser).");
+  out(&t, "vigil_log_lines_total{outcome=\"accepted\"} %llu\n",
+      (unsigned long long)in->log_lines[0]);
+  out(&t, "vigil_log_lines_total{outcome=\"rejected\"} %llu\n",
+      (unsigned long long)in->log_lines[1]);
   histogram(&t, "vigil_http_request_duration_seconds",
             "Time from a complete request to its answer (a write includes the commit).",
             in->latency, LATENCY_BOUNDS, LATENCY_BUCKETS, in->latency_sum);
@@ -1309,6 +1318,219 @@ static void kb_fixes(req_t *r, const vg_http_request_t *req, bool post)
   memory_request(r, "fix_add", doc);
 }
 
+/* ---- writes: log lines in (analysed in memory, not stored one by one) ---- */
+
+#define LOGS_MAX_LINES 50000 /* per request, as for alerts: beyond, 413 */
+#define LOGS_MAX_ERRORS 10   /* errors listed in the answer; the others are counted */
+
+typedef struct {
+  req_t *r;
+  vg_logan_registry_t *reg;
+  const char *analyser; /* ?analyser= (decoded copy), or NULL */
+  double now;
+  size_t accepted, rejected;
+  json_t *errors;
+} logs_batch_t;
+
+static int logs_param(void *ud, const char *name, const char *value)
+{
+  logs_batch_t *b = ud;
+  if (strcmp(name, "analyser") != 0) {
+    return -1;
+  }
+  free((char *)b->analyser);
+  b->analyser = strdup(value);
+  return b->analyser == NULL ? -1 : 0;
+}
+
+static void logs_reject(logs_batch_t *b, const char *what, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void logs_reject(logs_batch_t *b, const char *what, size_t n, const char *fmt, ...)
+{
+  b->rejected++;
+  if (json_array_size(b->errors) >= LOGS_MAX_ERRORS) {
+    return;
+  }
+  char msg[300];
+  int k = snprintf(msg, sizeof(msg), "%s %zu: ", what, n);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg + k, sizeof(msg) - (size_t)k, fmt, ap);
+  va_end(ap);
+  json_array_append_new(b->errors, json_string(msg));
+}
+
+/* One posted line: {"analyser", "line", "ts", "level", "service"}; `n` numbers it in errors. */
+static void logs_take_one(logs_batch_t *b, json_t *item, const char *what, size_t n)
+{
+  if (!json_is_object(item)) {
+    logs_reject(b, what, n, "not a JSON object");
+    return;
+  }
+  json_t *jn = json_object_get(item, "analyser"), *jl = json_object_get(item, "line");
+  json_t *jt = json_object_get(item, "ts"), *jv = json_object_get(item, "level");
+  json_t *js = json_object_get(item, "service");
+  const char *name = jn != NULL ? json_string_value(jn) : b->analyser;
+  if (name == NULL) {
+    logs_reject(b, what, n,
+                jn != NULL ? "analyser: a string is required"
+                           : "analyser: required (in the line or ?analyser=)");
+    return;
+  }
+  size_t nlen = jn != NULL ? json_string_length(jn) : strlen(name);
+  if (nlen == 0 || nlen > VG_LOGAN_NAME_MAX || strlen(name) != nlen) {
+    logs_reject(b, what, n, "analyser: 1 to %d bytes, no NUL", VG_LOGAN_NAME_MAX);
+    return;
+  }
+  if (!json_is_string(jl)) {
+    logs_reject(b, what, n, "line: a string is required");
+    return;
+  }
+  double ts = b->now;
+  if (json_is_number(jt)) {
+    ts = json_number_value(jt);
+  } else if (json_is_string(jt)) {
+    const char *text = json_string_value(jt);
+    char *end = NULL;
+    ts = strtod(text, &end); /* "1767225600.5" too */
+    if ((end == text || *end != '\0') && !vg_time_parse(text, &ts)) {
+      logs_reject(b, what, n, "ts: not RFC 3339 or unix seconds");
+      return;
+    }
+  } else if (jt != NULL && !json_is_null(jt)) {
+    logs_reject(b, what, n, "ts: unix seconds or an RFC 3339 string");
+    return;
+  }
+  if (!(ts > -1e12 && ts < 1e12)) {
+    logs_reject(b, what, n, "ts: out of range");
+    return;
+  }
+  if ((jv != NULL && !json_is_null(jv) && !json_is_string(jv)) ||
+      (js != NULL && !json_is_null(js) && !json_is_string(js))) {
+    logs_reject(b, what, n, "%s: a string is expected", json_is_string(jv) ? "service" : "level");
+    return;
+  }
+  const char *level = json_string_value(jv), *service = json_string_value(js);
+  if (service != NULL && (service[0] == '\0' || json_string_length(js) > VG_LOGAN_NAME_MAX ||
+                          strlen(service) != json_string_length(js))) {
+    logs_reject(b, what, n, "service: 1 to %d bytes, no NUL", VG_LOGAN_NAME_MAX);
+    return;
+  }
+  vg_logan_t *a = logan_registry_get(b->reg, name);
+  if (a == NULL) {
+    char err[200];
+    a = logan_registry_add(b->reg, name, NULL, err, sizeof(err));
+    if (a == NULL) {
+      logs_reject(b, what, n, "analyser \"%s\" cannot be created: %s", name, err);
+      return;
+    }
+  }
+  if (logan_add_ex(a, json_string_value(jl), json_string_length(jl), ts, level, service, NULL) !=
+      0) {
+    logs_reject(b, what, n, "out of memory");
+    return;
+  }
+  b->accepted++;
+}
+
+static bool is_ndjson(const vg_http_request_t *req)
+{
+  const char *t = vg_http_header(req, "content-type");
+  return t != NULL && strncasecmp(t, "application/x-ndjson", 20) == 0 &&
+         (t[20] == '\0' || t[20] == ';' || t[20] == ' ');
+}
+
+/* POST /api/v1/logs[?analyser=name]: JSON lines (application/x-ndjson) or a JSON array of
+ * {"analyser", "line", "ts", "level", "service"}; each goes to its analyser (made on first
+ * use). 202 {"accepted", "rejected", "errors"} when any was taken; 400 when none was. */
+static void take_logs(req_t *r, const vg_http_request_t *req)
+{
+  vg_intake_t *in = r->in;
+  bool ndjson = is_ndjson(req);
+  if (!ndjson && !is_json(req)) {
+    reply_error(r, 415,
+                "send log lines as Content-Type: application/x-ndjson (one JSON object a line) "
+                "or application/json (an array)");
+    req_free(r);
+    return;
+  }
+  logs_batch_t b = { .r = r, .now = vg_clock_now(in->rt), .errors = json_array() };
+  b.reg = vg_runtime_logs(in->rt);
+  const char *fail = NULL;
+  int status = 400;
+  if (b.errors == NULL || b.reg == NULL) {
+    fail = "out of memory";
+    status = 503;
+  } else if (each_param(req->query, logs_param, &b) != 0) {
+    fail = "malformed query string (only ?analyser=<name> is known)";
+  }
+  json_t *doc = NULL;
+  if (fail == NULL && !ndjson) {
+    json_error_t je;
+    doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_array(doc)) {
+      fail = doc == NULL ? "malformed JSON" : "the body must be a JSON array of log lines";
+    } else if (json_array_size(doc) > LOGS_MAX_LINES) {
+      fail = "more than 50000 log lines in one request";
+      status = 413;
+    } else {
+      for (size_t i = 0; i < json_array_size(doc); i++) {
+        logs_take_one(&b, json_array_get(doc, i), "item", i + 1);
+      }
+    }
+  } else if (fail == NULL) {
+    const char *p = req->body, *end = req->body + req->body_len;
+    size_t lineno = 0, items = 0;
+    while (p < end && fail == NULL) {
+      const char *nl = memchr(p, '\n', (size_t)(end - p));
+      const char *stop = nl != NULL ? nl : end;
+      lineno++;
+      const char *q = p;
+      while (q < stop && (*q == ' ' || *q == '\t' || *q == '\r')) {
+        q++;
+      }
+      if (q < stop) {
+        if (++items > LOGS_MAX_LINES) {
+          fail = "more than 50000 log lines in one request";
+          status = 413;
+          break;
+        }
+        json_error_t je;
+        json_t *item = json_loadb(p, (size_t)(stop - p), JSON_REJECT_DUPLICATES, &je);
+        if (item == NULL) {
+          logs_reject(&b, "line", lineno, "malformed JSON (%s)", je.text);
+        } else {
+          logs_take_one(&b, item, "line", lineno);
+          json_decref(item);
+        }
+      }
+      p = stop + 1;
+    }
+  }
+  json_decref(doc);
+  free((char *)b.analyser);
+  in->log_lines[0] += b.accepted;
+  in->log_lines[1] += b.rejected;
+  if (fail != NULL) {
+    json_decref(b.errors);
+    reply_error(r, status, fail);
+  } else if (b.accepted == 0) {
+    reply_json(r, 400,
+               json_pack("{s:s, s:s, s:i, s:I, s:o}", "status", "error", "error",
+                         b.rejected == 0 ? "no log lines in the request" : "no valid log line",
+                         "accepted", 0, "rejected", (json_int_t)b.rejected, "errors", b.errors),
+               NULL);
+  } else {
+    reply_json(
+        r, 202,
+        json_pack("{s:s, s:I, s:I, s:o}", "status", "accepted", "accepted", (json_int_t)b.accepted,
+                  "rejected", (json_int_t)b.rejected, "errors", b.errors),
+        NULL);
+  }
+  req_free(r);
+}
+
 /* ---- routing ---- */
 
 typedef struct {
@@ -1337,6 +1559,7 @@ static target_t resolve(const char *path)
     { "/api/v1/kill-switch", R_KILL_SWITCH },
     { "/api/v1/healings", R_HEALINGS },
     { "/api/v1/kb/fixes", R_KB_FIXES },
+    { "/api/v1/logs", R_LOGS },
   };
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
     if (strcmp(path, fixed[i].path) == 0) {
@@ -1393,7 +1616,7 @@ static target_t resolve(const char *path)
 static bool is_write(route_t r)
 {
   return r == R_ALERTS_V2 || r == R_WEBHOOK || r == R_EVENTS || r == R_INCIDENT_ACTION ||
-         r == R_RELOAD || r == R_ACTION_DECIDE;
+         r == R_RELOAD || r == R_ACTION_DECIDE || r == R_LOGS;
 }
 
 static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud)
@@ -1479,6 +1702,9 @@ static void handle(vg_http_exchange_t *x, const vg_http_request_t *req, void *ud
       break;
     case R_KB_FIXES:
       kb_fixes(r, req, post);
+      break;
+    case R_LOGS:
+      take_logs(r, req);
       break;
     case R_HEALINGS:
     case R_HEALING: {
