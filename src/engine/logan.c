@@ -995,13 +995,22 @@ size_t logan_top_errors(const vg_logan_t *a,
       continue;
     }
     vg_logan_top_t e = { t->id, c, total > 0 ? (double)c / (double)total : 0 };
-    if (k < n) {
+    if (k < n) { /* filling: sorted once full */
       out[k++] = e;
-      qsort(out, k, sizeof(*out), cmp_top);
-    } else if (cmp_top(&e, &out[n - 1]) < 0) {
-      out[n - 1] = e;
-      qsort(out, k, sizeof(*out), cmp_top);
+      if (k == n) {
+        qsort(out, k, sizeof(*out), cmp_top);
+      }
+    } else if (cmp_top(&e, &out[n - 1]) < 0) { /* better than the last: insert in order */
+      size_t at = n - 1;
+      while (at > 0 && cmp_top(&e, &out[at - 1]) < 0) {
+        out[at] = out[at - 1];
+        at--;
+      }
+      out[at] = e;
     }
+  }
+  if (k < n) {
+    qsort(out, k, sizeof(*out), cmp_top);
   }
   return k;
 }

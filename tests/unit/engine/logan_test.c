@@ -142,6 +142,30 @@ static void test_templates_and_counts(void **state)
   logan_registry_free(r);
 }
 
+/* Five error templates with 1..5 lines, the biggest last: the top 3 are 5, 4, 3 in that order. */
+static void test_top_errors_order(void **state)
+{
+  (void)state;
+  vg_logan_registry_t *r = logan_registry_new(0);
+  vg_logan_t *a = make(r, "top", NULL);
+  const char *lines[] = { "ERROR a", "ERROR a b", "ERROR a b c", "ERROR a b c d",
+                          "ERROR a b c d e" };
+  for (int i = 0; i < 5; i++) {
+    for (int k = 0; k <= i; k++) {
+      add(a, lines[i], T0, NULL);
+    }
+  }
+  vg_logan_query_t q = query_at(T0);
+  vg_logan_top_t top[3];
+  assert_int_equal(logan_top_errors(a, &q, top, 3), 3);
+  assert_int_equal(top[0].id, 5);
+  assert_int_equal(top[0].count, 5);
+  assert_int_equal(top[1].id, 4);
+  assert_int_equal(top[2].id, 3);
+  assert_true(fabs(top[2].share - 3.0 / 15.0) < 1e-12);
+  logan_registry_free(r);
+}
+
 static void test_services(void **state)
 {
   (void)state;
@@ -587,6 +611,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_levels),
     cmocka_unit_test(test_templates_and_counts),
+    cmocka_unit_test(test_top_errors_order),
     cmocka_unit_test(test_services),
     cmocka_unit_test(test_spike_in_minute_series),
     cmocka_unit_test(test_anomaly_in_minute_series),
