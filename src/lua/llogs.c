@@ -200,7 +200,7 @@ static miner_t *push_miner(lua_State *L, int opts_idx)
       luaL_error(L, "bad option 'masks' to 'vigil.logs.miner' (at most %d patterns)", MAX_MASKS);
     }
     for (lua_Integer i = 1; i <= n; i++) {
-      size_t len;
+      size_t len = 0;
       lua_rawgeti(L, -1, i);
       const char *pat = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
       if (pat == NULL) {
@@ -629,7 +629,7 @@ static vg_logan_t *check_an(lua_State *L)
  * on first use with opts; opts given for an existing one must be the same as its own. */
 static int l_analyser(lua_State *L)
 {
-  size_t len;
+  size_t len = 0;
   const char *name = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
   if (name == NULL || len == 0 || len > VG_LOGAN_NAME_MAX || strlen(name) != len) {
     return luaL_error(L,
