@@ -34,6 +34,7 @@ struct vg_tail {
   uv_fs_t req;
   op_t op;    /* the request in flight, OP_NONE when idle */
   bool dirty; /* a change was notified while a pass ran */
+  bool in_cb; /* on_lines runs: a pass is mid-way and owns t->req */
   bool closing;
 
   uv_file fd; /* -1 when none */
@@ -104,7 +105,9 @@ static void deliver(vg_tail_t *t)
   size_t n = t->nbatch;
   t->nbatch = 0;
   t->st.lines += n;
+  t->in_cb = true;
   t->on_lines(t->ud, t->batch, n);
+  t->in_cb = false;
 }
 
 static void add_line(vg_tail_t *t, const char *p, size_t len, bool truncated)
@@ -447,7 +450,7 @@ void tail_check(vg_tail_t *t)
   if (t->closing) {
     return;
   }
-  if (t->op != OP_NONE) {
+  if (t->op != OP_NONE || t->in_cb) { /* in_cb: called from on_lines, mid-pass */
     t->dirty = true;
     return;
   }

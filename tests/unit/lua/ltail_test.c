@@ -224,6 +224,13 @@ static void test_read_lines(void **state)
           "eq(t:stats().state, 'closed', 'closed state')\n"
           "local none, err = t:read()\n"
           "eq(none, nil) eq(err, 'ECLOSED: the tail is closed')\n"
+          /* a queue nobody reads is bounded: the newest lines are dropped and counted */
+          "local q = D .. '/allowed/q.log'\n"
+          "append(q, '1\\n2\\n3\\n4\\n5\\n')\n"
+          "local t5 = assert(vigil.logs.tail(q, { from = 'start', max_pending = 2 }))\n"
+          "eq(join(t5:read()), '1|2', 'bounded queue')\n"
+          "eq(t5:stats().dropped, 3, 'dropped') eq(t5:stats().lines, 5, 'engine lines')\n"
+          "t5:close()\n"
           "return 'ok'\n");
   assert_string_equal(f.result, "ok");
   fx_close(&f);
