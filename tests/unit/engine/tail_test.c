@@ -395,6 +395,42 @@ static void test_missing_then_created(void **state)
   teardown(&f);
 }
 
+static bool has_errors(fx_t *f, uint64_t n)
+{
+  return stats(f).reopen_errors >= n;
+}
+
+/* A path that cannot be opened (here a symlink under nofollow) is an error state, counted
+ * and retried on the next change; replaced by a file, it is read from its start. */
+static void test_error_then_fixed(void **state)
+{
+  (void)state;
+  fx_t f;
+  setup(&f);
+  char target[400];
+  snprintf(target, sizeof(target), "%s/target.log", f.dir);
+  write_file(target, "t\n", 2, 0);
+  assert_int_equal(symlink("target.log", f.path), 0);
+  vg_tail_opts_t o;
+  tail_opts_default(&o);
+  o.poll_ms = 50;
+  o.nofollow = true;
+  char err[128];
+  f.t = tail_open(&f.loop, f.path, &o, on_lines, &f, err, sizeof(err));
+  assert_non_null(f.t);
+  run_until(&f, has_errors, 1);
+  vg_tail_stats_t s = stats(&f);
+  assert_int_equal(s.state, VG_TAIL_ERROR);
+  assert_int_equal(s.last_error, UV_ELOOP);
+  assert_int_equal(unlink(f.path), 0);
+  append(&f, "real\n");
+  run_until(&f, have_lines, 1);
+  sync_end(&f);
+  expect_lines(&f, (const char *const[]){ "real", "END", NULL });
+  assert_int_equal(stats(&f).state, VG_TAIL_FOLLOWING);
+  teardown(&f);
+}
+
 /* Lines longer than max_line are cut with the flag, also when they span reads or have no
  * newline yet; a line of exactly max_line bytes is whole. */
 static void test_long_lines(void **state)
@@ -513,6 +549,7 @@ int main(void)
     cmocka_unit_test(test_rotation_delayed_create),
     cmocka_unit_test(test_copytruncate),
     cmocka_unit_test(test_missing_then_created),
+    cmocka_unit_test(test_error_then_fixed),
     cmocka_unit_test(test_long_lines),
     cmocka_unit_test(test_raw_bytes),
     cmocka_unit_test(test_close_pending),
