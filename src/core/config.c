@@ -34,6 +34,7 @@ void vg_config_defaults(vg_config_t *cfg)
   cfg->error_window_ms = 5 * 60 * 1000;
   cfg->drain_ms = 30 * 1000;
   cfg->debounce_ms = 200;
+  cfg->snapshot_ms = 30 * 1000;
   cfg->watchdog_ms = 5000;
   cfg->watchdog_hard_ms = 30000;
   cfg->max_body = 8u << 20;
@@ -1419,7 +1420,8 @@ static int read_config_p(lua_State *L)
     "listen",    "store",         "policies",      "repl_socket", "log_level",
     "token",     "limits",        "policy_errors", "drain",       "reload_debounce",
     "watchdog",  "watchdog_hard", "executor",      "guard",       "sources",
-    "notifiers", "intake",        "retention",     "logs",        NULL,
+    "notifiers", "intake",        "retention",     "logs",        "snapshot_interval",
+    NULL,
   };
   check_known(L, c, 2, "", known);
   const char *const strings[] = { "listen", "store", "policies", "repl_socket", NULL };
@@ -1482,6 +1484,13 @@ static int read_config_p(lua_State *L)
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "reload_debounce") != LUA_TNIL) {
     cfg->debounce_ms = opt_duration(L, c, "reload_debounce");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "snapshot_interval") != LUA_TNIL) {
+    cfg->snapshot_ms = opt_duration(L, c, "snapshot_interval");
+    if (cfg->snapshot_ms < 1000) {
+      key_error(L, c, "snapshot_interval", "snapshot_interval must be at least 1s");
+    }
   }
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "watchdog") != LUA_TNIL) {

@@ -59,6 +59,7 @@ typedef struct vg_config {
   uint64_t error_window_ms; /* ... within this window disable a policy */
   uint64_t drain_ms;
   uint64_t debounce_ms;
+  uint64_t snapshot_ms;      /* how often learned state (detectors, analysers) is written */
   uint64_t watchdog_ms;      /* loop stall that stops the running policy */
   uint64_t watchdog_hard_ms; /* stall that ends the process (stuck in C) */
 
