@@ -1354,6 +1354,7 @@ static void logs_reject(logs_batch_t *b, const char *what, size_t n, const char 
   }
   char msg[300];
   int k = snprintf(msg, sizeof(msg), "%s %zu: ", what, n);
+  k = k < 0 ? 0 : k < (int)sizeof(msg) ? k : (int)sizeof(msg) - 1;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg + k, sizeof(msg) - (size_t)k, fmt, ap);

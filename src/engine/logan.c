@@ -357,8 +357,12 @@ static minute_t *ring_new(uint32_t w)
 
 static minute_t *ring_at(minute_t *ring, uint32_t w, int64_t m)
 {
-  int64_t k = m % (int64_t)w;
-  return &ring[k < 0 ? k + (int64_t)w : k];
+  int64_t iw = (int64_t)w;
+  if (iw <= 0) {
+    return ring; /* not reached: every state has a window of at least 2 minutes */
+  }
+  int64_t k = m % iw;
+  return &ring[k < 0 ? k + iw : k];
 }
 
 static uint32_t ring_count(const minute_t *ring, uint32_t w, int64_t m)
@@ -510,7 +514,7 @@ static tmpl_t *new_tmpl(state_t *s, uint64_t id, int64_t minute)
 {
   if (s->nt == s->capt) {
     size_t cap = s->capt ? s->capt * 2 : 16;
-    tmpl_t **v = realloc(s->tv, sizeof(*v) * cap);
+    tmpl_t **v = realloc(s->tv, sizeof(tmpl_t *) * cap);
     if (v == NULL) {
       return NULL;
     }
@@ -1126,7 +1130,7 @@ size_t logan_trending(const vg_logan_t *a, const vg_logan_query_t *q, vg_logan_t
   int64_t recent_from = minute_of(q->now) - (int64_t)(s->o.recent / 60) + 1;
   int64_t start = s->svc[svc].first > oldest ? s->svc[svc].first : oldest;
   int64_t before_minutes = recent_from - start < 1 ? 1 : recent_from - start;
-  double recent_minutes = (double)(s->o.recent / 60);
+  double recent_minutes = (double)s->o.recent / 60.0; /* a whole number */
   size_t n = 0;
   for (size_t i = 0; i < s->nt; i++) {
     const tmpl_t *t = s->tv[i];
@@ -1766,7 +1770,7 @@ static int can_add(vg_logan_registry_t *r, const char *name, char *err, size_t e
   }
   if (r->n == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 8;
-    vg_logan_t **v = realloc(r->v, sizeof(*v) * cap);
+    vg_logan_t **v = realloc(r->v, sizeof(vg_logan_t *) * cap);
     if (v == NULL) {
       set_err(err, errlen, "out of memory");
       return -1;

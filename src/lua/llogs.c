@@ -654,7 +654,7 @@ static int l_analyser(lua_State *L)
                       "analyser:options()); give the same or none",
                       name);
   }
-  vg_logan_t **u = lua_newuserdatauv(L, sizeof(*u), 0);
+  vg_logan_t **u = lua_newuserdatauv(L, sizeof(vg_logan_t *), 0);
   *u = a;
   luaL_setmetatable(L, ANALYSER_MT);
   return 1;
