@@ -5,10 +5,11 @@
 local RECENT = 15 * 60
 local LIMIT = 5000 -- log lines fetched, newest first
 
--- The analyser outlives the run (one per service in this VM), so each alert feeds it only the
--- lines newer than those it has (the day is not counted twice), and what it has seen reaches
--- back to the oldest line it was ever given.
-local fed_until, fed_from = {}, {}
+-- The analyser (one per service) belongs to the runtime: it outlives runs, reloads and, through
+-- its snapshots, restarts. So each alert feeds it only the lines newer than those it has (the
+-- day is not counted twice); the policy's store-backed state keeps that mark, and the oldest
+-- line it was ever given, across reloads and restarts too.
+local MARK_TTL = "2d"
 
 return {
   name = "error-spike",
@@ -25,21 +26,24 @@ return {
     local analyser = vigil.logs.analyser("error-spike:" .. service)
     local entries = ctx.data.logs or {}
     local now = vigil.now()
+    local key = "fed:" .. service
+    local fed = ctx.state.get(key) or {}
+    local mark = fed["until"]
     for i = #entries, 1, -1 do -- oldest first, so "first seen" means something
       local e = entries[i]
       local ts = e.ts and e.ts / 1e9 or nil
-      local mark = fed_until[service]
       if not (ts and mark and ts <= mark) then
         analyser:add(e.line, { ts = ts, service = service })
         if ts then
-          fed_until[service] = math.max(mark or ts, ts)
-          fed_from[service] = math.min(fed_from[service] or ts, ts)
+          fed["until"] = math.max(fed["until"] or ts, ts)
+          fed.from = math.min(fed.from or ts, ts)
         end
       end
     end
+    if fed["until"] ~= mark then ctx.state.set(key, fed, MARK_TTL) end
     -- the limit cut the logs off inside the last 15 minutes, and nothing older was seen
     -- before: every template would look new, so none is claimed to be
-    local blind = #entries >= LIMIT and (fed_from[service] or now) > now - RECENT
+    local blind = #entries >= LIMIT and (fed.from or now) > now - RECENT
     local new = analyser:new_templates({ errors = true, since = now - RECENT })
     if #new > 0 and not blind then
       return "new_error_pattern", 0.8, { template = new[1].template, new_templates = #new }

@@ -1,7 +1,7 @@
 -- Spec of policies/error_spike.lua: `vigil test policies`. The policy's analysers live in the
--- spec's VM for the whole file, and alerts are grouped by service: each test has its own
--- service. Specs have no notifiers, so notify steps end ENONOTIFIER; what they would send is
--- read from the plan the pipeline remembers.
+-- runtime for the whole file (shared by every VM), and alerts are grouped by service: each
+-- test has its own service. Specs have no notifiers, so notify steps end ENONOTIFIER; what
+-- they would send is read from the plan the pipeline remembers.
 local T = require("vigil.test")
 local memory = require("vigil.memory")
 
@@ -128,6 +128,16 @@ describe("error-spike", function()
     -- 72 of each template in the day before, one more of the newest 10 minutes
     expect(rec.evidence.top[1].count + rec.evidence.top[2].count):to_be(145)
   end, { timeout = "1h" })
+
+  it("a reload (a new VM, the same analyser) does not count the day twice", function()
+    policy.sources.loki = loki_returning(day_of_errors())
+    policy:alert(alert("reloaded"))
+    local again = T.policy("policies/error_spike.lua")
+    again.sources.loki = loki_returning(day_of_errors())
+    local _, rec = again:alert(alert("reloaded"))
+    expect(rec.evidence.top[1].count + rec.evidence.top[2].count):to_be(144)
+    expect(vigil.logs.analyser("error-spike:reloaded"):stats().lines):to_be(144)
+  end)
 
   it("the limit cut the logs off inside the last 15 minutes: no pattern is called new",
     function()
