@@ -82,6 +82,7 @@ void vg_config_free(vg_config_t *cfg)
   free(cfg->logs_allow);
   for (size_t i = 0; i < cfg->nlog_analysers; i++) {
     free(cfg->log_analysers[i].name);
+    free(cfg->log_analysers[i].tail);
   }
   free(cfg->log_analysers);
   for (size_t i = 0; i < cfg->nexec_env; i++) {
@@ -694,7 +695,7 @@ static void read_log_analysers(lua_State *L, load_ctx_t *c, int tbl)
   static const char *const known[] = {
     "window",     "recent",        "spike_factor", "spike_min", "trend_factor",
     "trend_min",  "max_events",    "max_services", "detector",  "detector_window",
-    "similarity", "max_templates", NULL,
+    "similarity", "max_templates", "tail",         NULL,
   };
   vg_config_t *cfg = c->cfg;
   if (lua_type(L, tbl) != LUA_TTABLE) {
@@ -716,9 +717,18 @@ static void read_log_analysers(lua_State *L, load_ctx_t *c, int tbl)
     check_known(L, c, t, section, known);
     vg_logan_opts_t o;
     logan_opts_default(&o);
+    const char *tail = NULL; /* the table being read keeps the string alive */
     for (int k = 0; known[k] != NULL; k++) {
       const char *key = known[k];
       if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        continue;
+      }
+      if (strcmp(key, "tail") == 0) {
+        if (lua_type(L, -1) != LUA_TSTRING || lua_tostring(L, -1)[0] != '/') {
+          key_error(L, c, key, "logs.analysers.%s.tail must be an absolute file path", name);
+        }
+        tail = lua_tostring(L, -1);
         lua_pop(L, 1);
         continue;
       }
@@ -778,6 +788,11 @@ static void read_log_analysers(lua_State *L, load_ctx_t *c, int tbl)
       key_error(L, c, "analysers", "out of memory");
     }
     la->opts = o;
+    la->tail = tail != NULL ? strdup(tail) : NULL;
+    if (tail != NULL && la->tail == NULL) {
+      free(la->name);
+      key_error(L, c, "analysers", "out of memory");
+    }
     cfg->nlog_analysers++;
     lua_pop(L, 1);
   }

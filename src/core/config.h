@@ -140,6 +140,7 @@ const vg_notifier_config_t *vg_config_notifier(const vg_config_t *cfg, const cha
 typedef struct vg_log_analyser_config {
   char *name;
   vg_logan_opts_t opts;
+  char *tail; /* a file the daemon follows into this analyser (src/core/logfeed.c), or NULL */
 } vg_log_analyser_config_t;
 
 /* Creates the declared log analysers missing from `r` (those present keep their options).

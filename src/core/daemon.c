@@ -17,6 +17,7 @@
 #include "core/executor.h"
 #include "core/intake.h"
 #include "core/log.h"
+#include "core/logfeed.h"
 #include "core/persist.h"
 #include "core/policy.h"
 #include "core/runtime.h"
@@ -31,6 +32,7 @@ typedef struct {
   vg_store_t *store;
   vg_intake_t *intake;
   vg_persist_t *persist;
+  vg_logfeed_t *logfeed;
 } daemon_t;
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -50,6 +52,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
   vg_executor_stop(d->rt->executor); /* before the store: its last writes still land */
   vg_exec_free(d->rt->exec);         /* nothing runs any more: its handles may close now */
   d->rt->exec = NULL;
+  vg_logfeed_stop(d->logfeed);
+  d->logfeed = NULL;
   vg_persist_stop(d->persist); /* its last write goes in before the store closes */
   d->persist = NULL;
   if (d->store != NULL) {
@@ -191,6 +195,7 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
 
   /* what detectors and log analysers learned, back before a policy asks for them */
   d.persist = vg_persist_start(rt, d.store, cfg->snapshot_ms);
+  d.logfeed = vg_logfeed_start(rt); /* log files declared in the config, into their analysers */
 
   vg_policies_t *ps = vg_policies_new(rt, cfg->policies);
   ps->budget.max = cfg->error_budget;
@@ -229,6 +234,7 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
     vg_policies_free(rt->policies);
     rt->policies = NULL;
     vg_executor_stop(rt->executor);
+    vg_logfeed_stop(d.logfeed);
     vg_persist_stop(d.persist);
     vg_store_close(d.store, NULL, NULL);
     vg_runtime_run(rt, -1);
@@ -272,7 +278,8 @@ int vg_daemon_run(vg_config_t *cfg, bool hello)
   vg_repl_server_stop(d.repl);
   vg_intake_stop(d.intake);
   vg_executor_stop(rt->executor);
-  vg_persist_stop(d.persist); /* NULL unless the loop ended without a stop signal */
+  vg_logfeed_stop(d.logfeed); /* both NULL unless the loop ended without a stop signal */
+  vg_persist_stop(d.persist);
   if (d.store != NULL) {
     vg_store_close(d.store, NULL, NULL);
     vg_runtime_run(rt, -1); /* the store's last callbacks, before the executor goes */
