@@ -677,23 +677,38 @@ static int l_scan(lua_State *L)
 
 /* ---- forecast ---- */
 
-/* vigil.detect.forecast(values [, opts]) [-(1|2), +1, e]: fits a trend to `values` (at
- * opts.times, or every opts.step seconds, default 1) and returns { method, level, slope, sigma,
- * r2, horizon, forecast, lo, hi, growth, tier, time_to_threshold, alpha, beta }. opts: method
- * ("linear" | "holt"), horizon (seconds or "7d"-style duration, default: the span of the data),
- * threshold, z (interval width in sd, 1.96), alpha, beta. */
+/* vigil.detect.forecast(values [, opts]) [-(1|2), +1, e]: fits a trend to `values` (an array,
+ * or a vigil.prom matrix entry whose ts are the times; else at opts.times, or every opts.step
+ * seconds, default 1) and returns { method, level, slope, sigma, r2, horizon, forecast, lo, hi,
+ * growth, tier, time_to_threshold, alpha, beta, gamma, season }. opts: method ("linear" |
+ * "holt" | "holt_winters"), season (holt_winters: points per season), horizon (seconds or
+ * "7d"-style duration, default: the span of the data), threshold, z (interval width in sd,
+ * 1.96), alpha, beta, gamma. */
 static int l_forecast(lua_State *L)
 {
   int opts = check_opts(L, 2);
   size_t n, nt = 0;
-  double *y = check_numbers(L, 1, "values", &n);
-  double *t = NULL;
+  double *y, *t = NULL;
+  if (lua_type(L, 1) == LUA_TTABLE && lua_getfield(L, 1, "values") == LUA_TTABLE) {
+    y = check_numbers(L, -1, "values", &n); /* a matrix entry */
+    if (lua_getfield(L, 1, "ts") != LUA_TNIL) {
+      t = check_numbers(L, -1, "ts", &nt);
+      if (nt != n) {
+        return luaL_error(L, "bad argument (values: %d times for %d values)", (int)nt, (int)n);
+      }
+    }
+  } else {
+    y = check_numbers(L, 1, "values", &n);
+  }
   if (opts != 0 && lua_getfield(L, opts, "times") != LUA_TNIL) {
+    if (t != NULL) {
+      return luaL_error(L, "bad option 'times' (the matrix entry has its own ts)");
+    }
     t = check_numbers(L, -1, "times", &nt);
     if (nt != n) {
       return luaL_error(L, "bad option 'times' (%d times for %d values)", (int)nt, (int)n);
     }
-  } else {
+  } else if (t == NULL) {
     double step = opt_number(L, opts, "step", 1, 1e-9, 1e12);
     t = lua_newuserdatauv(L, (n ? n : 1) * sizeof(*t), 0);
     for (size_t i = 0; i < n; i++) {
@@ -708,22 +723,47 @@ static int l_forecast(lua_State *L)
     fo.method = VG_FORECAST_HOLT;
     fo.alpha = opt_number(L, opts, "alpha", 0, 0, 1);
     fo.beta = opt_number(L, opts, "beta", 0, 0, 1);
+  } else if (strcmp(method, "holt_winters") == 0) {
+    fo.method = VG_FORECAST_HOLT_WINTERS;
+    if (opts == 0 || lua_getfield(L, opts, "season") == LUA_TNIL) {
+      return luaL_error(L, "bad option 'season' (holt_winters needs the points per season)");
+    }
+    lua_pop(L, 1);
+    fo.season = (size_t)opt_number(L, opts, "season", 0, 2, VG_FORECAST_SEASON_MAX);
+    fo.alpha = opt_number(L, opts, "alpha", 0, 0, 1);
+    fo.beta = opt_number(L, opts, "beta", 0, 0, 1);
+    fo.gamma = opt_number(L, opts, "gamma", 0, 0, 1);
   } else {
-    return luaL_error(L, "bad option 'method' (\"%s\" is not linear or holt)", method);
-  }
-  vg_forecast_t m;
-  char err[160];
-  if (forecast_fit(t, y, n, &fo, &m, err, sizeof(err)) != 0) {
-    return luaL_error(L, "vigil.detect.forecast(): %s", err);
+    return luaL_error(L, "bad option 'method' (\"%s\" is not linear, holt or holt_winters)",
+                      method);
   }
   double horizon = n > 1 ? t[n - 1] - t[0] : 0;
   if (opts != 0 && lua_getfield(L, opts, "horizon") != LUA_TNIL) {
     horizon = (double)vg_check_duration_ms(L, lua_gettop(L)) / 1000.0;
   }
   double z = opt_number(L, opts, "z", 1.96, 0, 10);
+  double thr = NAN;
+  if (opts != 0) {
+    int isnum = 0;
+    lua_getfield(L, opts, "threshold");
+    thr = lua_tonumberx(L, -1, &isnum);
+    if (!lua_isnil(L, -1) && (!isnum || !isfinite(thr))) {
+      return luaL_error(L, "bad option 'threshold' (a finite number expected)");
+    }
+    thr = isnum ? thr : NAN;
+    lua_pop(L, 1);
+  }
+  /* Everything that may raise is above: the Holt-Winters model owns memory until freed. */
+  vg_forecast_t m;
+  char err[160];
+  if (forecast_fit(t, y, n, &fo, &m, err, sizeof(err)) != 0) {
+    return luaL_error(L, "vigil.detect.forecast(): %s", err);
+  }
   double lo, hi, at = forecast_at(&m, m.t_last + horizon, z, &lo, &hi);
   double growth = forecast_growth(&m, horizon);
-  lua_createtable(L, 0, 14);
+  double left = isnan(thr) ? INFINITY : forecast_time_to(&m, thr);
+  forecast_free(&m);
+  lua_createtable(L, 0, 16);
   lua_pushstring(L, method);
   lua_setfield(L, -2, "method");
   lua_pushnumber(L, m.level);
@@ -746,27 +786,21 @@ static int l_forecast(lua_State *L)
   lua_setfield(L, -2, "growth");
   lua_pushstring(L, forecast_tier(growth));
   lua_setfield(L, -2, "tier");
-  if (fo.method == VG_FORECAST_HOLT) {
+  if (fo.method != VG_FORECAST_LINEAR) {
     lua_pushnumber(L, m.alpha);
     lua_setfield(L, -2, "alpha");
     lua_pushnumber(L, m.beta);
     lua_setfield(L, -2, "beta");
   }
-  if (opts != 0) {
-    int isnum = 0;
-    lua_getfield(L, opts, "threshold");
-    double thr = lua_tonumberx(L, -1, &isnum);
-    if (!lua_isnil(L, -1) && (!isnum || !isfinite(thr))) {
-      return luaL_error(L, "bad option 'threshold' (a finite number expected)");
-    }
-    lua_pop(L, 1);
-    if (isnum) {
-      double left = forecast_time_to(&m, thr);
-      if (isfinite(left)) { /* never: the field stays nil */
-        lua_pushnumber(L, left);
-        lua_setfield(L, -2, "time_to_threshold");
-      }
-    }
+  if (fo.method == VG_FORECAST_HOLT_WINTERS) {
+    lua_pushnumber(L, m.gamma);
+    lua_setfield(L, -2, "gamma");
+    lua_pushinteger(L, (lua_Integer)m.period);
+    lua_setfield(L, -2, "season");
+  }
+  if (isfinite(left)) { /* never: the field stays nil */
+    lua_pushnumber(L, left);
+    lua_setfield(L, -2, "time_to_threshold");
   }
   return 1;
 }

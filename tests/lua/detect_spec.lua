@@ -319,12 +319,51 @@ describe("vigil.detect.forecast", function()
     expect(flat.tier):to_be("adequate")
   end)
 
+  it("fits Holt-Winters to a trend with a daily season, from a vigil.prom matrix entry", function()
+    local prom = require("vigil.prom")
+    local vals = {}
+    for i = 0, 24 * 5 - 1 do -- hourly: 100 + 0.5 an hour + a daily wave of 10
+      vals[i + 1] = { 1700006400 + 3600 * i, ("%.17g"):format(100 + 0.5 * i
+        + 10 * math.sin(2 * math.pi * i / 24)) }
+    end
+    local entry = prom.convert({ resultType = "matrix",
+      result = { { metric = {}, values = vals } } })[1]
+    local f = detect.forecast(entry, { method = "holt_winters", season = 24, horizon = "6h",
+      threshold = 170 })
+    expect(f.method):to_be("holt_winters")
+    expect(f.season):to_be(24)
+    expect(math.abs(f.slope - 0.5 / 3600) < 1e-12):to_be(true)
+    local i = 24 * 5 - 1 + 6
+    local truth = 100 + 0.5 * i + 10 * math.sin(2 * math.pi * i / 24)
+    expect(math.abs(f.forecast - truth) < 1e-8):to_be(true)
+    expect(f.lo <= truth and truth <= f.hi):to_be(true)
+    -- the first hour at or above 170 comes with a crest of the wave, before the trend's 140
+    local first = 24 * 5
+    while 100 + 0.5 * first + 10 * math.sin(2 * math.pi * first / 24) < 170 do first = first + 1 end
+    expect(math.abs(f.time_to_threshold - 3600 * (first - (24 * 5 - 1))) < 1e-6):to_be(true)
+    expect(f.tier):to_be("monitor") -- +3 on ~160 in six hours
+    -- linear on the same entry uses its times too
+    local lin = detect.forecast(entry)
+    expect(math.abs(lin.slope - 0.5 / 3600) < 0.05 / 3600):to_be(true) -- the wave biases it
+  end)
+
   it("raises for bad input", function()
     raises("need at least 2 points, got 1", detect.forecast, { 1 })
     raises("value 2 is not a finite number", detect.forecast, { 1, 0 / 0 })
     raises("3 times for 2 values", detect.forecast, { 1, 2 }, { times = { 1, 2, 3 } })
     raises("times must increase", detect.forecast, { 1, 2 }, { times = { 2, 1 } })
-    raises("is not linear or holt", detect.forecast, { 1, 2 }, { method = "arima" })
+    raises("is not linear, holt or holt_winters", detect.forecast, { 1, 2 }, { method = "arima" })
+    raises("holt_winters needs the points per season", detect.forecast, { 1, 2, 3, 4 },
+      { method = "holt_winters" })
+    raises("need at least two seasons (2 x 3 points), got 4", detect.forecast, { 1, 2, 3, 4 },
+      { method = "holt_winters", season = 3 })
+    raises("bad option 'season'", detect.forecast, { 1, 2, 3, 4 },
+      { method = "holt_winters", season = 1 })
+    raises("holt_winters needs evenly spaced points", detect.forecast, { 1, 2, 3, 4 },
+      { method = "holt_winters", season = 2, times = { 0, 1, 2, 10 } })
+    raises("values: value 2 is not a finite number", detect.forecast,
+      { ts = { 1, 2 }, values = { 1, 0 / 0 } })
+    raises("values: 1 times for 2 values", detect.forecast, { ts = { 1 }, values = { 1, 2 } })
     raises("values: table of numbers expected, got no value", detect.forecast)
   end)
 end)

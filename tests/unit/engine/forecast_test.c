@@ -1,5 +1,6 @@
 /* Tests for src/engine/forecast.c: least squares worked by hand, Holt on exact lines and on a
- * trend that changes, intervals, time until threshold, growth tiers and bad input. */
+ * trend that changes, Holt-Winters on a line plus a season (exact, then noisy), intervals, time
+ * until threshold, growth tiers and bad input. */
 #include "engine/forecast.h"
 
 #include <math.h>
@@ -123,6 +124,112 @@ static void test_time_to_and_tiers(void **state)
   assert_string_equal(forecast_tier(-1), "adequate");
 }
 
+static uint64_t lcg_state = 11;
+
+static double gauss(void)
+{
+  lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+  double u = ((double)(lcg_state >> 11) + 0.5) * 0x1.0p-53;
+  lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+  double v = ((double)(lcg_state >> 11) + 0.5) * 0x1.0p-53;
+  return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+/* Hourly points: 100 + 0.5 an hour + a daily wave of amplitude 10. */
+static double seasonal_truth(double i)
+{
+  return 100 + 0.5 * i + 10 * sin(2 * M_PI * i / 24);
+}
+
+static vg_forecast_t fit_hw(const double *t, const double *y, size_t n, size_t season)
+{
+  vg_forecast_opts_t o = { .method = VG_FORECAST_HOLT_WINTERS, .season = season };
+  vg_forecast_t f;
+  char err[128] = "";
+  if (forecast_fit(t, y, n, &o, &f, err, sizeof(err)) != 0) {
+    fail_msg("fit: %s", err);
+  }
+  return f;
+}
+
+static void test_holt_winters_recovers_trend_and_season(void **state)
+{
+  (void)state;
+  enum { N = 24 * 5 };
+  double t[N], y[N];
+  for (int i = 0; i < N; i++) {
+    t[i] = 1700000000 + 3600.0 * i;
+    y[i] = seasonal_truth(i);
+  }
+  vg_forecast_t f = fit_hw(t, y, N, 24);
+  assert_int_equal(f.period, 24);
+  assert_close(f.slope, 0.5 / 3600, 1e-12);
+  assert_close(f.level, 100 + 0.5 * (N - 1), 1e-9); /* without the season */
+  for (int j = 0; j < 24; j++) {
+    assert_close(f.season[j], 10 * sin(2 * M_PI * j / 24), 1e-9);
+  }
+  assert_close(f.sigma, 0, 1e-9);
+  assert_close(f.r2, 1, 1e-12);
+  for (int h = 1; h <= 60; h++) { /* two and a half days ahead, exactly */
+    assert_close(forecast_at(&f, f.t_last + 3600.0 * h, 1.96, NULL, NULL),
+                 seasonal_truth(N - 1 + h), 1e-8);
+  }
+  /* the first hour at or above 170: the trend alone gets there at i = 140, the wave earlier */
+  int first = N;
+  while (seasonal_truth(first) < 170) {
+    first++;
+  }
+  assert_true(first < 140);
+  assert_close(forecast_time_to(&f, 170), 3600.0 * (first - (N - 1)), 1e-6);
+  assert_close(forecast_growth(&f, 86400), 12 / f.level, 1e-12); /* the trend's, no wave */
+  forecast_free(&f);
+  assert_null(f.season);
+  forecast_free(&f); /* twice is fine */
+
+  /* no trend: a limit above the wave's crest is never reached, one below it within a day */
+  for (int i = 0; i < N; i++) {
+    y[i] = 100 + 10 * sin(2 * M_PI * i / 24);
+  }
+  f = fit_hw(t, y, N, 24);
+  assert_true(isinf(forecast_time_to(&f, 111)));
+  double left = forecast_time_to(&f, 105); /* sin >= 0.5: from hour 2 of the day */
+  assert_close(left, 3600.0 * 3, 1e-6);    /* the last point is hour 23; then 0, 1, 2 */
+  assert_close(forecast_time_to(&f, 90.5), 3600.0 * 18, 1e-6); /* going down: hour 17 */
+  forecast_free(&f);
+}
+
+static void test_holt_winters_intervals_contain_the_truth(void **state)
+{
+  (void)state;
+  enum { N = 24 * 10, H = 48 };
+  double t[N], y[N];
+  for (int i = 0; i < N; i++) {
+    t[i] = 3600.0 * i;
+    y[i] = seasonal_truth(i) + gauss();
+  }
+  vg_forecast_t f = fit_hw(t, y, N, 24);
+  assert_close(f.slope * 3600, 0.5, 0.02);
+  assert_close(f.sigma, 1, 0.2);
+  assert_true(f.alpha > 0 && f.beta > 0 && f.gamma > 0);
+  int inside = 0;
+  double prev_width = 0;
+  for (int h = 1; h <= H; h++) {
+    double lo, hi, tt = f.t_last + 3600.0 * h;
+    double mean = forecast_at(&f, tt, 1.96, &lo, &hi);
+    double truth = seasonal_truth(N - 1 + h);
+    assert_true(lo <= truth && truth <= hi); /* the noise-free value: always */
+    assert_close(mean, truth, 2.0);
+    inside += lo <= truth + gauss() && truth + gauss() <= hi;
+    assert_true(hi - lo >= prev_width); /* widening with the horizon */
+    prev_width = hi - lo;
+  }
+  assert_true(inside >= H * 9 / 10); /* the noisy values: most of the time */
+  double lo1, hi1;
+  forecast_at(&f, f.t_last + 3600, 1.96, &lo1, &hi1);
+  assert_close(hi1 - lo1, 2 * 1.96 * f.sigma, 1e-9); /* one step: sigma itself */
+  forecast_free(&f);
+}
+
 static void expect_error(
     const double *t, const double *y, size_t n, vg_forecast_opts_t o, const char *want)
 {
@@ -146,6 +253,28 @@ static void test_bad_input(void **state)
   holt.alpha = 1;
   holt.beta = 0.1;
   expect_error(ok_t, good, 3, holt, "alpha and beta must be in (0, 1), got 1 and 0.1");
+  double ht[8] = { 0, 1, 2, 3, 4, 5, 6, 7 }, hy[8] = { 1, 2, 3, 4, 1, 2, 3, 4 };
+  vg_forecast_opts_t hw = { .method = VG_FORECAST_HOLT_WINTERS, .season = 4 };
+  expect_error(ht, hy, 7, hw, "need at least two seasons (2 x 4 points), got 7");
+  hw.season = 1;
+  expect_error(ht, hy, 8, hw, "season must be in [2, 100000] points, got 1");
+  hw.season = 4;
+  hy[5] = NAN;
+  expect_error(ht, hy, 8, hw, "point 6 is not a finite number");
+  hy[5] = 2;
+  ht[7] = 9;
+  expect_error(ht, hy, 8, hw,
+               "holt_winters needs evenly spaced points: gap 3 before point 8, mean 1.28571");
+  ht[7] = 7;
+  hw.alpha = 0.5;
+  expect_error(ht, hy, 8, hw, "alpha, beta and gamma must be in (0, 1), got 0.5, 0 and 0");
+  hw.beta = 0.1;
+  hw.gamma = 0.2;
+  vg_forecast_t f;
+  char err[128] = "";
+  assert_int_equal(forecast_fit(ht, hy, 8, &hw, &f, err, sizeof(err)), 0);
+  assert_close(f.gamma, 0.2, 0);
+  forecast_free(&f);
 }
 
 int main(void)
@@ -156,6 +285,8 @@ int main(void)
     cmocka_unit_test(test_holt_exact_line_and_spacing),
     cmocka_unit_test(test_holt_follows_a_new_trend),
     cmocka_unit_test(test_time_to_and_tiers),
+    cmocka_unit_test(test_holt_winters_recovers_trend_and_season),
+    cmocka_unit_test(test_holt_winters_intervals_contain_the_truth),
     cmocka_unit_test(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
