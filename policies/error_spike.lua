@@ -28,19 +28,13 @@ return {
     local now = vigil.now()
     local key = "fed:" .. service
     local fed = ctx.state.get(key) or {}
-    local mark = fed["until"]
-    for i = #entries, 1, -1 do -- oldest first, so "first seen" means something
-      local e = entries[i]
-      local ts = e.ts and e.ts / 1e9 or nil
-      if not (ts and mark and ts <= mark) then
-        analyser:add(e.line, { ts = ts, service = service })
-        if ts then
-          fed["until"] = math.max(fed["until"] or ts, ts)
-          fed.from = math.min(fed.from or ts, ts)
-        end
-      end
+    local added, newest, oldest =
+      analyser:feed(entries, { after = fed["until"], service = service })
+    if added > 0 and newest then
+      fed["until"] = math.max(fed["until"] or newest, newest)
+      fed.from = math.min(fed.from or oldest, oldest)
+      ctx.state.set(key, fed, MARK_TTL)
     end
-    if fed["until"] ~= mark then ctx.state.set(key, fed, MARK_TTL) end
     -- the limit cut the logs off inside the last 15 minutes, and nothing older was seen
     -- before: every template would look new, so none is claimed to be
     local blind = #entries >= LIMIT and (fed.from or now) > now - RECENT

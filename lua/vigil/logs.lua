@@ -42,6 +42,45 @@ function Analyser:add(line, meta)
   return self.core:add(line, meta.ts or core.now(), level, service)
 end
 
+--- analyser:feed(entries [, opts]) -> added, newest, oldest: log entries as vigil.loki returns
+-- them ({ ts = <ns>, line, labels }, newest or oldest first), added oldest first so "first
+-- seen" means something. opts.after (seconds): skip entries at or before it (what an earlier
+-- feed gave); opts.service: the service of every line (else labels.service, if any);
+-- opts.level: the level of every line (else guessed from the line). newest and oldest are the
+-- times (seconds) of the entries added, nil when none was.
+function Analyser:feed(entries, opts)
+  if type(entries) ~= "table" then
+    error("bad argument #1 to 'feed' (table expected, got " .. type(entries) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'feed' (table or nil expected, got " .. type(opts) .. ")", 2)
+  end
+  opts = opts or {}
+  local n = #entries
+  local first, last, step = 1, n, 1
+  if n > 1 and tonumber(entries[1].ts or 0) > tonumber(entries[n].ts or 0) then
+    first, last, step = n, 1, -1 -- newest first (Loki's backward direction)
+  end
+  local added, newest, oldest = 0, nil, nil
+  for i = first, last, step do
+    local e = entries[i]
+    if type(e) ~= "table" or type(e.line) ~= "string" then
+      error(("bad argument #1 to 'feed' (entry %d has no line)"):format(i), 2)
+    end
+    local ts = tonumber(e.ts) and tonumber(e.ts) / 1e9 or nil
+    if not (ts and opts.after and ts <= opts.after) then
+      local service = opts.service or (type(e.labels) == "table" and e.labels.service) or nil
+      self.core:add(e.line, ts or core.now(), opts.level, service and tostring(service))
+      added = added + 1
+      if ts then
+        newest = math.max(newest or ts, ts)
+        oldest = math.min(oldest or ts, ts)
+      end
+    end
+  end
+  return added, newest, oldest
+end
+
 --- analyser:error_rate([opts]) -> rate, errors, lines over the window (0 with no lines).
 function Analyser:error_rate(opts) return self.core:error_rate(q(opts)) end
 

@@ -464,6 +464,36 @@ describe("vigil.logs.analyser", function()
     expect(recs):to_contain("New error pattern in web")
   end)
 
+  it("feeds on Loki results: oldest first, skipping what an earlier feed gave", function()
+    local a = vigil.logs.analyser("spec-feed")
+    local t0 = vigil.now()
+    local ns = function(s) return math.floor((t0 + s) * 1e9) end
+    -- as vigil.loki returns them: newest first, ts in ns, the stream's labels
+    local entries = {
+      { ts = ns(20), line = "ERROR payment declined for order 3", labels = { service = "pay" } },
+      { ts = ns(10), line = "ERROR payment declined for order 2", labels = { service = "pay" } },
+      { ts = ns(0), line = "INFO started in 3s", labels = { service = "pay" } },
+    }
+    local added, newest, oldest = a:feed(entries)
+    expect(added):to_be(3)
+    expect(newest):to_be(t0 + 20)
+    expect(oldest):to_be(t0)
+    local new = a:new_templates()
+    expect(#new):to_be(2)
+    expect(new[1].template):to_be("INFO started in <*>") -- the oldest line came first
+    expect(new[1].service):to_be("pay")
+    expect(new[2].first_seen):to_be(t0 + 10)
+    -- the same query a minute later: only the line after the last feed is added
+    table.insert(entries, 1, { ts = ns(30), line = "ERROR payment declined for order 4" })
+    added, newest = a:feed(entries, { after = newest, service = "pay" })
+    expect(added):to_be(1)
+    expect(newest):to_be(t0 + 30)
+    expect(a:stats().lines):to_be(4)
+    expect(a:feed({})):to_be(0)
+    expect(function() a:feed("x") end):to_fail("bad argument #1 to 'feed' (table expected")
+    expect(function() a:feed({ { ts = 1 } }) end):to_fail("entry 1 has no line")
+  end)
+
   it("finds templates on the rise", function()
     local a = vigil.logs.analyser("spec-trend")
     for _ = 1, 30 do
