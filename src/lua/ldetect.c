@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/offload.h"
 #include "core/runtime.h"
 #include "core/vm.h"
 #include "engine/detect.h"
@@ -19,6 +20,11 @@
 #define SERIES_MT "vigil.detect.series"
 #define MAX_CELLS ((size_t)1 << 26)  /* 64 M numbers (512 MB) per call: beyond, a caller's bug */
 #define MAX_FOREST_SAMPLES (1 << 22) /* trees x samples per tree: ~128 MB of nodes at most */
+/* A fit this big runs on the thread pool (when in a task): from 50k rows, or from about 2 M
+ * tree-node visits (trees x (samples + rows scored for a contamination threshold)), a few ms
+ * and more of work that would otherwise stall the loop. */
+#define FIT_OFFLOAD_ROWS 50000
+#define FIT_OFFLOAD_COST 2e6
 
 /* Named series outlive every Lua state (policy reloads create new states): the runtime owns
  * them, and they are used from the loop thread only, like the states themselves. */
@@ -246,6 +252,7 @@ static void push_numbers(lua_State *L, const double *out, size_t n)
 typedef struct {
   vg_iforest_opts_t opts;
   vg_iforest_t *f; /* NULL until fit */
+  int background;  /* fit on the thread pool: -1 by size, 0 never, 1 always (in a task) */
 } lforest_t;
 
 static lforest_t *check_forest(lua_State *L, bool fitted, const char *method)
@@ -259,7 +266,8 @@ static lforest_t *check_forest(lua_State *L, bool fitted, const char *method)
 
 /* vigil.detect.iforest([opts]) [-(0|1), +1, e]: an unfitted model. opts: n_estimators (100),
  * max_samples (min(256, n)), max_features (1.0), contamination ("auto" or (0, 0.5]),
- * random_state (0). */
+ * random_state (0), background (fit on the thread pool: nil by size, true always, false
+ * never; only inside a task). */
 static int l_iforest(lua_State *L)
 {
   int opts = check_opts(L, 1);
@@ -271,6 +279,15 @@ static int l_iforest(lua_State *L)
   m->opts.max_samples = (uint32_t)opt_number(L, opts, "max_samples", 0, 0, 1e9);
   m->opts.max_features = opt_number(L, opts, "max_features", 1.0, 1e-9, 1.0);
   m->opts.random_state = (uint64_t)opt_number(L, opts, "random_state", 0, 0, 9007199254740992.0);
+  m->background = -1;
+  if (opts != 0) {
+    int t = lua_getfield(L, opts, "background");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+      luaL_error(L, "bad option 'background' (boolean expected, got %s)", lua_typename(L, t));
+    }
+    m->background = t == LUA_TNIL ? -1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
   if (opts != 0) {
     int t = lua_getfield(L, opts, "contamination");
     if (t == LUA_TNUMBER) {
@@ -287,7 +304,50 @@ static int l_iforest(lua_State *L)
   return 1;
 }
 
-/* model:fit(rows) [-2, +1, e]: fits on the rows (replacing an earlier fit); returns the model. */
+/* A fit handed to the thread pool: its own copy of the rows, its result. */
+typedef struct {
+  double *x;
+  size_t n, d;
+  vg_iforest_opts_t opts;
+  vg_iforest_t *f;
+  char err[160];
+} fit_job_t;
+
+static void fit_work(void *p)
+{
+  fit_job_t *j = p;
+  j->f = iforest_fit(j->x, j->n, j->d, &j->opts, j->err, sizeof(j->err));
+}
+
+static void fit_release(void *p)
+{
+  fit_job_t *j = p;
+  iforest_free(j->f);
+  free(j->x);
+  free(j);
+}
+
+/* The fit's continuation, in the task: the model is still argument 1. [-0, +1, e] */
+static int fit_push(lua_State *L, void *p)
+{
+  fit_job_t *j = p;
+  vg_iforest_t *f = j->f;
+  char err[sizeof(j->err)];
+  memcpy(err, j->err, sizeof(err));
+  free(j->x);
+  free(j);
+  lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
+  if (f == NULL) {
+    return luaL_error(L, "iforest:fit(): %s", err);
+  }
+  iforest_free(m->f);
+  m->f = f;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* model:fit(rows) [-2, +1, e]: fits on the rows (replacing an earlier fit); returns the model.
+ * A large fit inside a task runs on the thread pool while the task waits (others run). */
 static int forest_fit(lua_State *L)
 {
   lforest_t *m = check_forest(L, false, "fit");
@@ -299,6 +359,23 @@ static int forest_fit(lua_State *L)
   if ((double)m->opts.n_estimators * (double)psi > MAX_FOREST_SAMPLES) {
     return luaL_error(L, "iforest:fit(): n_estimators x max_samples = %d x %d is above %d",
                       (int)m->opts.n_estimators, (int)psi, MAX_FOREST_SAMPLES);
+  }
+  double cost =
+      (double)m->opts.n_estimators * ((double)psi + (m->opts.contamination > 0 ? (double)n : 0));
+  bool big = n >= FIT_OFFLOAD_ROWS || cost >= FIT_OFFLOAD_COST;
+  vg_task_t *task = m->background == 0 || (m->background < 0 && !big) ? NULL : vg_offload_task(L);
+  if (task != NULL) {
+    /* the pool gets plain memory: the rows' userdata dies with the task if it is cancelled */
+    fit_job_t *j = calloc(1, sizeof(*j));
+    double *copy = malloc(n * d * sizeof(*copy));
+    if (j == NULL || copy == NULL) {
+      free(j);
+      free(copy);
+      return luaL_error(L, "iforest:fit(): out of memory");
+    }
+    memcpy(copy, x, n * d * sizeof(*copy));
+    *j = (fit_job_t){ .x = copy, .n = n, .d = d, .opts = m->opts };
+    return vg_offload(L, task, j, fit_work, fit_push, fit_release);
   }
   char err[160];
   vg_iforest_t *f = iforest_fit(x, n, d, &m->opts, err, sizeof(err));

@@ -89,6 +89,70 @@ describe("vigil.detect.iforest", function()
   end)
 end)
 
+describe("vigil.detect.iforest on the thread pool", function()
+  -- 60,000 rows (above the 50,000 that send a fit to the pool) of a deterministic cloud, and a
+  -- far outlier at the end.
+  local function big_rows()
+    local rows, seed = {}, 11
+    for i = 1, 60000 do
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      rows[i] = { seed / 2147483648 }
+    end
+    rows[60001] = { 50 }
+    return rows
+  end
+
+  it("fits a large input while another task keeps running", function()
+    local rows = big_rows()
+    local ticks, stop = 0, false
+    local ticker = vigil.spawn(function()
+      while not stop do
+        ticks = ticks + 1
+        vigil.sleep(0)
+      end
+    end)
+    local model = detect.iforest({ random_state = 4 })
+    local before = ticks
+    expect(model:fit(rows)):to_be(model)
+    local during = ticks - before
+    stop = true
+    vigil.wait(ticker)
+    expect(during > 0):to_be(true) -- a synchronous fit leaves no turn to the ticker
+    local sc = model:score({ rows[1], rows[60001] })
+    expect(sc[2] > sc[1]):to_be(true)
+    expect(model:info().max_samples):to_be(256)
+    -- the same fit in a plain call (background = false) gives the same model
+    local sync = detect.iforest({ random_state = 4, background = false }):fit(rows)
+    expect(sync:score({ rows[1], rows[60001] })):to_equal(sc)
+  end)
+
+  it("frees the work of a cancelled task when it completes", function()
+    local rows = big_rows()
+    local model = detect.iforest({ random_state = 5, n_estimators = 300, contamination = 0.1 })
+    local reached = false
+    local t = vigil.spawn(function()
+      model:fit(rows)
+      reached = true
+    end)
+    vigil.sleep(0) -- the task starts the fit and waits
+    t:cancel()
+    local ok, err = vigil.wait(t)
+    expect(ok):to_be_nil()
+    expect(err):to_match("^ECANCELED")
+    expect(reached):to_be(false)
+    expect(model:info().fitted):to_be(false) -- the result went nowhere
+    -- background = true sends even a small fit to the pool; the model is the same
+    local rows3 = { { 1 }, { 2 }, { 3 }, { 40 } }
+    local small = detect.iforest({ random_state = 5, background = true })
+    local t2 = vigil.spawn(function() return small:fit(rows3) end)
+    expect(vigil.wait(t2)):to_be(small)
+    local same = detect.iforest({ random_state = 5, background = false }):fit(rows3)
+    expect(small:score(rows3)):to_equal(same:score(rows3))
+    raises("bad option 'background' (boolean expected, got string)", detect.iforest,
+      { background = "yes" })
+  end)
+end)
+
 describe("vigil.detect.window_features", function()
   it("gives the seed's rows and feeds an isolation forest", function()
     local rows = detect.window_features({ 1, 3, 2, 6 }, 2)
