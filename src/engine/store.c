@@ -20,6 +20,7 @@
 #define PRUNE_STEP 500          /* rows of each kind deleted per prune transaction */
 #define EXPIRY_EVERY_MS 1000    /* how often firing alerts past their endsAt are resolved */
 #define GATHER_MAX_ALERTS 20000 /* stop waiting for more once a transaction holds this many */
+#define GATHER_QUIET_NS 300000u /* ... or once nothing new arrived for this long (0.3 ms) */
 #define BUSY_TIMEOUT_MS 5000
 
 /* ---- schema ---- */
@@ -1431,17 +1432,27 @@ static void writer_main(void *arg)
       uv_mutex_lock(&s->mu);
       continue;
     }
-    /* group commit: give other batches group_commit_ms to join this transaction, unless
-     * they queued up while the last one committed: they waited for it already, and under
-     * load the next transaction gathers what arrives during this one */
+    /* group commit: give other batches up to group_commit_ms to join this transaction, as
+     * long as they keep coming (each arrival within GATHER_QUIET_NS of the last); a lone
+     * write waits only that quiet time, not the whole window. Batches that queued up while
+     * the last transaction committed waited for it already: they go at once, and under load
+     * the next transaction gathers what arrives during this one. */
     if (s->opts.group_commit_ms > 0 && !backlog) {
-      uint64_t deadline = uv_hrtime() + s->opts.group_commit_ms * 1000000u;
+      uint64_t t = uv_hrtime();
+      uint64_t deadline = t + s->opts.group_commit_ms * 1000000u;
+      uint64_t quiet_until = t + GATHER_QUIET_NS;
+      store_job_t *tail = s->q_tail;
       while (!s->stop && s->stats.pending < GATHER_MAX_ALERTS) {
-        uint64_t t = uv_hrtime();
-        if (t >= deadline) {
+        t = uv_hrtime();
+        if (s->q_tail != tail) { /* another arrived: wait for the next a little longer */
+          tail = s->q_tail;
+          quiet_until = t + GATHER_QUIET_NS;
+        }
+        uint64_t until = quiet_until < deadline ? quiet_until : deadline;
+        if (t >= until) {
           break;
         }
-        uv_cond_timedwait(&s->cond, &s->mu, deadline - t);
+        uv_cond_timedwait(&s->cond, &s->mu, until - t);
       }
     }
     store_job_t *list = s->q_head;
