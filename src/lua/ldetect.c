@@ -605,23 +605,92 @@ static int l_series(lua_State *L)
   return 1;
 }
 
-/* series:update(value [, ts]) [-(2|3), +2, e]: score in [0, 1] and whether it is an anomaly. */
+/* series:update(value [, ts]) or series:update(entry) [-(2|3), +2, e]: score in [0, 1] and
+ * whether it is an anomaly. `entry` is one of a vigil.prom vector result ({ labels, ts, value });
+ * its NaN or infinite value is a gap (0, false, nothing learnt), where a plain NaN raises. */
 static int series_update(lua_State *L)
 {
   vg_series_t *s = check_series(L);
-  double v = luaL_checknumber(L, 2);
-  luaL_argcheck(L, isfinite(v), 2, "value is not a finite number");
-  double ts = NAN;
-  if (!lua_isnoneornil(L, 3)) {
-    ts = luaL_checknumber(L, 3);
-    luaL_argcheck(L, isfinite(ts), 3, "timestamp is not a finite number");
-  } else if (detect_needs_time(detect_series_detector(s))) {
-    luaL_argerror(L, 3, "a seasonal detector needs the point's timestamp");
+  double v, ts = NAN;
+  bool entry = lua_type(L, 2) == LUA_TTABLE;
+  if (entry) {
+    if (lua_getfield(L, 2, "value") != LUA_TNUMBER) {
+      if (lua_rawgeti(L, 2, 1) == LUA_TTABLE) {
+        return luaL_argerror(L, 2,
+                             lua_pushfstring(L,
+                                             "a whole vector result of %d series; pass one of "
+                                             "its entries, result[i]",
+                                             (int)lua_rawlen(L, 2)));
+      }
+      return luaL_argerror(L, 2, "a vigil.prom vector entry has a number in field value");
+    }
+    v = lua_tonumber(L, -1);
+    int t = lua_getfield(L, 2, "ts");
+    ts = t == LUA_TNIL ? NAN : lua_tonumber(L, -1);
+    if (t != LUA_TNIL && (t != LUA_TNUMBER || !isfinite(ts))) {
+      return luaL_argerror(L, 2, "the entry's ts is not a finite number");
+    }
+    lua_pop(L, 2);
+    if (!isfinite(v)) { /* Prometheus says NaN (0/0) or +Inf: no data this time */
+      lua_pushnumber(L, 0);
+      lua_pushboolean(L, 0);
+      return 2;
+    }
+  } else {
+    v = luaL_checknumber(L, 2);
+    luaL_argcheck(L, isfinite(v), 2, "value is not a finite number");
+    if (!lua_isnoneornil(L, 3)) {
+      ts = luaL_checknumber(L, 3);
+      luaL_argcheck(L, isfinite(ts), 3, "timestamp is not a finite number");
+    }
+  }
+  if (isnan(ts) && detect_needs_time(detect_series_detector(s))) {
+    luaL_argerror(L, entry ? 2 : 3, "a seasonal detector needs the point's timestamp");
   }
   bool flag = false;
   double score = detect_series_update(s, v, ts, &flag);
   lua_pushnumber(L, score);
   lua_pushboolean(L, flag);
+  return 2;
+}
+
+/* series:feed(points [, opts]) [-(2|3), +2, e]: updates the series with every point of an
+ * array of numbers (times in opts.times) or of a vigil.prom matrix entry (its ts), and returns
+ * the array of scores and the array of flags. NaN or infinite values are gaps (0, false). */
+static int series_feed(lua_State *L)
+{
+  vg_series_t *s = check_series(L);
+  int opts = check_opts(L, 3);
+  size_t n, nt;
+  double *t, *v = check_points(L, 2, "points", &n, &t);
+  if (opts != 0 && lua_getfield(L, opts, "times") != LUA_TNIL) {
+    if (t != NULL) {
+      return luaL_error(L, "bad option 'times' (the matrix entry has its own ts)");
+    }
+    t = check_numbers(L, -1, "times", &nt);
+    if (nt != n) {
+      return luaL_error(L, "bad option 'times' (%d times for %d values)", (int)nt, (int)n);
+    }
+  }
+  if (t == NULL && detect_needs_time(detect_series_detector(s))) {
+    return luaL_error(L,
+                      "series:feed(): a seasonal detector needs times (a vigil.prom matrix "
+                      "entry, or opts.times)");
+  }
+  lua_createtable(L, (int)n, 0);
+  int scores = lua_gettop(L);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    bool flag = false;
+    double sc = 0;
+    if (isfinite(v[i])) {
+      sc = detect_series_update(s, v[i], t != NULL ? t[i] : NAN, &flag);
+    }
+    lua_pushnumber(L, sc);
+    lua_rawseti(L, scores, (lua_Integer)i + 1);
+    lua_pushboolean(L, flag);
+    lua_rawseti(L, scores + 1, (lua_Integer)i + 1);
+  }
   return 2;
 }
 
@@ -910,8 +979,13 @@ int vg_open_vigil_detect(lua_State *L)
   lua_pop(L, 1);
 
   static const luaL_Reg series_methods[] = {
-    { "update", series_update },     { "state", series_state },     { "reset", series_reset },
-    { "snapshot", series_snapshot }, { "restore", series_restore }, { NULL, NULL },
+    { "update", series_update },
+    { "feed", series_feed },
+    { "state", series_state },
+    { "reset", series_reset },
+    { "snapshot", series_snapshot },
+    { "restore", series_restore },
+    { NULL, NULL },
   };
   static const luaL_Reg series_meta[] = {
     { "__tostring", series_tostring },

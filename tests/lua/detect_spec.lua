@@ -267,6 +267,45 @@ describe("vigil.detect.series", function()
       "spec-seasonal-bad", { kind = "seasonal", weekend = "yes" })
   end)
 
+  it("takes vigil.prom results without a conversion loop", function()
+    local prom = require("vigil.prom")
+    local vals = {}
+    for i = 1, 40 do vals[i] = { 1700000000 + 60 * i, tostring(100 + i % 3) } end
+    vals[41] = { 1700000000 + 60 * 41, "NaN" }
+    local matrix = prom.convert({ resultType = "matrix", result = {
+      { metric = { job = "api" }, values = vals } } })
+    local s = detect.series("spec-prom", { kind = "ewma" })
+    local scores, flags = s:feed(matrix[1])
+    expect(#scores):to_be(41)
+    expect(flags[41]):to_be(false)
+    expect(scores[41]):to_be(0) -- the NaN is a gap
+    expect(s:state().updates):to_be(40)
+    expect(s:state().last_ts):to_be(1700000000 + 60 * 40)
+    -- the next instant query: one entry of a vector result
+    local vec = prom.convert({ resultType = "vector", result = {
+      { metric = { job = "api" }, value = { 1700000000 + 60 * 42, "500" } } } })
+    local score, flag = s:update(vec[1])
+    expect(flag):to_be(true)
+    expect(score > 0.9):to_be(true)
+    expect(s:state().last_ts):to_be(1700000000 + 60 * 42)
+    local nan = prom.convert({ resultType = "vector", result = {
+      { metric = {}, value = { 1700000000 + 60 * 43, "NaN" } } } })
+    expect(select(2, s:update(nan[1]))):to_be(false)
+    expect(s:state().updates):to_be(41)
+    -- feed on a plain array, with times for a seasonal detector
+    local sea = detect.series("spec-prom-seasonal", { kind = "seasonal", buckets = 2 })
+    local sc = sea:feed({ 1, 2, 3 }, { times = { 0, 60, 120 } })
+    expect(sc):to_equal({ 0, 0, 0 })
+    expect(sea:state().n):to_be(3)
+    raises("a seasonal detector needs times", sea.feed, sea, { 1, 2 })
+    raises("a seasonal detector needs the point's timestamp", sea.update, sea,
+      { labels = {}, value = 1 })
+    raises("a whole vector result of 1 series; pass one of its entries", s.update, s, vec)
+    raises("a whole matrix result of 1 series", s.feed, s, matrix)
+    raises("a vigil.prom vector entry has a number in field value", s.update, s, { value = "1" })
+    raises("points: no values", s.feed, s, {})
+  end)
+
   it("keeps the seed's rule available", function()
     local s = detect.series("spec-seed", { kind = "zscore5" })
     for _, v in ipairs({ 1, 2, 3, 4, 5 }) do s:update(v) end
