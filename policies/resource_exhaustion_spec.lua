@@ -144,6 +144,39 @@ describe("resource-exhaustion", function()
       { type = "scale", target = "label/deployment/web", state = "dry-run" } })
   end)
 
+  it("takes the replica count from kube-state-metrics when Prometheus has it: no kubectl get",
+    function()
+      local prom = prom_returning({ 0.99 })
+      function prom:query(q)
+        self.instant = q
+        return { { labels = { deployment = "api" }, value = 4, ts = vigil.now() } }
+      end
+      policy.sources.prom = prom
+      T.cluster({}) -- a kubectl read would find nothing and fail the plan
+      local a = alert("ksm")
+      local _, rec = policy:alert(a)
+      expect(prom.instant):to_be('kube_deployment_spec_replicas{namespace="ksm",deployment="api"}')
+      expect(rec.actions[1].state):to_be("dry-run")
+      expect(ledger(a.incident)):to_equal({
+        { type = "scale", target = "ksm/deployment/api", state = "dry-run" } })
+      expect(rec.actions[1].error):to_be_nil()
+    end)
+
+  it("without the metric (or with a count that is no integer), the scale reads it itself",
+    function()
+      local prom = prom_returning({ 0.99 })
+      function prom.query() return {} end
+      policy.sources.prom = prom
+      T.cluster({ ["deployment/noksm/api"] = { spec = { replicas = 2 } } })
+      local _, rec = policy:alert(alert("noksm"))
+      expect(rec.actions[1].state):to_be("dry-run")
+      function prom.query() return { { labels = {}, value = 2.5, ts = vigil.now() } } end
+      T.cluster({})
+      _, rec = policy:alert(alert("halfksm"))
+      expect(rec.actions[1].state):to_be("failed") -- it read: the Deployment is not there
+      expect(rec.actions[1].error):to_match("NotFound")
+    end)
+
   it("scales by 20% but never past 10 replicas", function()
     policy.sources.prom = prom_returning({ 0.99 })
     T.cluster({

@@ -12,7 +12,9 @@ with fixed, valid answers built once at start-up, so it costs as little as a Pyt
                        forecast finds it full in about 2 h); anything else (the saturation
                        ratio of resource-exhaustion): 5 m at 30 s rising to 0.97 (> 0.9:
                        confirmed, the plan runs)
-  /api/v1/query        a vector of one sample, value 5 (crash-loop: 5 restarts in 15 m)
+  /api/v1/query        a vector of one sample: kube_deployment_spec_replicas: 2 (as
+                       kube-state-metrics reports it: resource-exhaustion's scale then needs no
+                       `kubectl get`); anything else: 5 (crash-loop: 5 restarts in 15 m)
   POST /hook           204: the webhook notifiers of the config (dry-run never sends; there
                        in case it does)
 
@@ -52,6 +54,8 @@ DISK = matrix({"__name__": "node_filesystem_avail_bytes", "mountpoint": "/var"},
               [10e9 - i * 60e6 + (i % 3) * 5e6 for i in range(73)])
 VECTOR = body({"status": "success", "data": {"resultType": "vector",
                "result": [{"metric": {"pod": "x"}, "value": [T0, "5"]}]}})
+REPLICAS = body({"status": "success", "data": {"resultType": "vector",
+                 "result": [{"metric": {"deployment": "x"}, "value": [T0, "2"]}]}})
 
 
 class Server(ThreadingHTTPServer):
@@ -83,7 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             query = (params.get("query") or [""])[0]
             self.answer(200, DISK if "node_filesystem_avail_bytes" in query else SATURATION)
         elif path == "/api/v1/query":
-            self.answer(200, VECTOR)
+            query = (params.get("query") or [""])[0]
+            self.answer(200, REPLICAS if "kube_deployment_spec_replicas" in query else VECTOR)
         elif path == "/hook":
             self.answer(204)
         else:
