@@ -374,8 +374,8 @@ static double hw_time_to(const vg_forecast_t *m, double thr)
     return best * m->dt;
   }
   /* the trend leads away: only the coming season can get there */
-  for (double h = 1; h <= p; h++) {
-    double f = m->level + b * h + hw_season(m, h);
+  for (size_t i = 1; i <= m->period; i++) {
+    double h = (double)i, f = m->level + b * h + hw_season(m, h);
     if (up ? f >= thr : f <= thr) {
       return h * m->dt;
     }

@@ -384,9 +384,10 @@ static void put_f64(uint8_t **p, double v)
 /* The version-1 layout, as builds before the seasonal kind wrote it (the fixture). */
 static void snapshot_v1(const vg_detector_t *d, uint8_t *buf)
 {
+  static const uint8_t magic[4] = { 'V', 'G', 'D', 'S' };
   uint8_t *p = buf;
-  memcpy(p, "VGDS", 4);
-  p += 4;
+  memcpy(p, magic, sizeof(magic));
+  p += sizeof(magic);
   put_bytes(&p, 1, 4);
   put_bytes(&p, (uint64_t)d->o.kind, 4);
   put_bytes(&p, d->o.window, 4);
@@ -455,7 +456,7 @@ static void test_snapshot_round_trip(void **state)
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
   assert_string_equal(err, "window must be in [3, 64], got 200");
   blob[12] = 64;
-  memset(blob + 36 + 6 * 8, 0xff, 8); /* the variance: NaN */
+  memset(blob + (size_t)(36 + 6 * 8), 0xff, 8); /* the variance: NaN */
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
   assert_string_equal(err, "corrupt detector snapshot (state out of range)");
   assert_memory_equal(&d, &before, sizeof(d)); /* failures leave the detector alone */
@@ -464,7 +465,7 @@ static void test_snapshot_round_trip(void **state)
   init_kind(&s, VG_DETECT_SEASONAL);
   detect_snapshot(&s, blob);
   double neg = -1;
-  memcpy(blob + 36 + 11 * 8 + 8 + VG_DETECT_SEASON_MAX * 8, &neg, 8);
+  memcpy(blob + (size_t)(36 + 11 * 8 + 8 + VG_DETECT_SEASON_MAX * 8), &neg, 8); /* var[0] */
   assert_int_equal(detect_restore(&d, blob, sizeof(blob), err, sizeof(err)), -1);
   assert_string_equal(err, "corrupt detector snapshot (state out of range)");
 }
