@@ -16,6 +16,8 @@
 #define DEFAULT_MAX_ANALYSERS 256
 #define DEFAULT_MAX_TEMPLATES 2000
 #define OTHER_SERVICE "other"
+/* logan_advance leaves a minute open this long after its end, for lines that come late */
+#define ADVANCE_GRACE_S 60.0
 
 typedef struct {
   int64_t minute; /* NO_MINUTE: unused slot */
@@ -688,6 +690,19 @@ static void close_minutes(state_t *s, int64_t m)
     t->fed = m - 1;
   }
   s->cur = m;
+}
+
+void logan_advance(vg_logan_t *a, double now)
+{
+  state_t *s = &a->s;
+  if (!isfinite(now) || s->cur == NO_MINUTE) {
+    return;
+  }
+  int64_t m = minute_of(now - ADVANCE_GRACE_S);
+  if (m > s->cur) {
+    close_minutes(s, m);
+    a->dirty = true;
+  }
 }
 
 static bool keep_known(state_t *s, tmpl_t *t, void *ud)

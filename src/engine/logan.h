@@ -133,6 +133,13 @@ int logan_add_ex(vg_logan_t *a,
  * (ignored), -1 out of memory or bad ts. */
 int logan_add(vg_logan_t *a, const char *line, size_t len, double ts, const char *level);
 
+/* Closes the minutes that ended at least a minute before `now`, as a line of a later minute
+ * would: the templates' detectors see their counts and anomalies are recorded. Without it, an
+ * analyser whose lines stopped (a service that went quiet, or died) would never report the
+ * anomaly of its last minutes. Nothing happens before the first line, or when those minutes
+ * are closed already. The queries of the Lua binding call it with their `now`. */
+void logan_advance(vg_logan_t *a, double now);
+
 /* The level of a line from the first level word in its first 256 bytes (FATAL, PANIC,
  * CRITICAL, CRIT, SEVERE, ERROR, ERR, WARNING, WARN, INFO, NOTICE, DEBUG, TRACE, whole words,
  * any case), lowercased, WARNING as "warn"; "" when none. Writes at most VG_LOGAN_LEVEL_MAX + 1

@@ -798,6 +798,7 @@ static vg_logan_query_t an_query(lua_State *L, vg_logan_t *a, int idx)
   q.since = luaL_optnumber(L, idx + 2, NAN);
   q.errors_only = lua_toboolean(L, idx + 3);
   luaL_argcheck(L, isfinite(q.now), idx + 1, "a finite time expected");
+  logan_advance(a, q.now); /* minutes past by now are closed, lines or not */
   vg_logan_stats_t st;
   logan_stats(a, &st);
   vg_vm_charge(L, 16 + 4 * (uint64_t)st.templates);

@@ -263,6 +263,42 @@ static void test_anomaly_in_minute_series(void **state)
   logan_registry_free(r);
 }
 
+/* A service that goes quiet right after its spike: no later line closes the minute, so only
+ * logan_advance does, once a minute has passed after its end (late lines may still come). */
+static void test_anomaly_of_the_last_minute(void **state)
+{
+  (void)state;
+  vg_logan_registry_t *r = logan_registry_new(0);
+  vg_logan_t *a = make(r, "quiet", NULL);
+  for (int m = 0; m < 20; m++) {
+    add(a, "job 1 done", T0 + 60 * m, NULL);
+    add(a, "job 2 done", T0 + 60 * m + 10, NULL);
+  }
+  for (int i = 0; i < 30; i++) {
+    add(a, "job 3 done", T0 + 1200 + i, NULL);
+  }
+  vg_logan_anomaly_t an[8];
+  vg_logan_query_t q = query_at(T0 + 1300);
+  logan_advance(a, T0 + 1300); /* 40 s after minute 20 ended: it stays open */
+  assert_int_equal(logan_anomalies(a, &q, an, 8), 0);
+  q = query_at(T0 + 1320);
+  logan_advance(a, T0 + 1320); /* a minute after its end: closed */
+  assert_int_equal(logan_anomalies(a, &q, an, 8), 1);
+  assert_true(an[0].minute == T0 + 1200);
+  assert_int_equal(an[0].count, 30);
+  logan_advance(a, T0 + 1320); /* again: nothing more */
+  logan_advance(a, NAN);
+  vg_logan_stats_t st;
+  logan_stats(a, &st);
+  assert_int_equal(st.anomalies, 1);
+  /* an analyser without lines has nothing to close */
+  vg_logan_t *empty = make(r, "empty", NULL);
+  logan_advance(empty, T0);
+  logan_stats(empty, &st);
+  assert_true(isnan(st.minute));
+  logan_registry_free(r);
+}
+
 static void test_new_template_reported_once(void **state)
 {
   (void)state;
@@ -615,6 +651,7 @@ int main(void)
     cmocka_unit_test(test_services),
     cmocka_unit_test(test_spike_in_minute_series),
     cmocka_unit_test(test_anomaly_in_minute_series),
+    cmocka_unit_test(test_anomaly_of_the_last_minute),
     cmocka_unit_test(test_new_template_reported_once),
     cmocka_unit_test(test_trending),
     cmocka_unit_test(test_snapshot_round_trip),
