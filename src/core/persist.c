@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "engine/detect.h"
+#include "engine/iforest_registry.h"
 #include "engine/logan.h"
 #include "engine/snapshot.h"
 
@@ -59,9 +60,27 @@ static int logs_restore(
   return logan_registry_restore(r, name, blob, len, err, errlen);
 }
 
+static size_t forests_collect(vg_runtime_t *rt, vg_snapshot_emit_fn emit, void *ctx)
+{
+  vg_iforest_registry_t *r = vg_runtime_forests(rt);
+  return r != NULL ? iforest_registry_collect(r, emit, ctx) : 0;
+}
+
+static int forests_restore(
+    vg_runtime_t *rt, const char *name, const void *blob, size_t len, char *err, size_t errlen)
+{
+  vg_iforest_registry_t *r = vg_runtime_forests(rt);
+  if (r == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return iforest_registry_restore(r, name, blob, len, err, errlen);
+}
+
 static const kind_t kinds[] = {
   { "series", series_collect, series_restore },
   { "logs", logs_collect, logs_restore },
+  { "forests", forests_collect, forests_restore },
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 

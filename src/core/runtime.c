@@ -13,6 +13,7 @@
 #include "engine/detect.h"
 #include "engine/exec.h"
 #include "engine/httpc.h"
+#include "engine/iforest_registry.h"
 #include "engine/logan.h"
 #include "engine/source.h"
 
@@ -74,6 +75,8 @@ void vg_runtime_free(vg_runtime_t *rt)
   rt->sources = NULL;
   detect_registry_free(rt->series);
   rt->series = NULL;
+  iforest_registry_free(rt->forests);
+  rt->forests = NULL;
   logan_registry_free(rt->logs);
   rt->logs = NULL;
   vg_httpc_free(rt->httpc); /* its handles close in the runs below */
@@ -114,6 +117,14 @@ struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt)
     rt->series = detect_registry_new(0);
   }
   return rt->series;
+}
+
+struct vg_iforest_registry *vg_runtime_forests(vg_runtime_t *rt)
+{
+  if (rt->forests == NULL) {
+    rt->forests = iforest_registry_new(0, 0);
+  }
+  return rt->forests;
 }
 
 struct vg_logan_registry *vg_runtime_logs(vg_runtime_t *rt)

@@ -47,6 +47,7 @@ struct vg_runtime {
   struct vg_series_registry *series; /* named streaming detectors (vg_runtime_series) */
   struct vg_logan_registry *logs;    /* named log analysers (vg_runtime_logs) */
   const vg_config_t *logs_config;    /* the config whose logs.analysers it has */
+  struct vg_iforest_registry *forests; /* named isolation forests (vg_runtime_forests) */
 
   vg_limits_t limits; /* defaults for policy VMs */
   vg_config_t *config;
@@ -76,6 +77,11 @@ struct vg_sources *vg_runtime_sources(vg_runtime_t *rt);
 /* The named streaming detectors of vigil.detect.series, created on first use (NULL when out
  * of memory); they live as long as the runtime, so a policy reload keeps what they learned. */
 struct vg_series_registry *vg_runtime_series(vg_runtime_t *rt);
+
+/* The named isolation forests of vigil.detect.iforest{ name = ... }, created on first use (NULL
+ * when out of memory); at most 1000 and 256 MiB of models, living as long as the runtime, so a
+ * policy reload keeps the trained models (engine/iforest_registry.h). */
+struct vg_iforest_registry *vg_runtime_forests(vg_runtime_t *rt);
 
 /* The named log analysers of vigil.logs.analyser, the intake and log tailing (engine/logan.h),
  * created on first use (NULL when out of memory); at most 256, living as long as the runtime.

@@ -594,6 +594,18 @@ size_t iforest_node_count(const vg_iforest_t *f)
   return f->nnodes;
 }
 
+size_t iforest_memory(const vg_iforest_t *f)
+{
+  size_t bytes = sizeof(*f) + (size_t)f->ntrees * 2 * sizeof(uint32_t) +
+                 (size_t)f->nnodes * (sizeof(if_node_t) + sizeof(double));
+  if (f->height > 0) {
+    size_t nsplit = ((size_t)1 << f->height) - 1;
+    bytes += (size_t)f->ntrees *
+             (nsplit * (sizeof(uint32_t) + sizeof(double)) + (nsplit + 1) * sizeof(double));
+  }
+  return bytes;
+}
+
 void iforest_free(vg_iforest_t *f)
 {
   if (f == NULL) {

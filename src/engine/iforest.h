@@ -62,6 +62,9 @@ size_t iforest_n_features(const vg_iforest_t *f);   /* d at fit time */
 size_t iforest_n_estimators(const vg_iforest_t *f); /* trees */
 size_t iforest_max_samples(const vg_iforest_t *f);  /* psi actually used */
 size_t iforest_node_count(const vg_iforest_t *f);   /* nodes over all trees */
+/* Bytes the model holds in memory (its nodes and the scoring layout); what a registry of named
+ * forests counts against its cap. */
+size_t iforest_memory(const vg_iforest_t *f);
 
 /* Serialises the forest into a versioned little-endian blob ("VGIF", VG_IFOREST_FORMAT). Returns
  * a malloc'ed buffer (caller frees) and its size in *len, or NULL when out of memory. */

@@ -5,15 +5,18 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/offload.h"
 #include "core/runtime.h"
 #include "core/vm.h"
 #include "engine/detect.h"
 #include "engine/forecast.h"
 #include "engine/iforest.h"
+#include "engine/iforest_registry.h"
 #include "lua/lvigil.h"
 
 #define IFOREST_MT "vigil.detect.iforest"
@@ -249,25 +252,104 @@ static void push_numbers(lua_State *L, const double *out, size_t n)
 
 /* ---- iforest ---- */
 
+/* A forest handle: an unnamed forest owns its model; a named one points at the runtime's entry
+ * (never freed while the runtime lives) and reads the entry's current model on each call, so a
+ * fit from another handle or policy is seen at once and a replaced model is never touched. */
 typedef struct {
   vg_iforest_opts_t opts;
-  vg_iforest_t *f; /* NULL until fit */
-  int background;  /* fit on the thread pool: -1 by size, 0 never, 1 always (in a task) */
+  vg_iforest_t *f;           /* unnamed: NULL until fit; named: always NULL */
+  vg_iforest_named_t *named; /* named: the registry's entry (not owned), else NULL */
+  int background;            /* fit on the thread pool: -1 by size, 0 never, 1 always (in a task) */
 } lforest_t;
+
+/* The handle's current model, NULL until fitted. Pointer valid until other Lua code runs. */
+static const vg_iforest_t *forest_model(const lforest_t *m)
+{
+  return m->named != NULL ? iforest_named_model(m->named) : m->f;
+}
 
 static lforest_t *check_forest(lua_State *L, bool fitted, const char *method)
 {
   lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
-  if (fitted && m->f == NULL) {
+  if (fitted && forest_model(m) == NULL) {
+    if (m->named != NULL) {
+      luaL_error(L,
+                 "iforest:%s(): the named forest \"%s\" is not fitted yet (a :fit(rows) on any "
+                 "handle of that name trains it)",
+                 method, iforest_named_name(m->named));
+    }
     luaL_error(L, "iforest:%s(): the model is not fitted (call :fit(rows) first)", method);
   }
   return m;
 }
 
+/* Records a use of a named forest (the registry writes a used model again now and then, so the
+ * store keeps one that is only scored). */
+static void forest_used(lua_State *L, const lforest_t *m)
+{
+  if (m->named != NULL) {
+    iforest_named_used(m->named, (int64_t)(vg_clock_now(vg_vm_of(L)->rt) * 1000.0));
+  }
+}
+
+/* The model to use now, after the allocations that read the rows: they may run a finalizer
+ * that refits this forest (then its column count may differ). [-0, +0, e] */
+static const vg_iforest_t *model_now(lua_State *L, const lforest_t *m, size_t d, const char *method)
+{
+  const vg_iforest_t *f = forest_model(m);
+  if (f == NULL || iforest_n_features(f) != d) {
+    luaL_error(L, "iforest:%s(): the model changed while the rows were read", method);
+  }
+  forest_used(L, m);
+  return f;
+}
+
+static vg_iforest_registry_t *get_forests(lua_State *L)
+{
+  vg_iforest_registry_t *r = vg_runtime_forests(vg_vm_of(L)->rt);
+  if (r == NULL) {
+    luaL_error(L, "vigil.detect: out of memory");
+  }
+  return r;
+}
+
+/* Raises unless every option given (`given` bits: 1 n_estimators, 2 max_samples, 4
+ * max_features, 8 contamination, 16 random_state) agrees with what the named forest has. */
+static void check_same_opts(lua_State *L,
+                            const vg_iforest_named_t *e,
+                            const vg_iforest_opts_t *o,
+                            unsigned given)
+{
+  const vg_iforest_opts_t *h = iforest_named_opts(e);
+  const char *key = NULL;
+  double has = 0, want = 0;
+  if ((given & 1) && h->n_estimators != o->n_estimators) {
+    key = "n_estimators", has = h->n_estimators, want = o->n_estimators;
+  } else if ((given & 2) && h->max_samples != o->max_samples) {
+    key = "max_samples", has = h->max_samples, want = o->max_samples;
+  } else if ((given & 4) && h->max_features != o->max_features) {
+    key = "max_features", has = h->max_features, want = o->max_features;
+  } else if ((given & 8) && h->contamination != o->contamination) {
+    key = "contamination", has = h->contamination, want = o->contamination;
+  } else if ((given & 16) && h->random_state != o->random_state) {
+    key = "random_state", has = (double)h->random_state, want = (double)o->random_state;
+  }
+  if (key != NULL) {
+    char a[32], b[32];
+    bool c = strcmp(key, "contamination") == 0; /* 0 is "auto" */
+    snprintf(a, sizeof(a), c && has == 0 ? "\"auto\"" : "%.14g", has);
+    snprintf(b, sizeof(b), c && want == 0 ? "\"auto\"" : "%.14g", want);
+    luaL_error(L, "vigil.detect.iforest{ name = \"%s\" }: exists with %s = %s, not %s",
+               iforest_named_name(e), key, a, b);
+  }
+}
+
 /* vigil.detect.iforest([opts]) [-(0|1), +1, e]: an unfitted model. opts: n_estimators (100),
  * max_samples (min(256, n)), max_features (1.0), contamination ("auto" or (0, 0.5]),
  * random_state (0), background (fit on the thread pool: nil by size, true always, false
- * never; only inside a task). */
+ * never; only inside a task), name (the runtime's named forest: the same model for every
+ * policy and across reloads and restarts, created on first use; options given must agree with
+ * the ones it has). */
 static int l_iforest(lua_State *L)
 {
   int opts = check_opts(L, 1);
@@ -275,6 +357,13 @@ static int l_iforest(lua_State *L)
   memset(m, 0, sizeof(*m));
   luaL_setmetatable(L, IFOREST_MT);
   iforest_opts_default(&m->opts);
+  static const char *const keys[] = { "n_estimators", "max_samples", "max_features",
+                                      "contamination", "random_state" };
+  unsigned given = 0;
+  for (unsigned i = 0; opts != 0 && i < sizeof(keys) / sizeof(keys[0]); i++) {
+    given |= lua_getfield(L, opts, keys[i]) != LUA_TNIL ? 1u << i : 0;
+    lua_pop(L, 1);
+  }
   m->opts.n_estimators = (uint32_t)opt_number(L, opts, "n_estimators", 100, 1, 100000);
   m->opts.max_samples = (uint32_t)opt_number(L, opts, "max_samples", 0, 0, 1e9);
   m->opts.max_features = opt_number(L, opts, "max_features", 1.0, 1e-9, 1.0);
@@ -298,6 +387,30 @@ static int l_iforest(lua_State *L)
       m->opts.contamination = c;
     } else if (t != LUA_TNIL && !(t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "auto") == 0)) {
       luaL_error(L, "bad option 'contamination' (\"auto\" or a number in (0, 0.5] expected)");
+    }
+    lua_pop(L, 1);
+  }
+  if (opts != 0) {
+    int t = lua_getfield(L, opts, "name");
+    if (t != LUA_TNIL) {
+      size_t len;
+      const char *name = lua_tolstring(L, -1, &len);
+      if (t != LUA_TSTRING || len == 0 || len > 1024 || strlen(name) != len) {
+        luaL_error(L, "bad option 'name' (a string of 1 to 1024 bytes without NUL expected)");
+      }
+      vg_iforest_registry_t *r = get_forests(L);
+      vg_iforest_named_t *e = iforest_registry_get(r, name);
+      if (e == NULL) {
+        char err[160];
+        e = iforest_registry_add(r, name, &m->opts, err, sizeof(err));
+        if (e == NULL) {
+          luaL_error(L, "vigil.detect.iforest{ name = \"%s\" }: %s", name, err);
+        }
+      } else {
+        check_same_opts(L, e, &m->opts, given);
+      }
+      m->named = e;
+      m->opts = *iforest_named_opts(e);
     }
     lua_pop(L, 1);
   }
@@ -327,6 +440,24 @@ static void fit_release(void *p)
   free(j);
 }
 
+/* Makes `f` the handle's model: its own, or the named forest's for everyone (the old model is
+ * freed; readers look the model up on each call). Frees f and raises when the registry refuses
+ * it (byte cap). [-0, +0, e] */
+static void forest_install(lua_State *L, lforest_t *m, vg_iforest_t *f)
+{
+  if (m->named == NULL) {
+    iforest_free(m->f);
+    m->f = f;
+    return;
+  }
+  char err[200];
+  if (iforest_named_set(get_forests(L), m->named, f, err, sizeof(err)) != 0) {
+    iforest_free(f);
+    luaL_error(L, "iforest:fit(): named forest \"%s\": %s", iforest_named_name(m->named), err);
+  }
+  forest_used(L, m);
+}
+
 /* The fit's continuation, in the task: the model is still argument 1. [-0, +1, e] */
 static int fit_push(lua_State *L, void *p)
 {
@@ -340,20 +471,21 @@ static int fit_push(lua_State *L, void *p)
   if (f == NULL) {
     return luaL_error(L, "iforest:fit(): %s", err);
   }
-  iforest_free(m->f);
-  m->f = f;
+  forest_install(L, m, f);
   lua_settop(L, 1);
   return 1;
 }
 
 /* model:fit(rows) [-2, +1, e]: fits on the rows (replacing an earlier fit); returns the model.
- * A large fit inside a task runs on the thread pool while the task waits (others run). */
+ * A large fit inside a task runs on the thread pool while the task waits (others run); a named
+ * forest keeps serving its old model until the new one is installed. */
 static int forest_fit(lua_State *L)
 {
   lforest_t *m = check_forest(L, false, "fit");
   size_t n, d;
   double *x = check_rows(L, 2, 0, &n, &d);
-  /* The forest lives outside the VM's memory cap: bound it here (about 32 bytes a sample). */
+  /* The forest lives outside the VM's memory cap: bound it here (about 32 bytes a sample);
+   * named forests are also bounded together by the registry's byte cap. */
   size_t psi = m->opts.max_samples == 0 ? (n < 256 ? n : 256)
                                         : (m->opts.max_samples < n ? m->opts.max_samples : n);
   if ((double)m->opts.n_estimators * (double)psi > MAX_FOREST_SAMPLES) {
@@ -382,8 +514,7 @@ static int forest_fit(lua_State *L)
   if (f == NULL) {
     return luaL_error(L, "iforest:fit(): %s", err);
   }
-  iforest_free(m->f);
-  m->f = f;
+  forest_install(L, m, f);
   lua_settop(L, 1);
   return 1;
 }
@@ -393,9 +524,9 @@ static int forest_score(lua_State *L)
 {
   lforest_t *m = check_forest(L, true, "score");
   size_t n, d;
-  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *x = check_rows(L, 2, iforest_n_features(forest_model(m)), &n, &d);
   double *out = lua_newuserdatauv(L, n * sizeof(*out), 0);
-  iforest_score(m->f, x, n, out);
+  iforest_score(model_now(L, m, d, "score"), x, n, out);
   push_numbers(L, out, n);
   return 1;
 }
@@ -405,9 +536,9 @@ static int forest_decision(lua_State *L)
 {
   lforest_t *m = check_forest(L, true, "decision");
   size_t n, d;
-  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *x = check_rows(L, 2, iforest_n_features(forest_model(m)), &n, &d);
   double *out = lua_newuserdatauv(L, n * sizeof(*out), 0);
-  iforest_decision(m->f, x, n, out);
+  iforest_decision(model_now(L, m, d, "decision"), x, n, out);
   push_numbers(L, out, n);
   return 1;
 }
@@ -417,10 +548,10 @@ static int forest_predict(lua_State *L)
 {
   lforest_t *m = check_forest(L, true, "predict");
   size_t n, d;
-  double *x = check_rows(L, 2, iforest_n_features(m->f), &n, &d);
+  double *x = check_rows(L, 2, iforest_n_features(forest_model(m)), &n, &d);
   double *scratch = lua_newuserdatauv(L, n * sizeof(*scratch), 0);
   int8_t *out = lua_newuserdatauv(L, n, 0);
-  iforest_predict(m->f, x, n, out, scratch);
+  iforest_predict(model_now(L, m, d, "predict"), x, n, out, scratch);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushboolean(L, out[i] < 0);
@@ -430,23 +561,33 @@ static int forest_predict(lua_State *L)
 }
 
 /* model:info() [-1, +1, m]: { fitted, n_estimators, max_samples, n_features, nodes,
- * threshold }. */
+ * threshold, name (named forests), fits (named: fits since the start or restore) }. */
 static int forest_info(lua_State *L)
 {
   lforest_t *m = check_forest(L, false, "info");
-  lua_createtable(L, 0, 6);
-  lua_pushboolean(L, m->f != NULL);
+  lua_createtable(L, 0, 8);
+  if (m->named != NULL) {
+    lua_pushstring(L, iforest_named_name(m->named));
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)iforest_named_fits(m->named));
+    lua_setfield(L, -2, "fits");
+  }
+  const vg_iforest_t *f = forest_model(m); /* no Lua code runs from here */
+  lua_pushboolean(L, f != NULL);
   lua_setfield(L, -2, "fitted");
-  lua_pushinteger(L, m->f ? (lua_Integer)iforest_n_estimators(m->f) : m->opts.n_estimators);
+  lua_pushinteger(L, f ? (lua_Integer)iforest_n_estimators(f) : m->opts.n_estimators);
   lua_setfield(L, -2, "n_estimators");
-  if (m->f != NULL) {
-    lua_pushinteger(L, (lua_Integer)iforest_max_samples(m->f));
+  if (f != NULL) {
+    size_t samples = iforest_max_samples(f), features = iforest_n_features(f);
+    size_t nodes = iforest_node_count(f);
+    double threshold = iforest_threshold(f);
+    lua_pushinteger(L, (lua_Integer)samples);
     lua_setfield(L, -2, "max_samples");
-    lua_pushinteger(L, (lua_Integer)iforest_n_features(m->f));
+    lua_pushinteger(L, (lua_Integer)features);
     lua_setfield(L, -2, "n_features");
-    lua_pushinteger(L, (lua_Integer)iforest_node_count(m->f));
+    lua_pushinteger(L, (lua_Integer)nodes);
     lua_setfield(L, -2, "nodes");
-    lua_pushnumber(L, iforest_threshold(m->f));
+    lua_pushnumber(L, threshold);
     lua_setfield(L, -2, "threshold");
   }
   return 1;
@@ -457,7 +598,7 @@ static int forest_save(lua_State *L)
 {
   lforest_t *m = check_forest(L, true, "save");
   size_t len;
-  uint8_t *blob = iforest_save(m->f, &len);
+  uint8_t *blob = iforest_save(forest_model(m), &len);
   if (blob == NULL) {
     return luaL_error(L, "iforest:save(): out of memory");
   }
@@ -485,6 +626,7 @@ static int l_load(lua_State *L)
   return 1;
 }
 
+/* Frees an unnamed forest's model; a named forest's belongs to the runtime. */
 static int forest_gc(lua_State *L)
 {
   lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
@@ -496,12 +638,19 @@ static int forest_gc(lua_State *L)
 static int forest_tostring(lua_State *L)
 {
   lforest_t *m = luaL_checkudata(L, 1, IFOREST_MT);
-  if (m->f == NULL) {
-    lua_pushliteral(L, "vigil.detect.iforest (not fitted)");
+  const vg_iforest_t *f = forest_model(m);
+  if (m->named != NULL) {
+    lua_pushfstring(L, "vigil.detect.iforest \"%s\" ", iforest_named_name(m->named));
   } else {
-    lua_pushfstring(L, "vigil.detect.iforest (%d trees, %d features)",
-                    (int)iforest_n_estimators(m->f), (int)iforest_n_features(m->f));
+    lua_pushliteral(L, "vigil.detect.iforest ");
   }
+  if (f == NULL) {
+    lua_pushliteral(L, "(not fitted)");
+  } else {
+    lua_pushfstring(L, "(%d trees, %d features)", (int)iforest_n_estimators(f),
+                    (int)iforest_n_features(f));
+  }
+  lua_concat(L, 2);
   return 1;
 }
 

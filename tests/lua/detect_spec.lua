@@ -153,6 +153,128 @@ describe("vigil.detect.iforest on the thread pool", function()
   end)
 end)
 
+describe("vigil.detect.iforest with a name", function()
+  -- a second cloud, as code a sandbox runs too: a model fitted on it scores differently
+  local SHIFTED = [[
+    local rows, seed = {}, 5
+    for i = 1, 150 do
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      local x = seed / 2147483648
+      seed = (seed * 1103515245 + 12345) % 2147483648
+      rows[i] = { x * 2 + 3, seed / 2147483648 - 2 }
+    end
+    return rows
+  ]]
+  local shifted = assert(load(SHIFTED))
+  local probe = { { 0, 0 }, { 6, 6 } }
+
+  it("is one model for every handle of the name, the same as an unnamed fit", function()
+    local rows = cloud()
+    local a = detect.iforest({ name = "spec-shared", n_estimators = 50, random_state = 1 })
+    local b = detect.iforest({ name = "spec-shared" })
+    expect(a == b):to_be(false) -- two handles, one model
+    expect(b:info()):to_equal({ name = "spec-shared", fits = 0, fitted = false, n_estimators = 50 })
+    expect(a:fit(rows)):to_be(a)
+    local plain = detect.iforest({ n_estimators = 50, random_state = 1 }):fit(rows)
+    local want = plain:score(probe)
+    expect(b:score(probe)):to_equal(want)
+    expect(b:decision(probe)):to_equal(plain:decision(probe))
+    expect(b:predict(probe)):to_equal({ false, true })
+    local info = b:info()
+    expect(info.name):to_be("spec-shared")
+    expect(info.fits):to_be(1)
+    expect(info.fitted):to_be(true)
+    expect(info.n_features):to_be(2)
+    expect(info.nodes):to_be(plain:info().nodes)
+    expect(tostring(b)):to_be('vigil.detect.iforest "spec-shared" (50 trees, 2 features)')
+    -- save gives the current model as an unnamed one
+    local copy = assert(detect.load(b:save()))
+    expect(copy:info().name):to_be_nil()
+    expect(copy:score(probe)):to_equal(want)
+    expect(detect.iforest({ name = "spec-shared" }):score(probe)):to_equal(want)
+  end)
+
+  it("is the same model in another VM, and a fit there replaces it for everyone", function()
+    local rows = cloud()
+    local mine = detect.iforest({ name = "spec-vm", random_state = 2 }):fit(rows)
+    local before = mine:score(probe)
+    local r = testing.sandbox([[
+      local f = vigil.detect.iforest({ name = "spec-vm" })
+      return f:score({ { 0, 0 }, { 6, 6 } })[2], f:info().fits
+    ]])
+    expect(r.status):to_be("ok")
+    expect(r.results[1]):to_be(before[2])
+    expect(r.results[2]):to_be(1)
+    -- that VM is closed, its handle collected: the model is the runtime's and still here
+    expect(mine:score(probe)):to_equal(before)
+    -- a refit in that VM (a reloaded policy, say) is what this handle scores with next
+    local refit = testing.sandbox("local rows = (function() " .. SHIFTED .. [[ end)()
+      vigil.detect.iforest({ name = "spec-vm", random_state = 2 }):fit(rows)
+    ]])
+    expect(refit.status):to_be("ok")
+    local want = detect.iforest({ random_state = 2 }):fit(shifted()):score(probe)
+    expect(mine:score(probe)):to_equal(want)
+    expect(mine:info().fits):to_be(2)
+    expect(want[1] ~= before[1]):to_be(true)
+  end)
+
+  it("keeps scoring with the old model while a background fit runs", function()
+    local old = detect.iforest({ name = "spec-bg", random_state = 3 }):fit(cloud())
+    local before = old:score(probe)
+    local bg = detect.iforest({ name = "spec-bg", background = true })
+    local t = vigil.spawn(function() return bg:fit(shifted()) end)
+    vigil.sleep(0) -- the task starts the fit on the pool and waits
+    expect(old:score(probe)):to_equal(before)
+    expect(old:info().fits):to_be(1)
+    expect(vigil.wait(t)):to_be(bg)
+    expect(old:info().fits):to_be(2)
+    local want = detect.iforest({ random_state = 3 }):fit(shifted()):score(probe)
+    expect(old:score(probe)):to_equal(want)
+  end)
+
+  it("raises when options given disagree with the name's, or it was never fitted", function()
+    detect.iforest({ name = "spec-opts", n_estimators = 20, contamination = 0.1 })
+    raises('vigil.detect.iforest{ name = "spec-opts" }: exists with n_estimators = 20, not 30',
+      detect.iforest, { name = "spec-opts", n_estimators = 30 })
+    raises('exists with contamination = 0.1, not "auto"', detect.iforest,
+      { name = "spec-opts", contamination = "auto" })
+    raises("exists with random_state = 0, not 5", detect.iforest,
+      { name = "spec-opts", random_state = 5 })
+    -- the options it has, or none, are fine; background is the handle's own
+    local same = detect.iforest({ name = "spec-opts", n_estimators = 20, background = false })
+    expect(same:info().n_estimators):to_be(20)
+    raises('iforest:score(): the named forest "spec-opts" is not fitted yet', same.score, same,
+      probe)
+    raises('iforest:save(): the named forest "spec-opts" is not fitted yet', same.save, same)
+    expect(tostring(same)):to_be('vigil.detect.iforest "spec-opts" (not fitted)')
+    raises("bad option 'name' (a string of 1 to 1024 bytes without NUL expected)",
+      detect.iforest, { name = "" })
+    raises("bad option 'name'", detect.iforest, { name = 42 })
+    raises("bad option 'name'", detect.iforest, { name = ("x"):rep(1025) })
+    -- a fit with other columns replaces the model; rows must then match it
+    same:fit({ { 1 }, { 2 }, { 3 } })
+    raises("rows have 2 columns, the model was fitted on 1", same.score, same, probe)
+  end)
+
+  it("leaves unnamed forests as they were: their own model each", function()
+    local a = detect.iforest({ random_state = 1 }):fit(cloud())
+    local b = detect.iforest({ random_state = 1 })
+    expect(b:info()):to_equal({ fitted = false, n_estimators = 100 })
+    raises("iforest:score(): the model is not fitted (call :fit(rows) first)", b.score, b, probe)
+    expect(a:info().name):to_be_nil()
+    expect(tostring(a)):to_be("vigil.detect.iforest (100 trees, 2 features)")
+  end)
+
+  it("is reached as vigil.detect too (a lazy field of vigil)", function()
+    local r = testing.sandbox([[
+      return vigil.detect.iforest == require("vigil.detect").iforest, type(vigil.detect.series)
+    ]])
+    expect(r.status):to_be("ok")
+    expect(r.results[1]):to_be(true)
+    expect(r.results[2]):to_be("function")
+  end)
+end)
+
 describe("vigil.detect.window_features", function()
   it("gives the seed's rows and feeds an isolation forest", function()
     local rows = detect.window_features({ 1, 3, 2, 6 }, 2)
