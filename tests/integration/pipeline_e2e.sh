@@ -147,6 +147,12 @@ until_ok 10 bash -c "curl -sf '$vigil/api/v1/incidents?status=open' | grep -q Qu
 ackid=$(curl -sf "$vigil/api/v1/incidents?status=open" |
   field '[i["id"] for i in d["incidents"] if "QueueStuck" in i["title"]][0]')
 "$VIGIL" ack "$ackid" --url "$vigil" --who alice >/dev/null || fail "vigil ack failed"
+# what is tested is the timer surviving kill -9: wait until the run has stored it (a run still
+# in flight at a crash is not run again, see docs/operations.md on decision replay)
+until_ok 10 bash -c "curl -sf '$vigil/api/v1/incidents?status=open' | grep -q DatabaseDown"
+dbid=$(curl -sf "$vigil/api/v1/incidents?status=open" |
+  field '[i["id"] for i in d["incidents"] if "DatabaseDown" in i["title"]][0]')
+until_ok 10 bash -c "curl -sf '$vigil/api/v1/incidents/$dbid/report' | grep -q '\"state\": *\"pending\"'"
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 pid=
