@@ -4,10 +4,11 @@
 #include "engine/detect.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/errbuf.h"
 
 #define MAD_TO_SIGMA 1.4826 /* MAD of a normal distribution times this is its sigma */
 
@@ -17,20 +18,6 @@ static const char *const kind_names[] = { "default", "ewma",    "robust",
 #define SEASON_FLOOR 1.0 /* a slot's sd is at least this share of the residual sd of all slots */
 #define SEASON_GLOBAL_ALPHA 0.01 /* EWMA weight of that residual variance (in d->var) */
 #define MAX_UTC_OFFSET (14 * 3600)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 const char *detect_kind_name(vg_detect_kind_t kind)
 {
@@ -105,48 +92,48 @@ int detect_init(vg_detector_t *d, const vg_detect_opts_t *opts, char *err, size_
 {
   vg_detect_opts_t o = *opts;
   if (detect_kind_name(o.kind) == NULL) {
-    set_err(err, errlen, "unknown detector kind %d", (int)o.kind);
+    vg_errf(err, errlen, "unknown detector kind %d", (int)o.kind);
     return -1;
   }
   fill_defaults(&o);
   if (!(o.alpha > 0 && o.alpha < 1)) {
-    set_err(err, errlen, "alpha must be in (0, 1), got %g", o.alpha);
+    vg_errf(err, errlen, "alpha must be in (0, 1), got %g", o.alpha);
     return -1;
   }
   if (o.window < 3 || o.window > VG_DETECT_WINDOW_MAX) {
-    set_err(err, errlen, "window must be in [3, %d], got %u", VG_DETECT_WINDOW_MAX, o.window);
+    vg_errf(err, errlen, "window must be in [3, %d], got %u", VG_DETECT_WINDOW_MAX, o.window);
     return -1;
   }
   if (!(o.threshold > 0 && o.threshold <= 1)) {
-    set_err(err, errlen, "threshold must be in (0, 1], got %g", o.threshold);
+    vg_errf(err, errlen, "threshold must be in (0, 1], got %g", o.threshold);
     return -1;
   }
   if (!(o.cusum_k >= 0 && o.cusum_h > 0 && isfinite(o.cusum_k) && isfinite(o.cusum_h))) {
-    set_err(err, errlen, "cusum_k must be >= 0 and cusum_h > 0");
+    vg_errf(err, errlen, "cusum_k must be >= 0 and cusum_h > 0");
     return -1;
   }
   if (!(o.half_life >= 1 && o.half_life <= 1e9)) {
-    set_err(err, errlen, "half_life must be in [1, 1e9] points, got %g", o.half_life);
+    vg_errf(err, errlen, "half_life must be in [1, 1e9] points, got %g", o.half_life);
     return -1;
   }
   if (o.warmup > 1000000) {
-    set_err(err, errlen, "warmup must be at most 1000000, got %u", o.warmup);
+    vg_errf(err, errlen, "warmup must be at most 1000000, got %u", o.warmup);
     return -1;
   }
   if (o.kind == VG_DETECT_SEASONAL) {
     uint32_t most = o.weekend ? VG_DETECT_SEASON_MAX / 2 : VG_DETECT_SEASON_MAX;
     if (o.buckets < 2 || o.buckets > most) {
-      set_err(err, errlen, "buckets must be in [2, %u]%s, got %u", most,
+      vg_errf(err, errlen, "buckets must be in [2, %u]%s, got %u", most,
               o.weekend ? " with the weekend split" : "", o.buckets);
       return -1;
     }
     if (o.warmup > UINT16_MAX) {
-      set_err(err, errlen, "warmup must be at most %d points a bucket, got %u", UINT16_MAX,
+      vg_errf(err, errlen, "warmup must be at most %d points a bucket, got %u", UINT16_MAX,
               o.warmup);
       return -1;
     }
     if (o.utc_offset < -MAX_UTC_OFFSET || o.utc_offset > MAX_UTC_OFFSET) {
-      set_err(err, errlen, "utc_offset must be within +/-%d s, got %d", MAX_UTC_OFFSET,
+      vg_errf(err, errlen, "utc_offset must be within +/-%d s, got %d", MAX_UTC_OFFSET,
               (int)o.utc_offset);
       return -1;
     }
@@ -556,18 +543,18 @@ int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, 
 {
   const uint8_t *p = buf;
   if (len < 8 || memcmp(p, "VGDS", 4) != 0) {
-    set_err(err, errlen, "not a detector snapshot");
+    vg_errf(err, errlen, "not a detector snapshot");
     return -1;
   }
   p += 4;
   uint32_t version = (uint32_t)get_le(&p, 4);
   if (version != 1 && version != VG_DETECT_SNAPSHOT_VERSION) {
-    set_err(err, errlen, "detector snapshot version %u, this build reads 1 and %d", version,
+    vg_errf(err, errlen, "detector snapshot version %u, this build reads 1 and %d", version,
             VG_DETECT_SNAPSHOT_VERSION);
     return -1;
   }
   if (len != (version == 1 ? VG_DETECT_SNAPSHOT_V1_SIZE : VG_DETECT_SNAPSHOT_SIZE)) {
-    set_err(err, errlen, "not a detector snapshot");
+    vg_errf(err, errlen, "not a detector snapshot");
     return -1;
   }
   vg_detect_opts_t o;
@@ -575,7 +562,7 @@ int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, 
   double f[11];
   read_header(&p, version, &o, &head, f);
   if (version == 1 && o.kind == VG_DETECT_SEASONAL) {
-    set_err(err, errlen, "corrupt detector snapshot (a version-1 blob has no seasonal kind)");
+    vg_errf(err, errlen, "corrupt detector snapshot (a version-1 blob has no seasonal kind)");
     return -1;
   }
   vg_detector_t t;
@@ -616,7 +603,7 @@ int detect_restore(vg_detector_t *d, const uint8_t *buf, size_t len, char *err, 
     }
   }
   if (!ok) {
-    set_err(err, errlen, "corrupt detector snapshot (state out of range)");
+    vg_errf(err, errlen, "corrupt detector snapshot (state out of range)");
     return -1;
   }
   *d = t;
@@ -699,17 +686,17 @@ vg_series_t *detect_registry_add(
     vg_series_registry_t *r, const char *name, const vg_detect_opts_t *o, char *err, size_t errlen)
 {
   if (detect_registry_get(r, name) != NULL) {
-    set_err(err, errlen, "series \"%s\" exists already", name);
+    vg_errf(err, errlen, "series \"%s\" exists already", name);
     return NULL;
   }
   if (r->count >= r->max) {
-    set_err(err, errlen, "too many series (%zu)", r->max);
+    vg_errf(err, errlen, "too many series (%zu)", r->max);
     return NULL;
   }
   size_t len = strlen(name);
   vg_series_t *s = calloc(1, sizeof(*s) + len + 1);
   if (s == NULL) {
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return NULL;
   }
   if (detect_init(&s->det, o, err, errlen) != 0) {
@@ -830,7 +817,7 @@ int detect_registry_restore(vg_series_registry_t *r,
 {
   size_t namelen = name != NULL ? strlen(name) : 0;
   if (namelen == 0 || namelen > 1024) {
-    set_err(err, errlen, "a series name has 1 to 1024 bytes");
+    vg_errf(err, errlen, "a series name has 1 to 1024 bytes");
     return -1;
   }
   const uint8_t *p = blob;
@@ -839,13 +826,13 @@ int detect_registry_restore(vg_series_registry_t *r,
   bool wrapped = len >= 4 && memcmp(p, "VGSS", 4) == 0;
   if (wrapped) {
     if (len < VG_DETECT_SERIES_HEADER) {
-      set_err(err, errlen, "series snapshot \"%s\": truncated", name);
+      vg_errf(err, errlen, "series snapshot \"%s\": truncated", name);
       return -1;
     }
     p += 4;
     uint32_t version = (uint32_t)get_le(&p, 4);
     if (version != VG_DETECT_SERIES_VERSION) {
-      set_err(err, errlen, "series snapshot \"%s\": version %u, this build reads %d", name, version,
+      vg_errf(err, errlen, "series snapshot \"%s\": version %u, this build reads %d", name, version,
               VG_DETECT_SERIES_VERSION);
       return -1;
     }
@@ -853,14 +840,14 @@ int detect_registry_restore(vg_series_registry_t *r,
     last_ts = get_double(&p);
     len -= VG_DETECT_SERIES_HEADER;
     if (isinf(last_ts)) {
-      set_err(err, errlen, "series snapshot \"%s\": corrupt (last ts)", name);
+      vg_errf(err, errlen, "series snapshot \"%s\": corrupt (last ts)", name);
       return -1;
     }
   }
   vg_detector_t d;
   char why[128];
   if (detect_restore(&d, p, len, why, sizeof(why)) != 0) {
-    set_err(err, errlen, "series snapshot \"%s\": %s", name, why);
+    vg_errf(err, errlen, "series snapshot \"%s\": %s", name, why);
     return -1;
   }
   if (!wrapped) {

@@ -4,25 +4,12 @@
 #include "engine/forecast.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+#include "engine/errbuf.h"
 
 static void fit_linear(const double *t, const double *y, size_t n, vg_forecast_t *m)
 {
@@ -175,7 +162,7 @@ static int fit_holt_winters(const double *t,
   if (s0 == NULL || s == NULL) {
     free(s0);
     free(s);
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return -1;
   }
   double l0, b0, a = o->alpha, bt = o->beta, g = o->gamma;
@@ -247,42 +234,42 @@ int forecast_fit(const double *t,
   size_t need = o.method == VG_FORECAST_HOLT ? 3 : 2;
   if (o.method != VG_FORECAST_LINEAR && o.method != VG_FORECAST_HOLT &&
       o.method != VG_FORECAST_HOLT_WINTERS) {
-    set_err(err, errlen, "unknown forecast method %d", (int)o.method);
+    vg_errf(err, errlen, "unknown forecast method %d", (int)o.method);
     return -1;
   }
   if (o.method == VG_FORECAST_HOLT_WINTERS) {
     if (o.season < 2 || o.season > VG_FORECAST_SEASON_MAX) {
-      set_err(err, errlen, "season must be in [2, %d] points, got %zu", VG_FORECAST_SEASON_MAX,
+      vg_errf(err, errlen, "season must be in [2, %d] points, got %zu", VG_FORECAST_SEASON_MAX,
               o.season);
       return -1;
     }
     if (n < 2 * o.season) {
-      set_err(err, errlen, "need at least two seasons (2 x %zu points), got %zu", o.season, n);
+      vg_errf(err, errlen, "need at least two seasons (2 x %zu points), got %zu", o.season, n);
       return -1;
     }
   } else if (n < need) {
-    set_err(err, errlen, "need at least %zu points, got %zu", need, n);
+    vg_errf(err, errlen, "need at least %zu points, got %zu", need, n);
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
     if (!isfinite(t[i]) || !isfinite(y[i])) {
-      set_err(err, errlen, "point %zu is not a finite number", i + 1);
+      vg_errf(err, errlen, "point %zu is not a finite number", i + 1);
       return -1;
     }
     if (i > 0 && !(t[i] > t[i - 1])) {
-      set_err(err, errlen, "times must increase (point %zu)", i + 1);
+      vg_errf(err, errlen, "times must increase (point %zu)", i + 1);
       return -1;
     }
   }
   if (o.method == VG_FORECAST_HOLT && !(o.alpha == 0 && o.beta == 0) &&
       !(o.alpha > 0 && o.alpha < 1 && o.beta > 0 && o.beta < 1)) {
-    set_err(err, errlen, "alpha and beta must be in (0, 1), got %g and %g", o.alpha, o.beta);
+    vg_errf(err, errlen, "alpha and beta must be in (0, 1), got %g and %g", o.alpha, o.beta);
     return -1;
   }
   if (o.method == VG_FORECAST_HOLT_WINTERS) {
     if (!(o.alpha == 0 && o.beta == 0 && o.gamma == 0) &&
         !(o.alpha > 0 && o.alpha < 1 && o.beta > 0 && o.beta < 1 && o.gamma > 0 && o.gamma < 1)) {
-      set_err(err, errlen, "alpha, beta and gamma must be in (0, 1), got %g, %g and %g", o.alpha,
+      vg_errf(err, errlen, "alpha, beta and gamma must be in (0, 1), got %g, %g and %g", o.alpha,
               o.beta, o.gamma);
       return -1;
     }
@@ -290,7 +277,7 @@ int forecast_fit(const double *t,
     for (size_t i = 1; i < n; i++) {
       double gap = t[i] - t[i - 1];
       if (gap < 0.5 * dt || gap > 1.5 * dt) {
-        set_err(err, errlen,
+        vg_errf(err, errlen,
                 "holt_winters needs evenly spaced points: gap %g before point %zu, mean %g", gap,
                 i + 1, dt);
         return -1;

@@ -4,10 +4,11 @@
 #include "engine/iforest.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/errbuf.h"
 
 #define EULER_GAMMA 0.5772156649015329
 /* Rows scored per tree before moving to the next tree: small enough that the block's rows and
@@ -187,20 +188,6 @@ static uint32_t rng_below(if_rng_t *r, uint32_t n)
   return (uint32_t)(((rng_next(r) >> 32) * (uint64_t)n) >> 32);
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void iforest_opts_default(vg_iforest_opts_t *o)
 {
   memset(o, 0, sizeof(*o));
@@ -313,25 +300,25 @@ vg_iforest_t *iforest_fit(
     o.max_features = 1.0;
   }
   if (n == 0 || d == 0) {
-    set_err(err, errlen, "no data (%zu rows of %zu columns)", n, d);
+    vg_errf(err, errlen, "no data (%zu rows of %zu columns)", n, d);
     return NULL;
   }
   if (n > UINT32_MAX / 2 || d > INT32_MAX) {
-    set_err(err, errlen, "too much data (%zu rows of %zu columns)", n, d);
+    vg_errf(err, errlen, "too much data (%zu rows of %zu columns)", n, d);
     return NULL;
   }
   if (!(o.contamination >= 0 && o.contamination <= 0.5)) {
-    set_err(err, errlen, "contamination must be 'auto' (0) or in (0, 0.5], got %g",
+    vg_errf(err, errlen, "contamination must be 'auto' (0) or in (0, 0.5], got %g",
             o.contamination);
     return NULL;
   }
   if (!(o.max_features > 0 && o.max_features <= 1)) {
-    set_err(err, errlen, "max_features must be in (0, 1], got %g", o.max_features);
+    vg_errf(err, errlen, "max_features must be in (0, 1], got %g", o.max_features);
     return NULL;
   }
   for (size_t i = 0; i < n * d; i++) {
     if (!isfinite(x[i])) {
-      set_err(err, errlen, "row %zu column %zu is not a finite number", i / d + 1, i % d + 1);
+      vg_errf(err, errlen, "row %zu column %zu is not a finite number", i / d + 1, i % d + 1);
       return NULL;
     }
   }
@@ -434,7 +421,7 @@ vg_iforest_t *iforest_fit(
   free(cand);
   return f;
 oom:
-  set_err(err, errlen, "out of memory");
+  vg_errf(err, errlen, "out of memory");
   free(train);
   free(all);
   free(rows);
@@ -708,13 +695,13 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
 {
   const uint8_t *p = buf;
   if (len < HEADER_SIZE || memcmp(p, "VGIF", 4) != 0) {
-    set_err(err, errlen, "not an isolation forest blob");
+    vg_errf(err, errlen, "not an isolation forest blob");
     return NULL;
   }
   p += 4;
   uint32_t version = get_u32(&p);
   if (version != VG_IFOREST_FORMAT) {
-    set_err(err, errlen, "isolation forest format %u, this build reads %d", version,
+    vg_errf(err, errlen, "isolation forest format %u, this build reads %d", version,
             VG_IFOREST_FORMAT);
     return NULL;
   }
@@ -723,14 +710,14 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
   uint64_t seed = get_u64(&p);
   if (d == 0 || ntrees == 0 || psi == 0 || nnodes < ntrees ||
       len != HEADER_SIZE + (size_t)ntrees * 4 + (size_t)nnodes * NODE_SIZE) {
-    set_err(err, errlen, "corrupt isolation forest blob (sizes)");
+    vg_errf(err, errlen, "corrupt isolation forest blob (sizes)");
     return NULL;
   }
   vg_iforest_t *f = calloc(1, sizeof(*f));
   if (f == NULL || (f->root = calloc(ntrees, sizeof(*f->root))) == NULL ||
       (f->nodes = calloc(nnodes, sizeof(*f->nodes))) == NULL) {
     iforest_free(f);
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return NULL;
   }
   f->d = d;
@@ -767,12 +754,12 @@ vg_iforest_t *iforest_load(const uint8_t *buf, size_t len, char *err, size_t err
   }
   if (ok && !finish(f)) {
     iforest_free(f);
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return NULL;
   }
   if (!ok) {
     iforest_free(f);
-    set_err(err, errlen, "corrupt isolation forest blob (nodes)");
+    vg_errf(err, errlen, "corrupt isolation forest blob (nodes)");
     return NULL;
   }
   return f;

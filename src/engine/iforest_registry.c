@@ -4,10 +4,11 @@
 #include "engine/iforest_registry.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/errbuf.h"
 
 #define NAME_MAX_BYTES 1024
 #define FLAG_MODEL 1u
@@ -29,20 +30,6 @@ struct vg_iforest_registry {
   size_t count, cap, max_count;
   size_t bytes, max_bytes;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 vg_iforest_registry_t *iforest_registry_new(size_t max_count, size_t max_bytes)
 {
@@ -81,15 +68,15 @@ vg_iforest_named_t *iforest_registry_get(vg_iforest_registry_t *r, const char *n
 int iforest_opts_check(const vg_iforest_opts_t *o, char *err, size_t errlen)
 {
   if (o->n_estimators < 1 || o->n_estimators > 100000) {
-    set_err(err, errlen, "n_estimators must be in [1, 100000], got %u", (unsigned)o->n_estimators);
+    vg_errf(err, errlen, "n_estimators must be in [1, 100000], got %u", (unsigned)o->n_estimators);
     return -1;
   }
   if (!(o->max_features > 0 && o->max_features <= 1)) {
-    set_err(err, errlen, "max_features must be in (0, 1], got %g", o->max_features);
+    vg_errf(err, errlen, "max_features must be in (0, 1], got %g", o->max_features);
     return -1;
   }
   if (!(o->contamination >= 0 && o->contamination <= 0.5)) {
-    set_err(err, errlen, "contamination must be 'auto' (0) or in (0, 0.5], got %g",
+    vg_errf(err, errlen, "contamination must be 'auto' (0) or in (0, 0.5], got %g",
             o->contamination);
     return -1;
   }
@@ -100,7 +87,7 @@ static bool name_ok(const char *name, char *err, size_t errlen)
 {
   size_t len = name != NULL ? strlen(name) : 0;
   if (len == 0 || len > NAME_MAX_BYTES) {
-    set_err(err, errlen, "a forest name has 1 to %d bytes", NAME_MAX_BYTES);
+    vg_errf(err, errlen, "a forest name has 1 to %d bytes", NAME_MAX_BYTES);
     return false;
   }
   return true;
@@ -116,18 +103,18 @@ vg_iforest_named_t *iforest_registry_add(vg_iforest_registry_t *r,
     return NULL;
   }
   if (iforest_registry_get(r, name) != NULL) {
-    set_err(err, errlen, "forest \"%s\" exists already", name);
+    vg_errf(err, errlen, "forest \"%s\" exists already", name);
     return NULL;
   }
   if (r->count >= r->max_count) {
-    set_err(err, errlen, "too many named forests (%zu)", r->max_count);
+    vg_errf(err, errlen, "too many named forests (%zu)", r->max_count);
     return NULL;
   }
   if (r->count == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 16;
     vg_iforest_named_t **v = realloc(r->v, cap * sizeof(vg_iforest_named_t *));
     if (v == NULL) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       return NULL;
     }
     r->v = v;
@@ -136,7 +123,7 @@ vg_iforest_named_t *iforest_registry_add(vg_iforest_registry_t *r,
   size_t len = strlen(name);
   vg_iforest_named_t *e = calloc(1, sizeof(*e) + len + 1);
   if (e == NULL) {
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return NULL;
   }
   e->opts = *o;
@@ -190,7 +177,7 @@ static bool fits_cap(const vg_iforest_registry_t *r,
 {
   size_t others = r->bytes - (e != NULL ? e->bytes : 0);
   if (bytes > r->max_bytes || others > r->max_bytes - bytes) {
-    set_err(err, errlen,
+    vg_errf(err, errlen,
             "the model of %zu bytes would take named forests past their cap of %zu bytes "
             "(%zu in use by the others)",
             bytes, r->max_bytes, others);
@@ -329,17 +316,17 @@ int iforest_registry_restore(vg_iforest_registry_t *r,
   }
   const uint8_t *p = blob;
   if (len < 4 || memcmp(p, "VGNF", 4) != 0) {
-    set_err(err, errlen, "forest snapshot \"%s\": not a named forest blob", name);
+    vg_errf(err, errlen, "forest snapshot \"%s\": not a named forest blob", name);
     return -1;
   }
   if (len < VG_IFOREST_NAMED_HEADER) {
-    set_err(err, errlen, "forest snapshot \"%s\": truncated", name);
+    vg_errf(err, errlen, "forest snapshot \"%s\": truncated", name);
     return -1;
   }
   p += 4;
   uint32_t version = (uint32_t)get_le(&p, 4);
   if (version != VG_IFOREST_NAMED_VERSION) {
-    set_err(err, errlen, "forest snapshot \"%s\": version %u, this build reads %d", name, version,
+    vg_errf(err, errlen, "forest snapshot \"%s\": version %u, this build reads %d", name, version,
             VG_IFOREST_NAMED_VERSION);
     return -1;
   }
@@ -353,11 +340,11 @@ int iforest_registry_restore(vg_iforest_registry_t *r,
   o.random_state = get_le(&p, 8);
   char why[160];
   if ((flags & ~FLAG_MODEL) != 0) {
-    set_err(err, errlen, "forest snapshot \"%s\": corrupt (flags %#x)", name, flags);
+    vg_errf(err, errlen, "forest snapshot \"%s\": corrupt (flags %#x)", name, flags);
     return -1;
   }
   if (iforest_opts_check(&o, why, sizeof(why)) != 0) {
-    set_err(err, errlen, "forest snapshot \"%s\": corrupt (%s)", name, why);
+    vg_errf(err, errlen, "forest snapshot \"%s\": corrupt (%s)", name, why);
     return -1;
   }
   size_t rest = len - VG_IFOREST_NAMED_HEADER;
@@ -365,23 +352,23 @@ int iforest_registry_restore(vg_iforest_registry_t *r,
   if (flags & FLAG_MODEL) {
     f = iforest_load(p, rest, why, sizeof(why));
     if (f == NULL) {
-      set_err(err, errlen, "forest snapshot \"%s\": %s", name, why);
+      vg_errf(err, errlen, "forest snapshot \"%s\": %s", name, why);
       return -1;
     }
     if (iforest_n_estimators(f) != o.n_estimators) {
-      set_err(err, errlen, "forest snapshot \"%s\": corrupt (%zu trees, options say %u)", name,
+      vg_errf(err, errlen, "forest snapshot \"%s\": corrupt (%zu trees, options say %u)", name,
               iforest_n_estimators(f), (unsigned)o.n_estimators);
       iforest_free(f);
       return -1;
     }
   } else if (rest != 0) {
-    set_err(err, errlen, "forest snapshot \"%s\": corrupt (%zu bytes after the options)", name,
+    vg_errf(err, errlen, "forest snapshot \"%s\": corrupt (%zu bytes after the options)", name,
             rest);
     return -1;
   }
   vg_iforest_named_t *e = iforest_registry_get(r, name);
   if (!fits_cap(r, e, f != NULL ? iforest_memory(f) : 0, why, sizeof(why))) {
-    set_err(err, errlen, "forest snapshot \"%s\": %s", name, why);
+    vg_errf(err, errlen, "forest snapshot \"%s\": %s", name, why);
     iforest_free(f);
     return -1;
   }

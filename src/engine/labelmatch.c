@@ -3,13 +3,14 @@
  * that decides whether a policy sees an alert. */
 #include "engine/labelmatch.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+
+#include "engine/errbuf.h"
 
 /* Values that are not valid UTF-8 are rewritten (each stray byte -> U+FFFD, as Go's regexp reads
  * them) into this much scratch before matching; a longer one is matched as is, where PCRE2's
@@ -37,20 +38,6 @@ struct vg_matchers {
   char *scratch;                /* LM_SCRATCH_SIZE bytes, allocated with the first regex */
   vg_labelmatch_stats_t *stats; /* behind a pointer: eval updates it through a const set */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Length of the valid UTF-8 sequence (RFC 3629: no overlongs, surrogates or > U+10FFFF) starting
  * at s, or 0 when the first byte does not start one. */
@@ -384,7 +371,7 @@ static pcre2_code *regex_compile(
   const char *why = re2_unsupported(re, n, &at);
   if (why != NULL) {
     err_quote(q, sizeof q, re, n);
-    set_err(err, errlen, "bad regex %s: %s at offset %zu", q, why, at);
+    vg_errf(err, errlen, "bad regex %s: %s at offset %zu", q, why, at);
     return NULL;
   }
   /* ANCHORED + ENDANCHORED give Alertmanager's ^(?:re)$; DOLLAR_ENDONLY makes $ mean end of text
@@ -402,7 +389,7 @@ static pcre2_code *regex_compile(
       snprintf((char *)msg, sizeof msg, "PCRE2 error %d", code);
     }
     err_quote(q, sizeof q, re, n);
-    set_err(err, errlen, "bad regex %s: %s at offset %zu", q, (const char *)msg, (size_t)off);
+    vg_errf(err, errlen, "bad regex %s: %s at offset %zu", q, (const char *)msg, (size_t)off);
     return NULL;
   }
   (void)pcre2_jit_compile(rc, PCRE2_JIT_COMPLETE); /* the interpreter runs it otherwise */
@@ -509,19 +496,19 @@ static int add_matcher(vg_matchers_t *m,
                        size_t errlen)
 {
   if (name == NULL || name_len == 0) {
-    set_err(err, errlen, "empty label name");
+    vg_errf(err, errlen, "empty label name");
     return -1;
   }
   if (!utf8_valid(name, name_len)) {
-    set_err(err, errlen, "label name is not valid UTF-8");
+    vg_errf(err, errlen, "label name is not valid UTF-8");
     return -1;
   }
   if (op != VG_MATCH_EQ && op != VG_MATCH_NE && op != VG_MATCH_RE && op != VG_MATCH_NRE) {
-    set_err(err, errlen, "unknown operator %d", (int)op);
+    vg_errf(err, errlen, "unknown operator %d", (int)op);
     return -1;
   }
   if (value == NULL && value_len > 0) {
-    set_err(err, errlen, "NULL value with length %zu", value_len);
+    vg_errf(err, errlen, "NULL value with length %zu", value_len);
     return -1;
   }
   bool is_re = op == VG_MATCH_RE || op == VG_MATCH_NRE;
@@ -564,7 +551,7 @@ static int add_matcher(vg_matchers_t *m,
   return 0;
 
 oom:
-  set_err(err, errlen, "out of memory");
+  vg_errf(err, errlen, "out of memory");
   return -1;
 }
 
@@ -675,13 +662,13 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
 
   skip_ws(c);
   if (at_end(c)) {
-    set_err(c->err, c->errlen, "expected label name");
+    vg_errf(c->err, c->errlen, "expected label name");
     return -1;
   }
   if (c->s[c->pos] == '"') {
     qname = read_quoted(c, &name_len, &oom);
     if (qname == NULL) {
-      set_err(c->err, c->errlen, oom ? "out of memory" : "unterminated quoted label name");
+      vg_errf(c->err, c->errlen, oom ? "out of memory" : "unterminated quoted label name");
       return -1;
     }
     name = qname;
@@ -693,14 +680,14 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
     name = c->s + start;
     name_len = c->pos - start;
   } else {
-    set_err(c->err, c->errlen, "expected label name, got \"%s\"", show_char(c->s[c->pos], cb));
+    vg_errf(c->err, c->errlen, "expected label name, got \"%s\"", show_char(c->s[c->pos], cb));
     return -1;
   }
 
   skip_ws(c);
   err_quote(q, sizeof q, name, name_len);
   if (at_end(c)) {
-    set_err(c->err, c->errlen, "missing operator after label name %s", q);
+    vg_errf(c->err, c->errlen, "missing operator after label name %s", q);
     goto done;
   }
   size_t op_start = c->pos;
@@ -711,7 +698,7 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
   const char *op_text = c->s + op_start;
   vg_match_op_t op;
   if (op_len == 0) {
-    set_err(c->err, c->errlen,
+    vg_errf(c->err, c->errlen,
             "expected operator after label name %s, got \"%s\" (quote names that are not "
             "[a-zA-Z_][a-zA-Z0-9_]*)",
             q, show_char(c->s[c->pos], cb));
@@ -726,7 +713,7 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
     op = VG_MATCH_NRE;
   } else {
     err_quote(q, sizeof q, op_text, op_len);
-    set_err(c->err, c->errlen, "unknown operator %s", q);
+    vg_errf(c->err, c->errlen, "unknown operator %s", q);
     goto done;
   }
 
@@ -734,7 +721,7 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
   if (!at_end(c) && c->s[c->pos] == '"') {
     qvalue = read_quoted(c, &value_len, &oom);
     if (qvalue == NULL) {
-      set_err(c->err, c->errlen, oom ? "out of memory" : "unterminated quoted value");
+      vg_errf(c->err, c->errlen, oom ? "out of memory" : "unterminated quoted value");
       goto done;
     }
     value = qvalue;
@@ -743,7 +730,7 @@ static int parse_one(vg_matchers_t *m, lm_cursor_t *c)
     size_t start = c->pos;
     while (c->pos < c->len && c->s[c->pos] != ',' && c->s[c->pos] != '}') {
       if (c->s[c->pos] == '"' || c->s[c->pos] == '{') {
-        set_err(c->err, c->errlen, "unexpected \"%s\" in unquoted value (quote the whole value)",
+        vg_errf(c->err, c->errlen, "unexpected \"%s\" in unquoted value (quote the whole value)",
                 show_char(c->s[c->pos], cb));
         goto done;
       }
@@ -773,7 +760,7 @@ int labelmatch_parse(vg_matchers_t *m, const char *text, size_t len, char *err, 
 
   skip_ws(&c);
   if (at_end(&c)) {
-    set_err(err, errlen, "empty matcher");
+    vg_errf(err, errlen, "empty matcher");
     return -1;
   }
   if (c.s[c.pos] == '{') {
@@ -787,7 +774,7 @@ int labelmatch_parse(vg_matchers_t *m, const char *text, size_t len, char *err, 
       break;
     }
     if (braced && at_end(&c)) {
-      set_err(err, errlen, "missing closing \"}\"");
+      vg_errf(err, errlen, "missing closing \"}\"");
       goto fail;
     }
     if (!braced && at_end(&c) && m->n > keep) {
@@ -799,7 +786,7 @@ int labelmatch_parse(vg_matchers_t *m, const char *text, size_t len, char *err, 
     skip_ws(&c);
     if (at_end(&c)) {
       if (braced) {
-        set_err(err, errlen, "missing closing \"}\"");
+        vg_errf(err, errlen, "missing closing \"}\"");
         goto fail;
       }
       break;
@@ -812,13 +799,13 @@ int labelmatch_parse(vg_matchers_t *m, const char *text, size_t len, char *err, 
       c.pos++;
       break;
     }
-    set_err(err, errlen, "unexpected \"%s\" after value, expected \",\"%s",
+    vg_errf(err, errlen, "unexpected \"%s\" after value, expected \",\"%s",
             show_char(c.s[c.pos], cb), braced ? " or \"}\"" : "");
     goto fail;
   }
   skip_ws(&c);
   if (!at_end(&c)) {
-    set_err(err, errlen, "unexpected \"%s\" after \"}\"", show_char(c.s[c.pos], cb));
+    vg_errf(err, errlen, "unexpected \"%s\" after \"}\"", show_char(c.s[c.pos], cb));
     goto fail;
   }
   return 0;

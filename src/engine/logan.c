@@ -5,10 +5,11 @@
 
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/errbuf.h"
 
 #define NO_MINUTE INT64_MIN
 #define ALL 0u /* service index of "all services" */
@@ -91,20 +92,6 @@ struct vg_logan_registry {
   size_t n, cap, max;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static char *dup_n(const char *s, size_t n)
 {
   char *d = malloc(n + 1);
@@ -151,7 +138,7 @@ int logan_opts_check(vg_logan_opts_t *o, char *err, size_t errlen)
     o->recent = d.recent;
   }
   if (o->window < 60 || o->window > 86400) {
-    set_err(err, errlen, "option 'window' must be 1 minute to 1 day");
+    vg_errf(err, errlen, "option 'window' must be 1 minute to 1 day");
     return -1;
   }
   o->window -= o->window % 60;
@@ -176,7 +163,7 @@ int logan_opts_check(vg_logan_opts_t *o, char *err, size_t errlen)
       *pos[i].v = pos[i].def;
     }
     if (!(*pos[i].v > 0) || !isfinite(*pos[i].v)) {
-      set_err(err, errlen, "option '%s' must be positive", pos[i].name);
+      vg_errf(err, errlen, "option '%s' must be positive", pos[i].name);
       return -1;
     }
   }
@@ -184,41 +171,41 @@ int logan_opts_check(vg_logan_opts_t *o, char *err, size_t errlen)
     o->max_events = d.max_events;
   }
   if (o->max_events > 10000) {
-    set_err(err, errlen, "option 'max_events' must be 1..10000");
+    vg_errf(err, errlen, "option 'max_events' must be 1..10000");
     return -1;
   }
   if (o->max_services == 0) {
     o->max_services = d.max_services;
   }
   if (o->max_services > 1024) {
-    set_err(err, errlen, "option 'max_services' must be 1..1024");
+    vg_errf(err, errlen, "option 'max_services' must be 1..1024");
     return -1;
   }
   if (detect_kind_name(o->detector) == NULL) {
-    set_err(err, errlen, "option 'detector' is not a detector kind");
+    vg_errf(err, errlen, "option 'detector' is not a detector kind");
     return -1;
   }
   if (o->detector_window == 0) {
     o->detector_window = d.detector_window;
   }
   if (o->detector_window < 3 || o->detector_window > VG_DETECT_WINDOW_MAX) {
-    set_err(err, errlen, "option 'detector_window' must be 3..%d", VG_DETECT_WINDOW_MAX);
+    vg_errf(err, errlen, "option 'detector_window' must be 3..%d", VG_DETECT_WINDOW_MAX);
     return -1;
   }
   if (o->miner.max_clusters == 0) {
     o->miner.max_clusters = DEFAULT_MAX_TEMPLATES;
   }
   if (o->miner.max_clusters > 1000000) {
-    set_err(err, errlen, "option 'max_templates' must be 1..1000000");
+    vg_errf(err, errlen, "option 'max_templates' must be 1..1000000");
     return -1;
   }
   if (o->nmasks > VG_LOGAN_MAX_MASKS) {
-    set_err(err, errlen, "at most %d masks", VG_LOGAN_MAX_MASKS);
+    vg_errf(err, errlen, "at most %d masks", VG_LOGAN_MAX_MASKS);
     return -1;
   }
   for (size_t i = 0; i < o->nmasks; i++) {
     if (o->masks[i] == NULL) {
-      set_err(err, errlen, "mask %zu is missing", i + 1);
+      vg_errf(err, errlen, "mask %zu is missing", i + 1);
       return -1;
     }
   }
@@ -230,7 +217,7 @@ int logan_opts_check(vg_logan_opts_t *o, char *err, size_t errlen)
   for (size_t i = 0; i < o->nmasks; i++) {
     char e[128];
     if (logmine_add_mask(m, o->masks[i], strlen(o->masks[i]), e, sizeof(e)) != 0) {
-      set_err(err, errlen, "mask %zu: %s", i + 1, e);
+      vg_errf(err, errlen, "mask %zu: %s", i + 1, e);
       logmine_free(m);
       return -1;
     }
@@ -464,7 +451,7 @@ static int state_init(state_t *s, const vg_logan_opts_t *o, char *err, size_t er
   }
   return 0;
 nomem:
-  set_err(err, errlen, "out of memory");
+  vg_errf(err, errlen, "out of memory");
 fail:
   state_free(s);
   return -1;
@@ -1495,12 +1482,12 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
   memset(s, 0, sizeof(*s));
   const uint8_t *magic = take(&r, 4);
   if (magic == NULL || memcmp(magic, BLOB_MAGIC, 4) != 0) {
-    set_err(err, errlen, "not a log analyser snapshot");
+    vg_errf(err, errlen, "not a log analyser snapshot");
     return -1;
   }
   uint32_t version = get_u32(&r);
   if (r.bad == NULL && version != VG_LOGAN_BLOB_VERSION) {
-    set_err(err, errlen, "snapshot version %u, this build reads %d", version,
+    vg_errf(err, errlen, "snapshot version %u, this build reads %d", version,
             VG_LOGAN_BLOB_VERSION);
     return -1;
   }
@@ -1532,7 +1519,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
     size_t n = 0;
     const char *p = get_str(&r, 4096, &n);
     if (p != NULL && (masks[i] = dup_n(p, n)) == NULL) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       goto done;
     }
     o.masks[i] = masks[i];
@@ -1572,7 +1559,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
     } else {
       check(&r, n > 0 && memchr(name, 0, n) == NULL, "bad service name");
       if (r.bad == NULL && add_service(s, name, n) < 0) {
-        set_err(err, errlen, "out of memory");
+        vg_errf(err, errlen, "out of memory");
         goto fail;
       }
     }
@@ -1592,7 +1579,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
     }
     tmpl_t *t = new_tmpl(s, id, 0);
     if (t == NULL) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       goto fail;
     }
     t->count = get_u64(&r);
@@ -1612,7 +1599,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
     if (nby > 0) {
       t->by = malloc(sizeof(*t->by) * nby);
       if (t->by == NULL) {
-        set_err(err, errlen, "out of memory");
+        vg_errf(err, errlen, "out of memory");
         goto fail;
       }
     }
@@ -1646,7 +1633,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
       break;
     }
     if (push_event(s, &ev, line, n) != 0) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       goto fail;
     }
   }
@@ -1678,7 +1665,7 @@ static int parse_blob(state_t *s, const void *blob, size_t len, char *err, size_
 fail_bad:
   state_free(s);
 bad:
-  set_err(err, errlen, "malformed log analyser snapshot (%s)", r.bad);
+  vg_errf(err, errlen, "malformed log analyser snapshot (%s)", r.bad);
   goto done;
 fail:
   state_free(s);
@@ -1760,7 +1747,7 @@ static int check_budget(
     const vg_logan_registry_t *r, const vg_logan_t *skip, size_t want, char *err, size_t errlen)
 {
   if (templates_held(r, skip) + want > VG_LOGAN_TEMPLATES_MAX) {
-    set_err(err, errlen, "full: the log analysers would hold more than %d templates in all",
+    vg_errf(err, errlen, "full: the log analysers would hold more than %d templates in all",
             VG_LOGAN_TEMPLATES_MAX);
     return -1;
   }
@@ -1772,22 +1759,22 @@ static int can_add(vg_logan_registry_t *r, const char *name, char *err, size_t e
 {
   size_t n = name != NULL ? strlen(name) : 0;
   if (n == 0 || n > VG_LOGAN_NAME_MAX) {
-    set_err(err, errlen, "an analyser name is 1..%d bytes", VG_LOGAN_NAME_MAX);
+    vg_errf(err, errlen, "an analyser name is 1..%d bytes", VG_LOGAN_NAME_MAX);
     return -1;
   }
   if (logan_registry_get(r, name) != NULL) {
-    set_err(err, errlen, "analyser '%s' exists already", name);
+    vg_errf(err, errlen, "analyser '%s' exists already", name);
     return -1;
   }
   if (r->n >= r->max) {
-    set_err(err, errlen, "full: at most %zu log analysers", r->max);
+    vg_errf(err, errlen, "full: at most %zu log analysers", r->max);
     return -1;
   }
   if (r->n == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 8;
     vg_logan_t **v = realloc(r->v, sizeof(vg_logan_t *) * cap);
     if (v == NULL) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       return -1;
     }
     r->v = v;
@@ -1831,7 +1818,7 @@ vg_logan_t *logan_registry_add(
   vg_logan_t *a = insert(r, name, &s);
   if (a == NULL) {
     state_free(&s);
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
   }
   return a;
 }
@@ -1884,7 +1871,7 @@ int logan_registry_restore(vg_logan_registry_t *r,
   }
   if (insert(r, name, &s) == NULL) {
     state_free(&s);
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return -1;
   }
   return 0;

@@ -3,11 +3,11 @@
  * evicted template frees its path), templates in an LRU list, and the snapshot format. */
 #include "engine/logmine.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/errbuf.h"
 #include "engine/lpattern.h"
 
 #define WILD "<*>"
@@ -117,20 +117,6 @@ struct vg_logmine {
   uint32_t *uspans; /* user mask matches: start, end pairs */
   size_t uspans_cap;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-  if (err == NULL || errlen == 0) {
-    return;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* ---- hashing ---- */
 
@@ -1634,23 +1620,23 @@ vg_logmine_t *logmine_new(const vg_logmine_opts_t *opts, char *err, size_t errle
     o.match_only = opts->match_only;
   }
   if (!(o.similarity > 0 && o.similarity <= 1)) {
-    set_err(err, errlen, "similarity must be in (0, 1]");
+    vg_errf(err, errlen, "similarity must be in (0, 1]");
     return NULL;
   }
   if (o.depth > 8) {
-    set_err(err, errlen, "depth must be 1..8");
+    vg_errf(err, errlen, "depth must be 1..8");
     return NULL;
   }
   if (o.max_line > (1u << 24)) {
-    set_err(err, errlen, "max_line must be at most 16 MiB");
+    vg_errf(err, errlen, "max_line must be at most 16 MiB");
     return NULL;
   }
   if (o.max_tokens > 65536) {
-    set_err(err, errlen, "max_tokens must be at most 65536");
+    vg_errf(err, errlen, "max_tokens must be at most 65536");
     return NULL;
   }
   if (o.max_clusters > (1u << 30)) {
-    set_err(err, errlen, "max_clusters must be at most 2^30");
+    vg_errf(err, errlen, "max_clusters must be at most 2^30");
     return NULL;
   }
   vg_logmine_t *m = calloc(1, sizeof *m);
@@ -1680,7 +1666,7 @@ vg_logmine_t *logmine_new(const vg_logmine_opts_t *opts, char *err, size_t errle
   }
   return m;
 nomem:
-  set_err(err, errlen, "out of memory");
+  vg_errf(err, errlen, "out of memory");
   logmine_free(m);
   return NULL;
 }
@@ -1688,11 +1674,11 @@ nomem:
 int logmine_add_mask(vg_logmine_t *m, const char *pattern, size_t len, char *err, size_t errlen)
 {
   if (m->numask >= USER_MASK_MAX) {
-    set_err(err, errlen, "too many masks (at most %d)", USER_MASK_MAX);
+    vg_errf(err, errlen, "too many masks (at most %d)", USER_MASK_MAX);
     return -1;
   }
   if (len == 0) {
-    set_err(err, errlen, "empty mask pattern");
+    vg_errf(err, errlen, "empty mask pattern");
     return -1;
   }
   /* Try it once so a malformed pattern is reported now, not silently per line. */
@@ -1700,12 +1686,12 @@ int logmine_add_mask(vg_logmine_t *m, const char *pattern, size_t len, char *err
   const char *a, *b;
   lpattern_init(&st, "x", 1, pattern, len, USER_MASK_STEPS);
   if (lpattern_find(&st, "x", false, &a, &b) == LPATTERN_ERROR) {
-    set_err(err, errlen, "bad mask pattern: %s", st.error);
+    vg_errf(err, errlen, "bad mask pattern: %s", st.error);
     return -1;
   }
   char *p = malloc(len);
   if (p == NULL) {
-    set_err(err, errlen, "out of memory");
+    vg_errf(err, errlen, "out of memory");
     return -1;
   }
   memcpy(p, pattern, len);
@@ -1944,13 +1930,13 @@ int logmine_restore(vg_logmine_t *m, const char *buf, size_t len, char *err, siz
   lm_rd_t r = { (const unsigned char *)buf, len, 0, false };
   const unsigned char *magic = take(&r, strlen(SNAP_MAGIC));
   if (magic == NULL || memcmp(magic, SNAP_MAGIC, strlen(SNAP_MAGIC)) != 0) {
-    set_err(err, errlen, "not a log miner snapshot");
+    vg_errf(err, errlen, "not a log miner snapshot");
     return -1;
   }
   uint64_t next_id = get_u64(&r), lines = get_u64(&r);
   uint32_t n = get_u32(&r);
   if (r.bad || n > (len - r.pos) / 40) {
-    set_err(err, errlen, "bad snapshot header");
+    vg_errf(err, errlen, "bad snapshot header");
     return -1;
   }
   /* Build into a fresh miner with the same options, then swap its insides in. */
@@ -1964,7 +1950,7 @@ int logmine_restore(vg_logmine_t *m, const char *buf, size_t len, char *err, siz
     const char *why = "truncated";
     lm_cluster_t *c = read_cluster(&r, m, &why);
     if (c == NULL || id_find(fresh, c->id) != NULL || c->id >= next_id) {
-      set_err(err, errlen, "bad snapshot: %s at template %u", c ? "bad id" : why, (unsigned)i);
+      vg_errf(err, errlen, "bad snapshot: %s at template %u", c ? "bad id" : why, (unsigned)i);
       cluster_free(c);
       logmine_free(fresh);
       return -1;
@@ -1977,33 +1963,33 @@ int logmine_restore(vg_logmine_t *m, const char *buf, size_t len, char *err, siz
     }
     uint32_t leaf = tree_make(fresh, keys, nk);
     if (leaf == NO_NODE || !cluster_link(fresh, c, leaf)) {
-      set_err(err, errlen, "out of memory");
+      vg_errf(err, errlen, "out of memory");
       cluster_free(c);
       logmine_free(fresh);
       return -1;
     }
     uint32_t na = get_u32(&r);
     if (r.bad || na > (len - r.pos) / 8) {
-      set_err(err, errlen, "bad snapshot: truncated at template %u", (unsigned)i);
+      vg_errf(err, errlen, "bad snapshot: truncated at template %u", (unsigned)i);
       logmine_free(fresh);
       return -1;
     }
     for (uint32_t k = 0; k < na; k++) {
       uint64_t alias = get_u64(&r);
       if (alias == 0 || alias >= next_id || id_find(fresh, alias) != NULL) {
-        set_err(err, errlen, "bad snapshot: bad id at template %u", (unsigned)i);
+        vg_errf(err, errlen, "bad snapshot: bad id at template %u", (unsigned)i);
         logmine_free(fresh);
         return -1;
       }
       if (!id_insert(fresh, c, alias)) {
-        set_err(err, errlen, "out of memory");
+        vg_errf(err, errlen, "out of memory");
         logmine_free(fresh);
         return -1;
       }
     }
   }
   if (r.pos != len) {
-    set_err(err, errlen, "bad snapshot: trailing bytes");
+    vg_errf(err, errlen, "bad snapshot: trailing bytes");
     logmine_free(fresh);
     return -1;
   }
