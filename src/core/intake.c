@@ -3,8 +3,8 @@
  * A write is answered only from the store's commit callback: 2xx means committed (G1). New and
  * changed alerts then go to the policies, after the answer is on its way, so a slow policy
  * never slows intake (the policies bound their own queues). The store keeps each of them
- * undecided until told, about once a second, that it was dispatched; what a crash left
- * undecided is dispatched again at the next start (vg_intake_replay). */
+ * undecided until told, about once a second, that the runs it started have ended; what a crash
+ * left undecided is dispatched again at the next start (vg_intake_replay). */
 #include "core/intake.h"
 
 #include <errno.h>
@@ -389,7 +389,11 @@ static void remember(vg_intake_t *in, const char *fp, int64_t change)
   }
 }
 
-int vg_intake_dispatch(vg_runtime_t *rt, const vg_store_alert_t *a, int64_t incident_id)
+int vg_intake_dispatch(vg_runtime_t *rt,
+                       const vg_store_alert_t *a,
+                       int64_t incident_id,
+                       vg_dispatch_done_fn done,
+                       void *ud)
 {
   vg_policies_t *ps = rt->policies;
   if (rt->stopping) {
@@ -417,16 +421,49 @@ int vg_intake_dispatch(vg_runtime_t *rt, const vg_store_alert_t *a, int64_t inci
     .generator_url = a->generator_url,
     .incident_id = incident_id,
   };
-  vg_policies_dispatch(ps, &alert);
+  vg_policies_dispatch(ps, &alert, done, ud);
   return 1;
+}
+
+/* An alert handed to the policies, until the runs it started have ended. */
+typedef struct {
+  vg_intake_t *in;
+  decision_t d;
+} dispatched_t;
+
+/* Decided means every run the alert started ended by itself: a crash (or a stop) before then
+ * leaves it undecided, and the next start hands it to the policies again (G1 up to them). */
+static void on_runs_ended(void *ud, bool complete)
+{
+  dispatched_t *x = ud;
+  if (complete) {
+    remember(x->in, x->d.fp, x->d.change);
+  }
+  intake_release(x->in);
+  free(x);
 }
 
 static void dispatch(vg_intake_t *in, const vg_store_alert_t *a, const vg_store_result_t *res)
 {
-  int rc = vg_intake_dispatch(in->rt, a, res->incident_id);
+  dispatched_t *x = malloc(sizeof(*x));
+  size_t len = strlen(a->fingerprint);
+  if (x != NULL && len < sizeof(x->d.fp)) {
+    x->in = in;
+    memcpy(x->d.fp, a->fingerprint, len + 1);
+    x->d.change = res->change;
+    in->inflight++; /* until on_runs_ended */
+  } else {
+    free(x);
+    x = NULL;
+  }
+  int rc = vg_intake_dispatch(in->rt, a, res->incident_id, x ? on_runs_ended : NULL, x);
   in->dispatched += rc > 0;
-  if (rc >= 0) {
-    remember(in, a->fingerprint, res->change);
+  if (rc == 0 || (rc > 0 && x == NULL)) {
+    remember(in, a->fingerprint, res->change); /* decided against, or no memory to wait */
+  }
+  if (rc <= 0 && x != NULL) {
+    in->inflight--;
+    free(x);
   }
 }
 
@@ -1839,7 +1876,8 @@ static void replay_each(void *ud, const vg_store_alert_t *a, int64_t incident_id
 {
   replay_t *rp = ud;
   rp->round++;
-  if (vg_intake_dispatch(rp->rt, a, incident_id) >= 0) {
+  /* decided once dispatched: a replay waits for no run (the next round's read skips it) */
+  if (vg_intake_dispatch(rp->rt, a, incident_id, NULL, NULL) >= 0) {
     decisions_add(&rp->decided, a->fingerprint, change);
   }
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 
+#include "core/policy.h"
 #include "core/runtime.h"
 #include "engine/httpd.h"
 #include "engine/store.h"
@@ -36,16 +37,23 @@ void vg_intake_stop(vg_intake_t *in);
 
 /* Hands one stored (new or changed) alert to the policies as the intake does after a commit:
  * storm accounting, local suppressions, then every matching policy. Returns 1 when it was
- * dispatched, 0 when it was decided against (suppressed, no policies), -1 when nothing was
- * decided (the runtime is stopping: the alert stays undecided for the next start). */
-int vg_intake_dispatch(vg_runtime_t *rt, const vg_store_alert_t *a, int64_t incident_id);
+ * dispatched (then `done`, if given, runs once when the runs it started have ended, see
+ * vg_policies_dispatch), 0 when it was decided against (suppressed, no policies), -1 when
+ * nothing was decided (the runtime is stopping: the alert stays undecided for the next start).
+ * `done` does not run unless 1 is returned. */
+int vg_intake_dispatch(vg_runtime_t *rt,
+                       const vg_store_alert_t *a,
+                       int64_t incident_id,
+                       vg_dispatch_done_fn done,
+                       void *ud);
 
 /* Decision replay, at start-up once the policies are loaded and before vg_intake_start: every
- * alert the store still holds undecided (accepted, and a crash came before its dispatch was
- * recorded) is dispatched as by vg_intake_dispatch, then marked decided. Policies see such an
- * alert again if the crash came after the dispatch but before the store heard of it (within
- * about a second): their decisions must be idempotent (actions are, by their keys). `done`
- * runs once on the loop with how many were replayed, status 0, or < 0 with a message.
+ * alert the store still holds undecided (accepted, and a crash came before its runs had ended
+ * and that was recorded) is dispatched as by vg_intake_dispatch, then marked decided (without
+ * waiting for its runs). Policies see such an alert again when the crash cut a run short, or
+ * came after the runs ended but before the store heard of it (within about a second): their
+ * decisions must be idempotent (actions are, by their keys). `done` runs once on the loop with
+ * how many were replayed, status 0, or < 0 with a message.
  * Returns 0, or -EINVAL/-ENOMEM/-EBUSY without calling `done`. */
 typedef void (*vg_intake_replay_fn)(void *ud, int status, const char *err, size_t replayed);
 int vg_intake_replay(vg_runtime_t *rt, vg_store_t *store, vg_intake_replay_fn done, void *ud);

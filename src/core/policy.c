@@ -1436,10 +1436,49 @@ static int push_alert_p(lua_State *L)
   return 1;
 }
 
-int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
+/* The runs one dispatch started, until the last ends. */
+typedef struct {
+  int pending; /* runs not ended, plus one while vg_policies_dispatch still spawns */
+  bool interrupted;
+  vg_dispatch_done_fn done;
+  void *ud;
+} dispatch_t;
+
+static void dispatch_release(dispatch_t *d)
+{
+  if (--d->pending == 0) {
+    d->done(d->ud, !d->interrupted);
+    free(d);
+  }
+}
+
+static void on_run_end(vg_task_t *t, void *ud)
+{
+  dispatch_t *d = ud;
+  /* a deadline is the run's own end; any other cancel came from outside, before it finished */
+  if (t->status == VG_TASK_CANCELLED && (t->error == NULL || strncmp(t->error, "deadline", 8))) {
+    d->interrupted = true;
+  }
+  dispatch_release(d);
+}
+
+int vg_policies_dispatch(vg_policies_t *ps,
+                         const vg_alert_t *alert,
+                         vg_dispatch_done_fn done,
+                         void *ud)
 {
   int taken = 0;
   ps->dispatched++;
+  dispatch_t *d = NULL;
+  if (done != NULL) {
+    d = malloc(sizeof(*d));
+    if (d == NULL) {
+      done(ud, false); /* out of memory: not decided, so a restart replays it */
+      done = NULL;
+    } else {
+      *d = (dispatch_t){ .pending = 1, .done = done, .ud = ud };
+    }
+  }
   for (vg_policy_t *p = ps->list; p != NULL; p = p->next) {
     if (p->disabled || p->on_alert_ref == LUA_NOREF ||
         !labelmatch_eval(p->matchers, alert->labels, alert->nlabels)) {
@@ -1478,9 +1517,19 @@ int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert)
       }
     }
     vg_task_opts_t opts = { .name = name, .label = "on_alert" };
+    if (d != NULL) {
+      opts.done = on_run_end;
+      opts.done_ud = d;
+    }
     if (vg_task_spawn(p->vm, 2, &opts) != NULL) {
       taken++;
+      if (d != NULL) {
+        d->pending++;
+      }
     }
+  }
+  if (d != NULL) {
+    dispatch_release(d);
   }
   return taken;
 }

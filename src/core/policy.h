@@ -88,11 +88,20 @@ int vg_policies_reload(vg_policies_t *ps, const char *why);
 /* Watches the directory (debounced) and SIGHUP, reloading on change. */
 int vg_policies_watch(vg_policies_t *ps);
 
+/* Told once every run an alert started has ended: `complete` is false when one was cancelled
+ * before it could finish (vigil stopping, or a reload that replaced the policy past its drain
+ * time), true when each ended by itself (done, failed, killed by its budget or its deadline). */
+typedef void (*vg_dispatch_done_fn)(void *ud, bool complete);
+
 /* Offers an alert to every enabled policy whose matchers accept it; each runs on_alert as
  * its own task. A policy that already has max_inflight tasks misses the alert: it is counted
  * in p->dropped and logged, so a slow policy never holds intake back. Returns how many
- * policies took it. */
-int vg_policies_dispatch(vg_policies_t *ps, const vg_alert_t *alert);
+ * policies took it. `done` (may be NULL) runs exactly once: when the last of those runs ends,
+ * or before this returns when none started. */
+int vg_policies_dispatch(vg_policies_t *ps,
+                         const vg_alert_t *alert,
+                         vg_dispatch_done_fn done,
+                         void *ud);
 
 vg_policy_t *vg_policies_find(vg_policies_t *ps, const char *name);
 

@@ -139,7 +139,7 @@ static int l_dispatch(lua_State *L)
   if (alert.starts_at == 0) {
     alert.starts_at = vg_clock_now(vg_vm_of(L)->rt);
   }
-  lua_pushinteger(L, vg_policies_dispatch(ps, &alert));
+  lua_pushinteger(L, vg_policies_dispatch(ps, &alert, NULL, NULL));
   return 1;
 }
 

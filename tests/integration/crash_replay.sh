@@ -78,6 +78,39 @@ sleep 0.3
 (($(count 'msg="seen ') == 0)) || fail "a policy got an alert at the second start"
 stop
 
+echo "a crash while a run is still going: the alert is decided only once its runs end"
+cat > policies/slow.lua <<'LUA'
+return { name = "slow", match = { team = "slow" }, on_alert = function(alert, ctx)
+  ctx.log.info("slow start " .. alert.labels.n)
+  vigil.sleep(3)
+  ctx.log.info("slow end " .. alert.labels.n)
+end }
+LUA
+slow() { printf '{"labels":{"alertname":"Slow","team":"slow","n":"%s"}}' "$1"; }
+start_daemon
+post "[$(slow 1)]"
+wait_for 'msg="slow start 1"' 1 10
+sleep 1.5 # past the once-a-second flush: a dispatch alone would have been recorded by now
+[[ $(undecided) == 1 ]] || fail "the alert was marked decided while its run was still going"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+start_daemon
+(($(count 'msg="replayed alerts accepted but not decided before the last stop" count=1') == 1)) ||
+  fail "the interrupted run's alert was not replayed"
+wait_for 'msg="slow end 1"' 1 10
+sleep 1.5
+[[ $(undecided) == 0 ]] || fail "the replayed alert is still undecided once its run ended"
+post "[$(slow 2)]"
+wait_for 'msg="slow end 2"' 1 10
+sleep 1.5
+[[ $(undecided) == 0 ]] || fail "a run that ended left its alert undecided"
+stop
+start_daemon
+sleep 0.3
+(($(count 'msg="replayed alerts') == 0)) || fail "finished runs were replayed"
+stop
+
 echo "an alert whose endsAt passes while vigil is down: its resolution is decided at the start"
 # resolved by the store's expiry as it opens, before the intake (which dispatches expiries)
 # exists: replayed with the rest

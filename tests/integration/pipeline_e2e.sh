@@ -147,8 +147,8 @@ until_ok 10 bash -c "curl -sf '$vigil/api/v1/incidents?status=open' | grep -q Qu
 ackid=$(curl -sf "$vigil/api/v1/incidents?status=open" |
   field '[i["id"] for i in d["incidents"] if "QueueStuck" in i["title"]][0]')
 "$VIGIL" ack "$ackid" --url "$vigil" --who alice >/dev/null || fail "vigil ack failed"
-# what is tested is the timer surviving kill -9: wait until the run has stored it (a run still
-# in flight at a crash is not run again, see docs/operations.md on decision replay)
+# what is tested is the timer surviving kill -9: wait until the run has stored it (a run cut
+# short by the crash would run again at the next start: crash_replay.sh tests that)
 until_ok 10 bash -c "curl -sf '$vigil/api/v1/incidents?status=open' | grep -q DatabaseDown"
 dbid=$(curl -sf "$vigil/api/v1/incidents?status=open" |
   field '[i["id"] for i in d["incidents"] if "DatabaseDown" in i["title"]][0]')

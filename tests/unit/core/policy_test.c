@@ -229,7 +229,7 @@ static int dispatch(pfx_t *f, const char *alertname, const char *pod)
     { "pod", 3, pod, strlen(pod) },
   };
   vg_alert_t a = { .labels = labels, .nlabels = 2, .status = "firing" };
-  return vg_policies_dispatch(f->ps, &a);
+  return vg_policies_dispatch(f->ps, &a, NULL, NULL);
 }
 
 /* A policy that logs `msg` with the alert's pod for every alert named `alertname`. */
